@@ -1,0 +1,227 @@
+"""Typed config: one pydantic model per concern, composed by a pipeline YAML.
+
+Defaults live here and only here; the CLI reads them from these models. Every model forbids
+unknown fields, so a typo (`train.learning_rate`) is an error that names the field rather than a
+silently ignored key. Relative paths in a pipeline file are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tuneforge.core.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which base model to start from."""
+
+    name: str = Field(
+        "smollm2-135m",
+        description="A built-in name (smollm2-135m, tiny-random-llama), a local Hugging Face model "
+        "folder, a tuneforge model/adapter artifact folder, or a hub id.",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Dtype the weights are held in (training autocasts separately)."
+    )
+
+
+class DataConfig(_Section):
+    """How raw files become a dataset artifact."""
+
+    files: list[Path] = Field(
+        default_factory=list,
+        description="JSONL files: instruction rows (instruction/input/output) or chat rows (messages).",
+    )
+    format: Literal["auto", "instruction", "chat"] = Field(
+        "auto", description="Row format; 'auto' decides per row from its keys."
+    )
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out.")
+    seed: int = Field(0, description="Seed of the train/validation split.")
+    max_length: int = Field(512, ge=16, le=131072, description="Token limit per example; longer rows are cut.")
+
+
+class LoraConfig(_Section):
+    """LoRA adapter shape."""
+
+    r: int = Field(16, ge=1, le=1024, description="Rank of the low-rank update.")
+    alpha: float = Field(32.0, gt=0, description="Scaling numerator; the update is scaled by alpha/r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' (every linear but the head)."
+    )
+
+
+class TrainConfig(_Section):
+    """How an adapter is trained."""
+
+    method: Literal["lora"] = Field("lora", description="Fine-tuning method.")
+    epochs: int = Field(3, ge=1, le=1000, description="Passes over the training split.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    lr: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warmup.")
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
+    batch_size: int = Field(8, ge=1, description="Examples per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="Autocast dtype for forward/backward.")
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class EvalConfig(_Section):
+    """What is evaluated, before and after."""
+
+    questions: Path | None = Field(
+        None, description="JSONL of {question, key} (key: str or list); an answer is right if it contains a key."
+    )
+    max_new_tokens: int = Field(64, ge=1, le=4096, description="Generation limit per answer.")
+    batch_size: int = Field(16, ge=1, description="Questions generated together.")
+    compare_base: bool = Field(True, description="Also evaluate the base model and print the delta.")
+
+
+class ServeConfig(_Section):
+    """How a model is served."""
+
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
+    served_model_name: str | None = Field(None, description="Name clients pass as `model`.")
+    max_tokens: int = Field(512, ge=1, description="Upper bound on a request's max_tokens.")
+    smoke_questions: list[str] = Field(
+        default_factory=list,
+        description="`tuneforge run`: questions asked through the openai SDK after the server starts.",
+    )
+
+
+STAGES = ("prepare", "train", "eval", "serve")
+
+
+class PipelineConfig(_Section):
+    """A whole run: the sections above plus where outputs go."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="Run name; outputs go to output_dir/name.")
+    output_dir: Path = Field(Path("runs"), description="Folder that receives the run's artifacts.")
+    stages: list[Literal["prepare", "train", "eval", "serve"]] = Field(
+        default_factory=lambda: list(STAGES), description="Stages `tuneforge run` executes, in order."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _ordered(cls, stages: list[str]) -> list[str]:
+        if len(set(stages)) != len(stages):
+            raise ValueError("a stage is listed twice")
+        return sorted(stages, key=STAGES.index)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `field.path: message (got VALUE)`."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in (prefix, *err["loc"]) if part != "")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown field{shown}")
+        else:
+            lines.append(f"{loc}: {err['msg']}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=1e-4` -> (['train', 'lr'], 0.0001); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. train.lr=1e-4")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `a.b.c=value` into a nested dict (a copy)."""
+    data = json.loads(json.dumps(raw, default=str))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _resolve_paths(model: BaseModel, base: Path) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            _resolve_paths(value, base)
+        elif isinstance(value, Path) and not value.is_absolute():
+            setattr(model, name, base / value)
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            setattr(model, name, [v if v.is_absolute() else base / v for v in value])
+
+
+def build_config(cls: type[BaseModel], raw: dict[str, Any], overrides: list[str] | None = None, prefix: str = ""):
+    """Validate `raw` (plus overrides) into `cls`, turning pydantic errors into ConfigError."""
+    data = apply_overrides(raw, overrides or [])
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, prefix)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, train, …) at the top")
+    return data
+
+
+def load_pipeline(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a pipeline YAML (or defaults when `path` is None), apply overrides, resolve paths."""
+    raw = read_yaml(path) if path is not None else {}
+    config = build_config(PipelineConfig, raw, overrides)
+    # Input files are relative to the pipeline file; output_dir stays relative to the working dir.
+    base = (Path(path).parent if path is not None else Path.cwd()).absolute()
+    _resolve_paths(config.data, base)
+    _resolve_paths(config.eval, base)
+    return config
+
+
+def pipeline_schema() -> dict[str, Any]:
+    """JSON schema of the pipeline file."""
+    return PipelineConfig.model_json_schema()

