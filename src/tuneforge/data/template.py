@@ -1,0 +1,54 @@
+"""Apply the chat template and mask the loss to the assistant's tokens.
+
+The conversation is rendered once; each assistant turn's character span is found by rendering the
+prefix before it (with the generation prompt) and the prefix including it. Tokens whose characters
+fall inside an assistant span are trained on (that includes the end-of-turn marker, so the model
+learns to stop); every other token's label is -100.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneforge.core.errors import DataError
+
+from tuneforge.models.lm import IGNORE_INDEX  # noqa: F401  (re-exported)
+
+
+def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered text and the (start, end) character spans of every assistant turn."""
+    text = _render(tokenizer, messages, add_generation_prompt=False)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
+        through = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if not text.startswith(through) or not through.startswith(before):
+            raise DataError(
+                "the chat template does not render conversations incrementally (a prefix of the "
+                "conversation is not a prefix of its text), so assistant tokens cannot be masked"
+            )
+        spans.append((len(before), len(through)))
+    return text, spans
+
+
+def tokenize_conversation(tokenizer, messages: list[dict[str, str]], max_length: int) -> dict[str, Any]:
+    """input_ids and labels (-100 outside assistant turns), cut to max_length."""
+    text, spans = assistant_spans(tokenizer, messages)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = list(encoded["input_ids"])
+    labels = []
+    for token_id, (start, end) in zip(input_ids, encoded["offset_mapping"], strict=True):
+        inside = any(span_start <= start < span_end for span_start, span_end in spans) and end > start
+        labels.append(token_id if inside else IGNORE_INDEX)
+    truncated = len(input_ids) > max_length
+    return {
+        "input_ids": input_ids[:max_length],
+        "labels": labels[:max_length],
+        "truncated": truncated,
+    }

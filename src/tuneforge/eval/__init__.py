@@ -1,0 +1,1 @@
+"""Evaluation stage: loss, answer accuracy, before/after comparison."""

@@ -1,0 +1,93 @@
+"""Batched chat generation with Hugging Face `generate`, shared by evaluation and the simple server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tuneforge.models.chat_template import stop_strings
+from tuneforge.models.loader import LoadedModel
+
+
+@dataclass
+class SamplingParams:
+    """Decoding controls; temperature 0 means greedy."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    """One finished answer."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+def render_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> str:
+    """The chat template applied to `messages`, ending with the assistant generation prompt."""
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+
+def generate_kwargs(loaded: LoadedModel, params: SamplingParams) -> dict:
+    """Keyword arguments for `model.generate` from sampling params."""
+    tokenizer = loaded.tokenizer
+    kwargs = {
+        "max_new_tokens": params.max_new_tokens,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    if params.temperature > 0:
+        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    stops = [*stop_strings(tokenizer), *params.stop]
+    if stops:
+        kwargs.update(stop_strings=stops, tokenizer=tokenizer)
+    return kwargs
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Text up to the earliest stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def generate_chat(
+    loaded: LoadedModel, conversations: Sequence[Sequence[dict[str, str]]], params: SamplingParams
+) -> list[Generation]:
+    """Answer each conversation; all of them run as one left-padded batch."""
+    import torch
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    prompts = [render_prompt(tokenizer, conv) for conv in conversations]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        encoded = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+    device = next(model.parameters()).device
+    encoded = {k: v.to(device) for k, v in encoded.items()}
+    if params.seed is not None:
+        torch.manual_seed(params.seed)
+    with torch.no_grad():
+        output = model.generate(**encoded, **generate_kwargs(loaded, params))
+    width = encoded["input_ids"].shape[1]
+    results = []
+    stops = [*stop_strings(tokenizer), *params.stop]
+    for row, mask in zip(output, encoded["attention_mask"], strict=True):
+        new = row[width:].tolist()
+        ended = tokenizer.eos_token_id in new
+        if ended:
+            new = new[: new.index(tokenizer.eos_token_id) + 1]
+        text, stopped = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stops)
+        finish = "stop" if ended or stopped or len(new) < params.max_new_tokens else "length"
+        results.append(Generation(text.strip(), int(mask.sum()), len(new), finish))
+    return results

@@ -1,0 +1,1 @@
+"""Serving: engine (generation) and api (OpenAI-compatible HTTP)."""

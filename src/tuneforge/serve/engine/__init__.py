@@ -1,0 +1,1 @@
+"""Generation engine behind the HTTP layer."""

@@ -1,0 +1,1 @@
+"""Training stage: LoRA fine-tuning recipes."""
