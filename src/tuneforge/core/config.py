@@ -160,11 +160,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each `a.b.c=value` into a nested dict (a copy)."""
+def apply_overrides(raw: dict[str, Any], overrides: list[str], values: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """Set each `a.b.c=value` text, then each `{"a.b.c": value}` pair, into a copy of a nested dict."""
     data = json.loads(json.dumps(raw, default=str))
-    for text in overrides:
-        parts, value = parse_override(text)
+    pairs = [(*parse_override(text), text) for text in overrides]
+    pairs += [(key.split("."), value, key) for key, value in (values or {}).items()]
+    for parts, value, text in pairs:
         node = data
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -186,9 +188,10 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
             setattr(model, name, [v if v.is_absolute() else base / v for v in value])
 
 
-def build_config(cls: type[BaseModel], raw: dict[str, Any], overrides: list[str] | None = None, prefix: str = ""):
+def build_config(cls: type[BaseModel], raw: dict[str, Any], overrides: list[str] | None = None,
+                 prefix: str = "", values: dict[str, Any] | None = None):
     """Validate `raw` (plus overrides) into `cls`, turning pydantic errors into ConfigError."""
-    data = apply_overrides(raw, overrides or [])
+    data = apply_overrides(raw, overrides or [], values)
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -211,10 +214,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_pipeline(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Load a pipeline YAML (or defaults when `path` is None), apply overrides, resolve paths."""
+def load_pipeline(path: str | Path | None, overrides: list[str] | None = None,
+                  values: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a pipeline YAML (or defaults when `path` is None), apply overrides, resolve paths.
+
+    `overrides` are `a.b=value` texts (from `--set`); `values` maps dotted keys to Python values
+    (from a command's own flags) and wins over both.
+    """
     raw = read_yaml(path) if path is not None else {}
-    config = build_config(PipelineConfig, raw, overrides)
+    config = build_config(PipelineConfig, raw, overrides, values=values)
     # Input files are relative to the pipeline file; output_dir stays relative to the working dir.
     base = (Path(path).parent if path is not None else Path.cwd()).absolute()
     _resolve_paths(config.data, base)

@@ -1,0 +1,223 @@
+"""The `tuneforge` command: one thin command per stage. Defaults live in `core.config`, not here.
+
+Every command takes `-c PIPELINE.yaml` (optional) for its sections and `--set a.b=value` overrides;
+its own flags are shortcuts for the most used fields.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+from rich.text import Text
+
+from tuneforge.core.config import PipelineConfig, load_pipeline, pipeline_schema
+from tuneforge.core.errors import TuneforgeError
+from tuneforge.core.progress import console
+
+app = typer.Typer(
+    help="tuneforge: raw domain data → fine-tuned LLM → OpenAI-compatible endpoint.\n\n"
+    "Start with [bold]tuneforge run examples/customer-service/pipeline.yaml[/bold].",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Inspect pipeline configs.", no_args_is_help=True)
+data_app = typer.Typer(help="Data stage commands.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose sections this command uses.")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a field: --set train.lr=1e-4 (repeatable; value parsed as YAML)."),
+]
+
+
+def _config(config: Path | None, overrides: list[str] | None, **values: Any) -> PipelineConfig:
+    """Load the pipeline config; flags given on the command line (not None) become values."""
+    dotted = {key.replace("__", "."): value for key, value in values.items() if value is not None}
+    return load_pipeline(config, overrides or [], dotted)
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see `tuneforge config schema`).")],
+    overrides: SetOpt = None,
+) -> None:
+    """Run a whole pipeline: prepare → train → eval (before/after) → serve smoke test.
+
+    Artifacts go to OUTPUT_DIR/NAME (from the file); each stage prints where its artifact went.
+
+    Example:  tuneforge run examples/customer-service/pipeline.yaml --set train.epochs=1
+    """
+    import time
+
+    from tuneforge.pipeline import run_pipeline
+
+    started = time.perf_counter()
+    cfg = _config(pipeline, overrides)
+    result = run_pipeline(cfg)
+    console.rule("[bold]summary")
+    if result.answers:
+        for question, answer in result.answers:
+            console.print(f"[bold cyan]Q:[/bold cyan] {question}\n[bold green]A:[/bold green] {answer}\n")
+    table = Table("artifact", "path")
+    for name, path in result.artifacts.items():
+        table.add_row(name, str(path))
+    console.print(table)
+    timings = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
+    console.print(f"done in {time.perf_counter() - started:.0f}s ({timings})")
+
+
+@config_app.command("show")
+def config_show(
+    pipeline: Annotated[Path | None, typer.Argument(help="Pipeline YAML; omit to see the defaults.")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Print the fully resolved config (defaults filled in, overrides applied, paths resolved).
+
+    Example:  tuneforge config show pipeline.yaml --set train.lr=1e-4
+    """
+    cfg = _config(pipeline, overrides)
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of pipeline files (for editors and validation).
+
+    Example:  tuneforge config schema > tuneforge.schema.json
+    """
+    typer.echo(json.dumps(pipeline_schema(), indent=2))
+
+
+@data_app.command("prepare")
+def data_prepare(
+    files: Annotated[list[Path] | None, typer.Argument(help="JSONL files (instruction or chat rows).")] = None,
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model whose tokenizer and chat template to use.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Dataset artifact folder.")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Validate, split and tokenize chat/instruction JSONL into a dataset artifact.
+
+    Loss is masked to the assistant's tokens. A malformed line stops with its file and line number.
+
+    Example:  tuneforge data prepare support.jsonl --model smollm2-135m -o runs/ds --set data.validation_fraction=0.1
+    """
+    from tuneforge.data.prepare import prepare
+
+    paths = [p.absolute() for p in files] if files else None
+    cfg = _config(config, overrides, data__files=paths, model__name=model)
+    artifact = prepare(cfg.data, cfg.model, output or cfg.run_dir / "dataset")
+    console.print(f"dataset artifact → {artifact.path}")
+    console.print(artifact.metrics)
+
+
+@app.command("train")
+def train_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Dataset artifact from `tuneforge data prepare`.")],
+    config: ConfigOpt = None,
+    model: Annotated[str | None, typer.Option(help="Base model (name, folder or hub id).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Adapter artifact folder.")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Fine-tune a LoRA adapter on a dataset artifact (cosine schedule, bf16 autocast, val loss per epoch).
+
+    Example:  tuneforge train runs/ds --model smollm2-135m -o runs/adapter --set train.epochs=2 --set train.lr=1e-3
+    """
+    from tuneforge.core.artifacts import load_artifact
+    from tuneforge.train.lora import train
+
+    cfg = _config(config, overrides, model__name=model)
+    artifact = train(load_artifact(dataset, kind="dataset"), cfg.model, cfg.train, output or cfg.run_dir / "adapter")
+    console.print(f"adapter artifact → {artifact.path}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Argument(help="Model to evaluate: adapter/model artifact, folder or name.")],
+    config: ConfigOpt = None,
+    dataset: Annotated[Path | None, typer.Option(help="Dataset artifact; its validation split gives loss.")] = None,
+    questions: Annotated[Path | None, typer.Option(help="JSONL of {question, key} rows.")] = None,
+    base: Annotated[bool | None, typer.Option("--base/--no-base", help="Also evaluate an adapter's base.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Eval-report artifact folder.")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Evaluate a model (and its base) on validation loss and key accuracy; print the before/after table.
+
+    Example:  tuneforge eval runs/adapter --dataset runs/ds --questions heldout.jsonl
+    """
+    from tuneforge.core.artifacts import load_artifact
+    from tuneforge.eval.evaluate import run_eval
+
+    cfg = _config(config, overrides, eval__questions=questions.absolute() if questions else None,
+                  eval__compare_base=base)
+    ds = load_artifact(dataset, kind="dataset") if dataset else None
+    report = run_eval(model, cfg.eval, output or cfg.run_dir / "eval", ds, cfg.model.dtype)
+    console.print(f"eval-report artifact → {report.path}")
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[str, typer.Argument(help="A name, HF folder, or model/adapter artifact (as `vllm serve`).")],
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Name clients pass as `model`.")] = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health).
+
+    Example:  tuneforge serve runs/adapter --port 8000 --served-model-name support-bot
+    then:     OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x").chat.completions.create(...)
+    """
+    from tuneforge.serve.server import serve
+
+    cfg = _config(config, overrides, serve__host=host, serve__port=port, serve__served_model_name=served_model_name)
+    serve(model, cfg.serve, cfg.model.dtype)
+
+
+@app.command("chat")
+def chat_cmd(
+    model: Annotated[str | None, typer.Argument(help="Model to load locally (omit with --url).")] = None,
+    url: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Ask once and exit instead of a session.")] = None,
+    system: Annotated[str | None, typer.Option(help="System message for the conversation.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.0,
+) -> None:
+    """Talk to a model (loaded here) or to a server (--url) from the terminal; answers stream in.
+
+    Type /reset to clear the history and /exit (or Ctrl-D) to leave.
+
+    Example:  tuneforge chat runs/adapter -p "How long is the warranty?"
+    Example:  tuneforge chat --url http://127.0.0.1:8000/v1
+    """
+    from tuneforge.chat import chat_session
+
+    if (model is None) == (url is None):
+        raise TuneforgeError("give either MODEL (load it here) or --url (talk to a server), not both or neither")
+    chat_session(model=model, url=url, prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear message and exit 1, never a traceback."""
+    try:
+        app()
+    except TuneforgeError as exc:
+        console.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

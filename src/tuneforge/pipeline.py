@@ -1,0 +1,149 @@
+"""`tuneforge run PIPELINE.yaml`: prepare → train → eval → serve smoke test, artifacts under output_dir/name.
+
+The orchestrator only passes artifacts between the stages' public functions. A stage left out of
+`stages` reuses the artifact an earlier run left in the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuneforge.core.artifacts import Artifact, is_artifact, load_artifact
+from tuneforge.core.config import PipelineConfig, ServeConfig
+from tuneforge.core.errors import TuneforgeError
+from tuneforge.core.progress import console
+
+
+@dataclass
+class RunResult:
+    """Where a run's artifacts went and what the smoke test answered."""
+
+    run_dir: Path
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    answers: list[tuple[str, str]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS says is free right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen, deadline_s: float = 300.0) -> None:
+    """Poll `url` until it answers 200, the process dies, or the deadline passes."""
+    import httpx
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise TuneforgeError(f"the server exited with code {process.returncode} before it was ready")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise TuneforgeError(f"the server did not answer {url} within {deadline_s:.0f} s")
+
+
+def start_server(model_ref: str, cfg: ServeConfig, dtype: str = "float32") -> tuple[subprocess.Popen, str]:
+    """Start `tuneforge serve` as a real process on a free loopback port; return it and its base URL."""
+    port = free_port()
+    name = cfg.served_model_name or "tuneforge-model"
+    command = [sys.executable, "-m", "tuneforge", "serve", model_ref, "--host", "127.0.0.1",
+               "--port", str(port), "--served-model-name", name, "--set", f"model.dtype={dtype}"]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", process)
+    except BaseException:
+        stop_server(process)
+        raise
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def smoke_test(model_ref: str, cfg: ServeConfig, questions: list[str], dtype: str = "float32") -> list[tuple[str, str]]:
+    """Serve `model_ref`, ask `questions` through the official openai SDK, stop the server."""
+    from openai import OpenAI
+
+    process, base_url = start_server(model_ref, cfg, dtype)
+    try:
+        client = OpenAI(base_url=base_url, api_key=os.environ.get("TUNEFORGE_API_KEY", "not-needed"))
+        name = client.models.list().data[0].id
+        answers = []
+        for question in questions:
+            reply = client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": question}], max_tokens=96, temperature=0
+            )
+            answers.append((question, reply.choices[0].message.content or ""))
+        return answers
+    finally:
+        stop_server(process)
+
+
+def _reuse(path: Path, kind: str) -> Artifact:
+    if not is_artifact(path):
+        raise TuneforgeError(f"stage needs the {kind} artifact at {path}; add its stage to `stages`")
+    return load_artifact(path, kind=kind)
+
+
+def run_pipeline(cfg: PipelineConfig) -> RunResult:
+    """Run the configured stages in order."""
+    from tuneforge.data.prepare import prepare
+    from tuneforge.eval.evaluate import run_eval
+    from tuneforge.train.lora import train
+
+    result = RunResult(run_dir=cfg.run_dir)
+    paths = {name: cfg.run_dir / name for name in ("dataset", "adapter", "eval")}
+    dataset = adapter = None
+
+    def timed(stage: str):
+        console.rule(f"[bold]{stage}")
+        return time.perf_counter()
+
+    if "prepare" in cfg.stages:
+        t = timed("prepare")
+        dataset = prepare(cfg.data, cfg.model, paths["dataset"])
+        result.artifacts["dataset"] = dataset.path
+        result.seconds["prepare"] = time.perf_counter() - t
+        m = dataset.metrics
+        console.print(f"dataset: {m['rows_train']} train / {m['rows_validation']} validation rows, "
+                      f"{m['target_tokens_train']} target tokens → {dataset.path}")
+    if "train" in cfg.stages:
+        t = timed("train")
+        dataset = dataset or _reuse(paths["dataset"], "dataset")
+        adapter = train(dataset, cfg.model, cfg.train, paths["adapter"])
+        result.artifacts["adapter"] = adapter.path
+        result.seconds["train"] = time.perf_counter() - t
+    model_ref = str(adapter.path) if adapter else (
+        str(paths["adapter"]) if is_artifact(paths["adapter"]) else cfg.model.name)
+    if "eval" in cfg.stages:
+        t = timed("eval")
+        if dataset is None and is_artifact(paths["dataset"]):
+            dataset = load_artifact(paths["dataset"], kind="dataset")
+        report = run_eval(model_ref, cfg.eval, paths["eval"], dataset, cfg.model.dtype)
+        result.artifacts["eval"] = report.path
+        result.seconds["eval"] = time.perf_counter() - t
+    if "serve" in cfg.stages and cfg.serve.smoke_questions:
+        t = timed("serve")
+        result.answers = smoke_test(model_ref, cfg.serve, cfg.serve.smoke_questions, cfg.model.dtype)
+        result.seconds["serve"] = time.perf_counter() - t
+    return result

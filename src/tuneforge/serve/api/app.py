@@ -1,0 +1,131 @@
+"""The OpenAI-compatible HTTP app: /v1/chat/completions (SSE streaming or not), /v1/models, /health."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tuneforge import __version__
+from tuneforge.models.generate import SamplingParams
+from tuneforge.serve.api.protocol import (
+    ChatCompletionRequest,
+    chat_chunk,
+    chat_completion,
+    completion_id,
+    error_body,
+    usage,
+)
+from tuneforge.serve.engine.simple import SimpleEngine
+
+
+class APIError(Exception):
+    """An error answered with OpenAI's error object."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type_: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
+
+
+def _sse(payload: dict | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n"
+
+
+def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 512) -> FastAPI:
+    """Build the app around an engine; `served_model_name` is what clients pass as `model`."""
+    app = FastAPI(title="tuneforge", version=__version__,
+                  description="OpenAI-compatible endpoint for a tuneforge model.")
+    started = int(time.time())
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        loc = [str(p) for p in first["loc"] if p != "body"]
+        param = ".".join(loc) or None
+        message = f"{param}: {first['msg']}" if param else first["msg"]
+        return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+
+    @app.get("/health")
+    async def health() -> dict:
+        """Liveness: the process is up and the model is loaded."""
+        return {"status": "ok", "model": served_model_name}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [
+            {"id": served_model_name, "object": "model", "created": started, "owned_by": "tuneforge"}
+        ]}
+
+    def sampling(req: ChatCompletionRequest, prompt_tokens: int) -> SamplingParams:
+        if req.model != served_model_name:
+            raise APIError(404, f"The model `{req.model}` does not exist; this server serves "
+                           f"`{served_model_name}`", param="model", code="model_not_found",
+                           type_="not_found_error")
+        wanted = req.requested_max_tokens()
+        if wanted is not None and wanted > max_tokens:
+            raise APIError(400, f"max_tokens={wanted} exceeds this server's limit of {max_tokens}",
+                           param="max_tokens")
+        room = engine.max_context - prompt_tokens
+        if room < 1:
+            raise APIError(400, f"the prompt has {prompt_tokens} tokens; this model's context is "
+                           f"{engine.max_context} tokens", param="messages", code="context_length_exceeded")
+        return SamplingParams(
+            max_new_tokens=min(wanted or max_tokens, room),
+            temperature=req.temperature or 0.0,
+            top_p=req.top_p if req.top_p is not None else 1.0,
+            stop=req.stop_list(),
+            seed=req.seed,
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest):
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in req.messages]
+        prompt_tokens = engine.count_prompt_tokens(messages)
+        params = sampling(req, prompt_tokens)
+        cid = completion_id()
+        if not req.stream:
+            result = await run_in_threadpool(engine.complete, messages, params)
+            return chat_completion(cid, served_model_name, result.text, result.finish_reason,
+                                   result.prompt_tokens, result.completion_tokens)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        cancelled = threading.Event()
+
+        def events() -> Iterator[str]:
+            try:
+                yield _sse(chat_chunk(cid, served_model_name, {"role": "assistant", "content": ""}))
+                for delta in engine.stream(messages, params, cancelled):
+                    if delta.text:
+                        yield _sse(chat_chunk(cid, served_model_name, {"content": delta.text}))
+                    if delta.finish_reason:
+                        yield _sse(chat_chunk(cid, served_model_name, {}, delta.finish_reason))
+                        if include_usage:
+                            yield _sse(chat_chunk(cid, served_model_name, {}, None,
+                                                  usage(delta.prompt_tokens, delta.completion_tokens),
+                                                  with_choice=False))
+                yield _sse("[DONE]")
+            finally:
+                cancelled.set()  # a disconnected client stops generation at the next token
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
