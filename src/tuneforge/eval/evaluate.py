@@ -69,7 +69,7 @@ def evaluate_model(ref: str, cfg: EvalConfig, questions: list[dict[str, Any]],
             for chunk in batches(questions, cfg.batch_size):
                 convs = [[{"role": "user", "content": q["question"]}] for q in chunk]
                 for q, gen in zip(chunk, generate_chat(loaded, convs, params), strict=True):
-                    answers.append({"question": q["question"], "keys": q["keys"], "answer": gen.text,
+                    answers.append({"question": q["question"], "keys": q["keys"], "answer": gen.text.strip(),
                                     "correct": key_match(gen.text, q["keys"])})
                 bar.advance(task, len(chunk))
         result["answers"] = answers

@@ -89,5 +89,5 @@ def generate_chat(
             new = new[: new.index(tokenizer.eos_token_id) + 1]
         text, stopped = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stops)
         finish = "stop" if ended or stopped or len(new) < params.max_new_tokens else "length"
-        results.append(Generation(text.strip(), int(mask.sum()), len(new), finish))
+        results.append(Generation(text, int(mask.sum()), len(new), finish))
     return results

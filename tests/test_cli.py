@@ -1,0 +1,73 @@
+"""The CLI as a user runs it: real subprocesses, exit codes, messages without tracebacks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tuneforge.core.artifacts import load_artifact
+
+
+def tf(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "250"}  # rich wraps at the terminal width; keep paths on one line
+    return subprocess.run([sys.executable, "-m", "tuneforge", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600, env=env)
+
+
+@pytest.mark.parametrize("command", [["run"], ["data", "prepare"], ["train"], ["eval"], ["serve"], ["chat"],
+                                     ["config", "show"], ["config", "schema"]])
+def test_every_command_has_help_with_example(command):
+    out = tf(*command, "--help")
+    assert out.returncode == 0
+    assert "Example" in out.stdout
+
+
+def test_bad_override_is_a_clear_error():
+    out = tf("config", "show", "--set", "train.lr=fast")
+    assert out.returncode == 1
+    assert "train.lr: Input should be a valid number" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+
+
+def test_config_show_and_schema(assets):
+    out = tf("config", "show", assets / "pipeline.yaml", "--set", "train.epochs=5")
+    assert out.returncode == 0, out.stderr
+    assert "epochs: 5" in out.stdout and str(assets / "instruct.jsonl") in out.stdout
+    schema = json.loads(tf("config", "schema").stdout)
+    assert "train" in schema["properties"]
+
+
+def test_malformed_data_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n')
+    out = tf("data", "prepare", bad, "--model", "tiny-random-llama", "-o", tmp_path / "ds")
+    assert out.returncode == 1
+    assert f"{bad}:2: missing field 'output'" in out.stderr.replace("\n", "")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_chat_needs_model_or_url():
+    out = tf("chat")
+    assert out.returncode == 1 and "give either MODEL" in out.stderr
+
+
+def test_chat_one_shot_local():
+    out = tf("chat", "tiny-random-llama", "-p", "hello", "--max-tokens", "4")
+    assert out.returncode == 0, out.stderr
+
+
+def test_run_whole_pipeline_on_tiny_model(assets, tmp_path):
+    out = tf("run", assets / "pipeline.yaml", "--set", f"output_dir={tmp_path}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "tiny"
+    adapter = load_artifact(run / "adapter", kind="adapter")
+    dataset = load_artifact(run / "dataset", kind="dataset")
+    report = load_artifact(run / "eval", kind="eval-report")
+    assert adapter.manifest["parents"][0]["content_hash"] == dataset.content_hash
+    assert {"accuracy", "base_accuracy", "val_loss", "base_val_loss"} <= set(report.metrics)
+    combined = out.stdout + out.stderr
+    assert "Q: What color is the Quokka lamp?" in combined
+    for name in ("dataset", "adapter", "eval"):
+        assert str(run / name) in combined
