@@ -74,6 +74,8 @@ def run(
     for name, path in result.artifacts.items():
         table.add_row(name, str(path))
     console.print(table)
+    if "eval" in result.artifacts:
+        console.print((result.artifacts["eval"] / "report.md").read_text().split("\n", 2)[-1])
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     console.print(f"done in {time.perf_counter() - started:.0f}s ({timings})")
 
@@ -210,8 +212,24 @@ def chat_cmd(
     chat_session(model=model, url=url, prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
 
 
+def _quiet_libraries() -> None:
+    """Our own progress bars say what is happening; silence the libraries' bars and deprecation chatter."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # transformers is a dependency; this only guards partial installs
+        pass
+
+
 def main() -> None:
     """Console entry point: user errors print one clear message and exit 1, never a traceback."""
+    _quiet_libraries()
     try:
         app()
     except TuneforgeError as exc:

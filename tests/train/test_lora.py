@@ -10,7 +10,7 @@ from tuneforge.train.lora import lora_model, plan_steps
 
 def test_loss_falls_and_adapter_loads(tiny_adapter, tiny_dataset):
     m = tiny_adapter.metrics
-    assert m["train_loss_last"] < m["train_loss_first"] - 0.5
+    assert m["train_loss_last"] < m["train_loss_first"] - 1.5
     assert m["epochs"][-1]["val_loss"] < m["epochs"][0]["val_loss"]
     assert tiny_adapter.manifest["base_model"] == "tiny-random-llama"
     assert tiny_adapter.manifest["parents"][0]["content_hash"] == tiny_dataset.content_hash

@@ -43,6 +43,7 @@ TINY_LLAMA = dict(
     max_position_embeddings=2048,
     tie_word_embeddings=True,
     rms_norm_eps=1e-5,
+    initializer_range=0.1,  # wide enough that LoRA alone can move the logits in a few steps
 )
 
 
@@ -250,15 +251,20 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
     )
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
 def _load_from_hub(ref: str, torch_dtype) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    offline = _hub_offline()  # read now: huggingface_hub reads it only once, at import
     try:
-        tokenizer = AutoTokenizer.from_pretrained(ref)
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype, local_files_only=offline)
     except Exception as exc:  # hub errors come in many classes (OSError, HTTP, offline mode)
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = "HF_HUB_OFFLINE=1 is set" if offline else "is the hub reachable from this machine?"
+        hint = ("HF_HUB_OFFLINE is set and it is not in the local hub cache" if offline
+                else "is the hub reachable from this machine?")
         raise ModelLoadError(
             f"could not fetch {ref!r} from the Hugging Face hub ({hint}); "
             f"download it elsewhere and pass the local folder instead. Cause: {type(exc).__name__}: "
