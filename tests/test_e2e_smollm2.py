@@ -43,6 +43,7 @@ def test_smollm2_train_eval_serve(tmp_path):
             model="quillon-support", messages=[{"role": "user", "content": "What is the capital of France?"}],
             max_tokens=24, temperature=0, stream=True,
         )
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == reply.choices[0].message.content
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert streamed == reply.choices[0].message.content
     finally:
         stop_server(process)

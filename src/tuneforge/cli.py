@@ -192,8 +192,12 @@ def serve_cmd(
 @app.command("chat")
 def chat_cmd(
     model: Annotated[str | None, typer.Argument(help="Model to load locally (omit with --url).")] = None,
-    url: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")] = None,
-    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Ask once and exit instead of a session.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="Ask once and exit instead of a session.")
+    ] = None,
     system: Annotated[str | None, typer.Option(help="System message for the conversation.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.0,

@@ -26,7 +26,7 @@ def test_loss_only_on_assistant_tokens(tiny):
                 {"role": "assistant", "content": "Teal."}, {"role": "user", "content": "Sure?"},
                 {"role": "assistant", "content": "Yes, 你好."}]
     out = tokenize_conversation(tiny.tokenizer, messages, 512)
-    trained = [t for t, label in zip(out["input_ids"], out["labels"]) if label != IGNORE_INDEX]
+    trained = [t for t, label in zip(out["input_ids"], out["labels"], strict=True) if label != IGNORE_INDEX]
     assert tiny.tokenizer.decode(trained) == "Teal.<|im_end|>\nYes, 你好.<|im_end|>\n"
     assert out["truncated"] is False
     short = tokenize_conversation(tiny.tokenizer, messages, 10)
@@ -35,7 +35,8 @@ def test_loss_only_on_assistant_tokens(tiny):
 
 def test_instruction_input_is_appended(assets):
     rows = load_rows([assets / "instruct.jsonl"])
-    assert rows[0]["messages"][0] == {"role": "user", "content": "What color is the Quokka lamp?\n\nPlease answer briefly."}
+    first_user = rows[0]["messages"][0]
+    assert first_user == {"role": "user", "content": "What color is the Quokka lamp?\n\nPlease answer briefly."}
     assert rows[0]["source"].endswith("instruct.jsonl:1")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from tuneforge.core.errors import DataError
-
 from tuneforge.models.lm import IGNORE_INDEX  # noqa: F401  (re-exported)
 
 

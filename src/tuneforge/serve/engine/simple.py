@@ -12,7 +12,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from tuneforge.models.chat_template import stop_strings
-from tuneforge.models.generate import Generation, SamplingParams, cut_at_stop, generate_chat, generate_kwargs, render_prompt
+from tuneforge.models.generate import (
+    Generation,
+    SamplingParams,
+    cut_at_stop,
+    generate_chat,
+    generate_kwargs,
+    render_prompt,
+)
 from tuneforge.models.loader import LoadedModel
 
 
