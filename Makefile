@@ -23,6 +23,7 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests examples
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf runs .pytest_cache

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -71,3 +72,37 @@ def test_run_whole_pipeline_on_tiny_model(assets, tmp_path):
     assert "Q: What color is the Quokka lamp?" in combined
     for name in ("dataset", "adapter", "eval"):
         assert str(run / name) in combined
+
+
+def test_serve_on_port_zero_reports_its_port():
+    """`--port 0` binds any free port and says which, so scripts can find the server."""
+    import re
+    import time
+
+    import httpx
+
+    env = {**os.environ, "COLUMNS": "250"}
+    process = subprocess.Popen([sys.executable, "-m", "tuneforge", "serve", "tiny-random-llama", "--port", "0"],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "serving" not in line and time.monotonic() < deadline:
+            line = process.stderr.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
+        assert match, line
+        port = int(match.group(1))
+        assert port != 0
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health.json()["model"] == "tiny-random-llama"
+    finally:
+        process.terminate()
+        rest = process.communicate(timeout=30)[1]
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught, as a server should
+    assert process.returncode in (0, -signal.SIGTERM)
+    assert "Traceback" not in rest

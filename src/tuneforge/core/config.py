@@ -102,7 +102,8 @@ class ServeConfig(_Section):
     )
 
 
-STAGES = ("prepare", "train", "eval", "serve")
+Stage = Literal["prepare", "train", "eval", "serve"]
+STAGES: tuple[Stage, ...] = ("prepare", "train", "eval", "serve")
 
 
 class PipelineConfig(_Section):
@@ -110,7 +111,7 @@ class PipelineConfig(_Section):
 
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="Run name; outputs go to output_dir/name.")
     output_dir: Path = Field(Path("runs"), description="Folder that receives the run's artifacts.")
-    stages: list[Literal["prepare", "train", "eval", "serve"]] = Field(
+    stages: list[Stage] = Field(
         default_factory=lambda: list(STAGES), description="Stages `tuneforge run` executes, in order."
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -121,7 +122,7 @@ class PipelineConfig(_Section):
 
     @field_validator("stages")
     @classmethod
-    def _ordered(cls, stages: list[str]) -> list[str]:
+    def _ordered(cls, stages: list[Stage]) -> list[Stage]:
         if len(set(stages)) != len(stages):
             raise ValueError("a stage is listed twice")
         return sorted(stages, key=STAGES.index)

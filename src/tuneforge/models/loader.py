@@ -133,14 +133,15 @@ def smollm2_model_dir() -> Path:
     def build(tmp: Path) -> None:
         import torch
 
-        console.print(f"[dim]converting {gguf.name} to safetensors (once) → {final}[/dim]")
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # The weights are already dequantized; drop the GGUF "quantizer" so it saves as plain fp32.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        console.print(f"converting {gguf.name} to safetensors, once → {final}")
+        with console.status("dequantizing GGUF tensors (about 20 s)"):
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            # The weights are already dequantized; drop the GGUF "quantizer" so it saves as plain fp32.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
     return _atomic_cache_dir(final, build)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from tuneforge.core.config import ServeConfig
+from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.progress import console
 from tuneforge.models import load
 from tuneforge.serve.api.app import create_app
@@ -29,6 +31,18 @@ def serve(model_ref: str, cfg: ServeConfig, dtype: str = "float32") -> None:
     import uvicorn
 
     app, name = build_app(model_ref, cfg, dtype)
+    # Bind here so port 0 (any free port) can be reported before uvicorn takes the socket over.
+    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((cfg.host, cfg.port))
+    except OSError as exc:
+        sock.close()
+        raise TuneforgeError(f"serve: cannot bind {cfg.host}:{cfg.port} ({exc.strerror})") from None
+    port = sock.getsockname()[1]
     console.print(f"serving [bold]{model_ref}[/bold] as model [bold]{name!r}[/bold] on "
-                  f"http://{cfg.host}:{cfg.port}/v1  (OpenAPI: /docs)")
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+                  f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs)")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    with sock:
+        server.run(sockets=[sock])

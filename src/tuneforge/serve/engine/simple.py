@@ -57,7 +57,7 @@ class SimpleEngine:
         self.loaded = loaded
         self.lock = threading.Lock()
         config = getattr(loaded.model, "config", None)
-        self.max_context = max_context or getattr(config, "max_position_embeddings", 2048)
+        self.max_context: int = max_context or int(getattr(config, "max_position_embeddings", None) or 2048)
 
     def count_prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
         prompt = render_prompt(self.loaded.tokenizer, messages)
