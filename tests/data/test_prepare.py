@@ -13,7 +13,11 @@ MODEL = ModelConfig(name="tiny-random-llama")
 
 def test_dataset_artifact(tiny_dataset, tiny_config):
     m = tiny_dataset.metrics
-    assert (m["rows_in"], m["rows_train"], m["rows_validation"]) == (20, 16, 4)
+    # the assets repeat 5 facts: 8 of the 20 rows are exact duplicates of earlier ones
+    dedup = next(s for s in m["steps"] if s["step"] == "dedup")
+    assert (dedup["rows_in"], dedup["kept"], dedup["reasons"]) == (20, 12, {"exact_duplicate": 8})
+    assert (m["rows_in"], m["rows_train"], m["rows_validation"]) == (20, 10, 2)
+    assert "| dedup | 20 | 12 | 0 | 8 | exact_duplicate 8 |" in tiny_dataset.file("report.md").read_text()
     assert tiny_dataset.manifest["parents"] == []
     assert tiny_dataset.manifest["config"]["data"]["seed"] == 0
     assert tiny_dataset.manifest["tokenizer"] == "tiny-random-llama"
@@ -46,7 +50,7 @@ def test_instruction_input_is_appended(assets):
     ('{"instruction": "q", "output": 3}', "field 'output' must be a string"),
     ('{"messages": [{"role": "robot", "content": "x"}]}', r"messages\[0\].role is 'robot'"),
     ('{"messages": [{"role": "user", "content": "x"}]}', "no non-empty assistant message"),
-    ('{"text": "x"}', "cannot tell the row's format"),
+    ('{"foo": "x"}', "cannot tell the row's format"),
     ('[1, 2]', "expected a JSON object"),
 ])
 def test_malformed_line_names_file_and_line(tmp_path, line, message):
@@ -65,13 +69,22 @@ def test_prepare_leaves_nothing_on_error(tmp_path):
 
 
 def test_split_is_seeded():
-    rows = list(range(50))
+    rows = [{"i": i} for i in range(50)]
     a = split_rows(rows, 0.2, seed=1)
     assert a == split_rows(rows, 0.2, seed=1)
     assert a != split_rows(rows, 0.2, seed=2)
-    assert len(a[1]) == 10 and sorted(a[0] + a[1]) == rows
-    with pytest.raises(DataError, match="leaves no training rows"):
-        split_rows([1], 0.5, seed=0)
+    assert len(a["validation"]) == 10 and a["test"] == []
+    assert sorted(r["i"] for r in a["train"] + a["validation"]) == list(range(50))
+    with pytest.raises(DataError, match="leave no training rows"):
+        split_rows([{"i": 1}], 0.9, seed=0)
+
+
+def test_split_three_ways_stratified():
+    rows = [{"i": i, "label": "a" if i < 40 else "b"} for i in range(60)]
+    parts = split_rows(rows, 0.25, seed=3, test_fraction=0.25)
+    count = {name: {lab: sum(r["label"] == lab for r in part) for lab in "ab"} for name, part in parts.items()}
+    assert count == {"train": {"a": 20, "b": 10}, "validation": {"a": 10, "b": 5}, "test": {"a": 10, "b": 5}}
+    assert sorted(r["i"] for p in parts.values() for r in p) == list(range(60))
 
 
 def test_chat_file_roundtrip(tmp_path):

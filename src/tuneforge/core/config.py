@@ -34,18 +34,83 @@ class ModelConfig(_Section):
     )
 
 
+PiiType = Literal["SECRET", "CREDENTIALS", "EMAIL", "IBAN", "CREDIT_CARD", "CN_ID", "SSN", "PHONE", "IP_ADDRESS"]
+ALL_PII: tuple[PiiType, ...] = ("SECRET", "CREDENTIALS", "EMAIL", "IBAN", "CREDIT_CARD", "CN_ID", "SSN", "PHONE",
+                                "IP_ADDRESS")
+
+
+class SourceConfig(_Section):
+    """One input: a file or a `datasets` folder, how to read it, and its weight in the mix."""
+
+    path: Path = Field(description="JSONL/JSON/CSV/TSV/Parquet/TXT file or a `save_to_disk` folder.")
+    format: Literal["auto", "instruction", "chat", "sharegpt", "text", "jsonl", "json", "csv", "tsv",
+                    "parquet", "hf"] = Field("auto", description="Row format or container; 'auto' guesses.")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Canonical field → the file's column, e.g. {output: answer, label: topic}."
+    )
+    weight: float = Field(1.0, gt=0, le=100, description="Rows are repeated (>1) or sampled (<1) by this factor.")
+
+
+class NormalizeConfig(_Section):
+    """Text normalization."""
+
+    enabled: bool = True
+    nfkc: bool = Field(True, description="Unicode NFKC, keeping full-width CJK punctuation.")
+    strip_html: bool = Field(False, description="Remove HTML tags and unescape entities.")
+
+
+class DedupConfig(_Section):
+    """Duplicate removal; the first row of each group is kept."""
+
+    exact: bool = Field(True, description="Drop rows identical after case and whitespace folding.")
+    near: bool = Field(True, description="Drop near-duplicates found with MinHash LSH.")
+    threshold: float = Field(0.85, gt=0.0, le=1.0, description="Jaccard similarity that counts as near-duplicate.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    ngram: int = Field(3, ge=1, le=10, description="Words per shingle (a CJK character counts as a word).")
+
+
+class FilterConfig(_Section):
+    """Quality filters."""
+
+    min_tokens: int = Field(1, ge=0, description="Drop rows with fewer tokens (target model's tokenizer).")
+    max_tokens: int | None = Field(None, ge=1, description="Drop rows with more tokens (else they are cut).")
+    max_repetition: float = Field(0.6, ge=0.0, le=1.0, description="Drop rows whose repeated 3-gram share is above.")
+    max_symbol_ratio: float = Field(0.3, ge=0.0, le=1.0, description="Drop rows whose symbol share is above.")
+
+
+class PiiConfig(_Section):
+    """De-sensitization: PII replaced by typed placeholders such as <EMAIL>."""
+
+    enabled: bool = True
+    types: list[PiiType] = Field(default_factory=lambda: list(ALL_PII), description="PII types to replace.")
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Values that are not personal and must stay, e.g. your company's support email or hotline.",
+    )
+
+
 class DataConfig(_Section):
     """How raw files become a dataset artifact."""
 
     files: list[Path] = Field(
         default_factory=list,
-        description="JSONL files: instruction rows (instruction/input/output) or chat rows (messages).",
+        description="Input files read with `format` (shorthand for sources with default settings).",
     )
-    format: Literal["auto", "instruction", "chat"] = Field(
-        "auto", description="Row format; 'auto' decides per row from its keys."
+    sources: list[SourceConfig] = Field(
+        default_factory=list, description="Inputs with their own format/columns/weight."
     )
-    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out.")
-    seed: int = Field(0, description="Seed of the train/validation split.")
+    format: Literal["auto", "instruction", "chat", "sharegpt", "text"] = Field(
+        "auto", description="Row format of `files`; 'auto' decides per row from its keys."
+    )
+    on_error: Literal["fail", "skip"] = Field("fail", description="A malformed row stops the run, or is skipped.")
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out for validation.")
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of rows held out for testing.")
+    stratify: bool = Field(True, description="Split each label's rows in proportion, when rows have labels.")
+    seed: int = Field(0, description="Seed of sampling and splitting.")
     max_length: int = Field(512, ge=16, le=131072, description="Token limit per example; longer rows are cut.")
 
 
@@ -187,6 +252,10 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
             setattr(model, name, base / value)
         elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
             setattr(model, name, [v if v.is_absolute() else base / v for v in value])
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _resolve_paths(item, base)
 
 
 def build_config(cls: type[BaseModel], raw: dict[str, Any], overrides: list[str] | None = None,

@@ -1,81 +1,208 @@
-"""`tuneforge data prepare`: files → validated rows → seeded split → templated tokens → dataset artifact."""
+"""`tuneforge data prepare`: sources → validate → normalize → dedup → filter → PII → split → template → artifact.
+
+Every step works on plain rows and reports what it kept, changed and dropped; the counts form the
+funnel in the dataset artifact's `report.md` and manifest metrics.
+"""
 
 from __future__ import annotations
 
 import json
 import random
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact
+from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact, sha256_file
 from tuneforge.core.config import DataConfig, ModelConfig
 from tuneforge.core.errors import DataError
-from tuneforge.core.progress import progress_bar
-from tuneforge.data.formats import load_rows
-from tuneforge.data.template import IGNORE_INDEX, tokenize_conversation
+from tuneforge.core.progress import console, progress_bar
+from tuneforge.data.clean import StepStats, dedup_rows, filter_rows, normalize_rows, row_texts, scrub_rows
+from tuneforge.data.formats import load_source, weighted
+from tuneforge.data.template import IGNORE_INDEX, tokenize_row
 from tuneforge.models import load_tokenizer
 from tuneforge.models.chat_template import template_hash
 
-SPLITS = ("train", "validation")
+SPLITS = ("train", "validation", "test")
+Row = dict[str, Any]
 
 
-def split_rows(rows: list[Any], validation_fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
-    """Shuffle with `seed` and hold out round(n * fraction) rows (at least 1 when fraction > 0)."""
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_val = round(len(rows) * validation_fraction)
-    if validation_fraction > 0:
-        n_val = max(1, n_val)
-    if n_val >= len(rows):
-        raise DataError(
-            f"data.validation_fraction={validation_fraction} leaves no training rows out of {len(rows)}"
-        )
-    validation = [rows[i] for i in order[:n_val]]
-    train = [rows[i] for i in order[n_val:]]
-    return train, validation
+def split_rows(rows: list[Row], validation_fraction: float, seed: int, test_fraction: float = 0.0,
+               stratify: bool = True) -> dict[str, list[Row]]:
+    """Seeded train/validation/test split; rows with a `label` are split per label (stratified)."""
+    rng = random.Random(seed)
+    groups: dict[str, list[int]] = defaultdict(list)
+    labelled = stratify and any("label" in r for r in rows if isinstance(r, dict))
+    for i, row in enumerate(rows):
+        groups[str(row.get("label")) if labelled else ""].append(i)
+    picked: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for key in sorted(groups):
+        order = groups[key]
+        rng.shuffle(order)
+        n_val = round(len(order) * validation_fraction)
+        n_test = round(len(order) * test_fraction)
+        picked["validation"] += order[:n_val]
+        picked["test"] += order[n_val : n_val + n_test]
+        picked["train"] += order[n_val + n_test :]
+    # Small sets: make sure a requested held-out split is not empty.
+    for name, fraction in (("validation", validation_fraction), ("test", test_fraction)):
+        if fraction > 0 and not picked[name] and len(picked["train"]) > 1:
+            picked[name].append(picked["train"].pop())
+    if not picked["train"]:
+        raise DataError(f"data.validation_fraction={validation_fraction} and data.test_fraction={test_fraction} "
+                        f"leave no training rows out of {len(rows)}")
+    result = {}
+    for name, idx in picked.items():
+        rng.shuffle(idx)  # labels interleaved, not in blocks
+        result[name] = [rows[i] for i in idx]
+    return result
+
+
+def _load_all(data: DataConfig) -> tuple[list[Row], StepStats, list[dict[str, Any]]]:
+    sources = [{"path": Path(p), "format": data.format, "columns": {}, "weight": 1.0} for p in data.files]
+    sources += [s.model_dump() for s in data.sources]
+    if not sources:
+        raise DataError("data.files / data.sources: no input files given")
+    stats = StepStats("load")
+    rng = random.Random(data.seed)
+    rows: list[Row] = []
+    errors: list[str] = []
+    described = []
+    for source in sources:
+        path = Path(source["path"])
+        found = load_source(path, source["format"], source["columns"], data.on_error, errors)
+        taken = weighted(found, source["weight"], rng)
+        rows.extend(taken)
+        digest = sha256_file(path) if path.is_file() else None
+        described.append({"path": str(path), "sha256": digest, "rows": len(found), "used": len(taken),
+                          "weight": source["weight"]})
+    stats.rows_in = len(rows) + len(errors)
+    stats.kept = len(rows)
+    stats.dropped = len(errors)
+    if errors:
+        stats.reasons["malformed"] = len(errors)
+        stats.details["first_errors"] = errors[:10]
+        console.print(f"[yellow]skipped {len(errors)} malformed row(s); first: {errors[0]}[/yellow]")
+    return rows, stats, described
+
+
+def _token_counter(tokenizer):
+    def count(rows: list[Row]) -> list[int]:
+        texts = ["\n".join(row_texts(r)) for r in rows]
+        if not texts:
+            return []
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    return count
+
+
+def _check_left(rows: list[Row], stats: StepStats) -> None:
+    if not rows:
+        why = ", ".join(f"{k}: {v}" for k, v in stats.reasons.items()) or "no rows came in"
+        raise DataError(f"step '{stats.step}' removed the last rows ({why}); loosen data.{stats.step} settings")
+
+
+def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list[dict[str, Any]]]:
+    """Load and clean the rows (everything before splitting and templating)."""
+    rows, load_stats, sources = _load_all(data)
+    steps = [load_stats]
+    _check_left(rows, load_stats)
+    if data.normalize.enabled:
+        rows, stats = normalize_rows(rows, data.normalize.nfkc, data.normalize.strip_html)
+        steps.append(stats)
+    if data.dedup.exact or data.dedup.near:
+        rows, stats = dedup_rows(rows, data.dedup.exact, data.dedup.near, data.dedup.threshold,
+                                 data.dedup.num_perm, data.dedup.ngram)
+        steps.append(stats)
+        _check_left(rows, stats)
+    f = data.filter
+    rows, stats = filter_rows(rows, _token_counter(tokenizer), f.min_tokens, f.max_tokens, f.max_repetition,
+                              f.max_symbol_ratio)
+    steps.append(stats)
+    _check_left(rows, stats)
+    if data.pii.enabled:
+        rows, stats = scrub_rows(rows, list(data.pii.types), data.pii.allow)
+        steps.append(stats)
+    return rows, steps, sources
+
+
+def render_report(steps: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+    """Markdown: the step funnel, PII found, and split/token statistics."""
+    lines = ["# Dataset report", "", "| step | in | kept | changed | dropped | why |", "|---|---|---|---|---|---|"]
+    for s in steps:
+        why = ", ".join(f"{k} {v}" for k, v in s.get("reasons", {}).items())
+        lines.append(f"| {s['step']} | {s['rows_in']} | {s['kept']} | {s['changed']} | {s['dropped']} | {why} |")
+    pii = next((s.get("found") for s in steps if s["step"] == "pii"), None)
+    if pii is not None:
+        lines += ["", "## PII replaced", ""]
+        lines += [f"- {kind}: {count}" for kind, count in pii.items()] or ["- none found"]
+    lines += ["", "## Splits", "", "| split | rows | tokens | trained tokens |", "|---|---|---|---|"]
+    for name in SPLITS:
+        if f"rows_{name}" in metrics:
+            lines.append(f"| {name} | {metrics[f'rows_{name}']} | {metrics[f'tokens_{name}']} | "
+                         f"{metrics[f'target_tokens_{name}']} |")
+    return "\n".join(lines) + "\n"
 
 
 def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifact:
-    """Build a dataset artifact at `output` from `data.files`, tokenized for `model.name`."""
-    rows = load_rows(list(data.files), data.format)
+    """Build a dataset artifact at `output` from the configured sources, tokenized for `model.name`."""
     tokenizer = load_tokenizer(model.name)
-    train, validation = split_rows(rows, data.validation_fraction, data.seed)
-    stats = {"rows_in": len(rows), "truncated": 0, "dropped_no_target": 0}
-    splits: dict[str, list[dict[str, Any]]] = {}
+    rows, steps, sources = clean(data, tokenizer)
+    parts = split_rows(rows, data.validation_fraction, data.seed, data.test_fraction, data.stratify)
+    tmpl = StepStats("template", rows_in=len(rows))
+    stats: dict[str, Any] = {"rows_in": steps[0].rows_in, "truncated": 0, "dropped_no_target": 0}
+    splits: dict[str, list[Row]] = {}
     with progress_bar() as bar:
         task = bar.add_task("tokenizing", total=len(rows), info="")
-        for name, part in (("train", train), ("validation", validation)):
+        for name in SPLITS:
             out = []
-            for row in part:
-                encoded = tokenize_conversation(tokenizer, row["messages"], data.max_length)
+            for row in parts[name]:
+                encoded = tokenize_row(tokenizer, row, data.max_length)
                 bar.advance(task)
                 stats["truncated"] += int(encoded.pop("truncated"))
                 if all(label == IGNORE_INDEX for label in encoded["labels"]):
                     stats["dropped_no_target"] += 1
+                    tmpl.reasons["no_trained_tokens_left"] += 1
                     continue
                 out.append({**row, **encoded})
             splits[name] = out
+    tmpl.kept = sum(len(v) for v in splits.values())
+    tmpl.dropped = len(rows) - tmpl.kept
+    tmpl.changed = stats["truncated"]
+    steps.append(tmpl)
     if not splits["train"]:
-        raise DataError("no training rows left after templating (all were cut before the answer?)")
+        raise DataError("step 'template' removed the last training rows (every answer was cut by data.max_length?)")
     for name, part in splits.items():
+        if name == "test" and not part:
+            continue
         stats[f"rows_{name}"] = len(part)
         stats[f"tokens_{name}"] = sum(len(r["input_ids"]) for r in part)
         stats[f"target_tokens_{name}"] = sum(sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in part)
+    step_dicts = [s.to_dict() for s in steps]
+    stats["steps"] = step_dicts
+    pii = next((s.details.get("found") for s in steps if s.step == "pii"), None)
+    if pii is not None:
+        stats["pii_found"] = pii
 
     config = {"data": data.model_dump(mode="json"), "model": model.model_dump(mode="json")}
     with create_artifact(output, "dataset", config=config) as writer:
         for name, part in splits.items():
+            if name == "test" and not part:
+                continue
             with open(writer.path / f"{name}.jsonl", "w", encoding="utf-8") as handle:
                 for row in part:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (writer.path / "report.md").write_text(render_report(step_dicts, stats))
         writer.metrics.update(stats)
-        writer.extra.update({"tokenizer": model.name, "chat_template_hash": template_hash(tokenizer)})
+        writer.extra.update({"tokenizer": model.name, "chat_template_hash": template_hash(tokenizer),
+                             "sources": sources})
     return load_artifact(output, kind="dataset")
 
 
 def read_split(dataset: Artifact, split: str) -> list[dict[str, Any]]:
-    """Rows of one split of a dataset artifact."""
+    """Rows of one split of a dataset artifact (empty for an absent test split)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split == "test" and "test.jsonl" not in dataset.manifest["files"]:
+        return []
     with open(dataset.file(f"{split}.jsonl"), encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]

@@ -51,3 +51,18 @@ def tokenize_conversation(tokenizer, messages: list[dict[str, str]], max_length:
         "labels": labels[:max_length],
         "truncated": truncated,
     }
+
+
+def tokenize_text(tokenizer, text: str, max_length: int) -> dict[str, Any]:
+    """A plain-text row (continued pre-training): every token is trained, EOS appended."""
+    input_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+    truncated = len(input_ids) > max_length
+    input_ids = input_ids[:max_length]
+    return {"input_ids": input_ids, "labels": list(input_ids), "truncated": truncated}
+
+
+def tokenize_row(tokenizer, row: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """Tokenize a chat row (assistant-only loss) or a text row (loss on every token)."""
+    if "messages" in row:
+        return tokenize_conversation(tokenizer, row["messages"], max_length)
+    return tokenize_text(tokenizer, row["text"], max_length)

@@ -1,0 +1,226 @@
+"""De-sensitize personal data: find PII spans, check them, replace them with typed placeholders.
+
+Each detector is a regex for candidates plus, where the format has one, a validator (Luhn for
+cards, mod-97 for IBANs, the GB 11643 checksum and a real birth date for mainland-China ID
+numbers, `ipaddress` for IPs, libphonenumber for international phones). Candidates that fail
+validation are left alone: ordinary numbers (prices, quantities, dates, order numbers) survive.
+
+Digit patterns use explicit look-arounds instead of `\\b`, because in Chinese text a digit run is
+glued to the characters around it (`电话13812345678。`) and `\\b` sees no boundary there.
+
+Replacement is consistent within a row: the same value gets the same placeholder everywhere in
+the row (`<EMAIL>`), a second distinct value of the same type gets `<EMAIL_2>`, and so on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from tuneforge.core.config import ALL_PII
+
+PII_TYPES: tuple[str, ...] = ALL_PII
+
+_NO_ALNUM_BEFORE = r"(?<![0-9A-Za-z])"
+_NO_ALNUM_AFTER = r"(?![0-9A-Za-z])"
+_NO_DIGIT_BEFORE = r"(?<![0-9])"
+_NO_DIGIT_AFTER = r"(?![0-9])"
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum used by payment cards."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(text: str) -> bool:
+    """ISO 13616 mod-97 check."""
+    iban = re.sub(r"\s", "", text).upper()
+    if not 15 <= len(iban) <= 34:
+        return False
+    moved = iban[4:] + iban[:4]
+    number = "".join(str(int(ch, 36)) for ch in moved)
+    return int(number) % 97 == 1
+
+
+_CN_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CN_CHECK = "10X98765432"
+
+
+def cn_id_ok(text: str) -> bool:
+    """GB 11643-1999: 6-digit region, a real birth date, sequence, and the mod-11 check character."""
+    value = text.upper()
+    if len(value) != 18 or not value[:17].isdigit():
+        return False
+    try:
+        birth = _dt.date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return False
+    if not _dt.date(1900, 1, 1) <= birth <= _dt.date.today():
+        return False
+    total = sum(int(d) * w for d, w in zip(value[:17], _CN_WEIGHTS, strict=True))
+    return _CN_CHECK[total % 11] == value[17]
+
+
+def ssn_ok(text: str) -> bool:
+    """US SSN structure: area not 000/666/9xx, group not 00, serial not 0000."""
+    area, group, serial = re.split(r"[- ]", text)
+    return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
+
+
+def card_ok(text: str) -> bool:
+    digits = re.sub(r"[ -]", "", text)
+    if not 13 <= len(digits) <= 19 or not luhn_ok(digits):
+        return False
+    # Issuer prefixes: Visa, Mastercard, Amex, Discover/UnionPay, JCB, Diners.
+    return bool(re.match(r"4|5[1-5]|2[2-7]|3[47]|6|35|30|36|38", digits))
+
+
+def ip_ok(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def intl_phone_ok(text: str) -> bool:
+    """A +country number that libphonenumber considers valid."""
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(number)
+
+
+def _allow_key(value: str) -> str:
+    return "".join(value.split()).casefold()
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A PII type: candidate regex, optional validator, and the group that is replaced."""
+
+    kind: str
+    pattern: re.Pattern[str]
+    validate: Callable[[str], bool] | None = None
+    group: int = 0
+
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector("SECRET", re.compile(
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]+?-----END [A-Z ]*PRIVATE KEY-----")),
+    Detector("SECRET", re.compile(
+        r"(?<![A-Za-z0-9_-])(?:"
+        r"sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"            # OpenAI / Anthropic style
+        r"|(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,}"       # GitHub tokens
+        r"|github_pat_[A-Za-z0-9_]{22,}"
+        r"|glpat-[A-Za-z0-9_-]{20,}"                       # GitLab
+        r"|(?:AKIA|ASIA)[0-9A-Z]{16}"                      # AWS access key id
+        r"|AIza[0-9A-Za-z_-]{35}"                          # Google API key
+        r"|xox[abposr]-[A-Za-z0-9-]{10,}"                  # Slack
+        r"|(?:sk|pk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"    # Stripe
+        r"|hf_[A-Za-z0-9]{30,}"                            # Hugging Face
+        r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
+        r")(?![A-Za-z0-9_-])")),
+    Detector("SECRET", re.compile(
+        r"(?i)\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|password|passwd|pwd)"
+        r"\s*[:=]\s*[\"']?([^\s\"',;]{6,})"), group=1),
+    Detector("CREDENTIALS", re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://([^\s/:@]+:[^\s/@]+)@"), group=1),
+    Detector("EMAIL", re.compile(
+        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])")),
+    Detector("IBAN", re.compile(
+        _NO_ALNUM_BEFORE + r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?" + _NO_ALNUM_AFTER), iban_ok),
+    Detector("CN_ID", re.compile(_NO_DIGIT_BEFORE + r"\d{17}[\dXx]" + _NO_ALNUM_AFTER), cn_id_ok),
+    Detector("CREDIT_CARD", re.compile(_NO_DIGIT_BEFORE + r"\d(?:[ -]?\d){12,18}" + _NO_DIGIT_AFTER), card_ok),
+    Detector("SSN", re.compile(_NO_DIGIT_BEFORE + r"\d{3}-\d{2}-\d{4}" + _NO_DIGIT_AFTER), ssn_ok),
+    # Mainland-China mobile: 1[3-9] + 9 digits, optionally +86.
+    Detector("PHONE", re.compile(r"(?<![0-9+])(?:\+?86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}" + _NO_DIGIT_AFTER)),
+    # International with a + prefix, validated by libphonenumber.
+    Detector("PHONE", re.compile(r"(?<![0-9+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}" + _NO_DIGIT_AFTER),
+             intl_phone_ok),
+    # North American formats with separators: (415) 555-0132, 415-555-0132, 415.555.0132.
+    Detector("PHONE", re.compile(_NO_DIGIT_BEFORE + r"(?:\(\d{3}\) ?|\d{3}[-.])\d{3}[-.]\d{4}" + _NO_DIGIT_AFTER)),
+    Detector("IP_ADDRESS", re.compile(r"(?<![0-9.])(?:\d{1,3}\.){3}\d{1,3}(?![0-9]|\.\d)"), ip_ok),
+    Detector("IP_ADDRESS", re.compile(
+        r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])"),
+        lambda s: s.count(":") >= 2 and any(c.isalpha() or c == ":" for c in s) and ip_ok(s)
+        and not re.fullmatch(r"\d{1,2}:\d{2}(?::\d{2})?", s)),
+)
+
+
+def find_pii(text: str, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] = ()
+             ) -> list[tuple[int, int, str, str]]:
+    """Non-overlapping (start, end, kind, value) spans, earlier detectors winning overlaps.
+
+    Values in `allow` (compared case-insensitively, ignoring spaces) are not PII: a company's own
+    support address or hotline is a fact to learn, not a person's data.
+    """
+    wanted = set(kinds)
+    allowed = {_allow_key(a) for a in allow}
+    spans: list[tuple[int, int, str, str]] = []
+    for det in DETECTORS:
+        if det.kind not in wanted:
+            continue
+        for match in det.pattern.finditer(text):
+            start, end = match.span(det.group)
+            value = match.group(det.group)
+            if det.validate is not None and not det.validate(value):
+                continue
+            if allowed and _allow_key(value) in allowed:
+                continue
+            if any(start < e and s < end for s, e, _, _ in spans):
+                continue
+            spans.append((start, end, det.kind, value))
+    return sorted(spans)
+
+
+class RowScrubber:
+    """Replaces PII in all the texts of one row with placeholders that are consistent across the row."""
+
+    def __init__(self, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] = ()) -> None:
+        self.kinds = tuple(kinds)
+        self.allow = tuple(allow)
+        self.mapping: dict[tuple[str, str], str] = {}
+        self.per_kind: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()
+
+    def placeholder(self, kind: str, value: str) -> str:
+        key = (kind, value)
+        if key not in self.mapping:
+            self.per_kind[kind] += 1
+            n = self.per_kind[kind]
+            self.mapping[key] = f"<{kind}>" if n == 1 else f"<{kind}_{n}>"
+        return self.mapping[key]
+
+    def __call__(self, text: str) -> str:
+        spans = find_pii(text, self.kinds, self.allow)
+        if not spans:
+            return text
+        out, last = [], 0
+        for start, end, kind, value in spans:
+            out.append(text[last:start])
+            out.append(self.placeholder(kind, value))
+            self.counts[kind] += 1
+            last = end
+        out.append(text[last:])
+        return "".join(out)
+
+
+def scrub_text(text: str, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] = ()) -> tuple[str, Counter[str]]:
+    """Scrub one text on its own; returns the text and counts per type."""
+    scrubber = RowScrubber(kinds, allow)
+    return scrubber(text), scrubber.counts
