@@ -118,6 +118,24 @@ class Detector:
     pattern: re.Pattern[str]
     validate: Callable[[str], bool] | None = None
     group: int = 0
+    gate: Callable[[str], bool] | None = None  # a cheap necessary condition, checked first for speed
+
+
+_SECRET_SHAPES = re.compile(r"sk-|gh[pousr]_|github_pat_|glpat-|AKIA|ASIA|AIza|xox|_live_|_test_|hf_|eyJ")
+_SECRET_WORDS = re.compile(r"(?i)key|secret|token|passw|pwd")
+_DIGIT_RUN = re.compile(r"\d[\d ().+-]{5,}\d")  # every digit-shaped PII has 7+ characters like this
+
+
+def _has_secret_shape(text: str) -> bool:
+    return _SECRET_SHAPES.search(text) is not None
+
+
+def _has_secret_word(text: str) -> bool:
+    return _SECRET_WORDS.search(text) is not None
+
+
+def _has_digit_run(text: str) -> bool:
+    return _DIGIT_RUN.search(text) is not None
 
 
 DETECTORS: tuple[Detector, ...] = (
@@ -135,30 +153,35 @@ DETECTORS: tuple[Detector, ...] = (
         r"|(?:sk|pk|rk)_(?:live|test)_[0-9A-Za-z]{16,}"    # Stripe
         r"|hf_[A-Za-z0-9]{30,}"                            # Hugging Face
         r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
-        r")(?![A-Za-z0-9_-])")),
+        r")(?![A-Za-z0-9_-])"), gate=_has_secret_shape),
     Detector("SECRET", re.compile(
         r"(?i)\b(?:api[_-]?key|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|password|passwd|pwd)"
-        r"\s*[:=]\s*[\"']?([^\s\"',;]{6,})"), group=1),
-    Detector("CREDENTIALS", re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://([^\s/:@]+:[^\s/@]+)@"), group=1),
+        r"\s*[:=]\s*[\"']?([^\s\"',;]{6,})"), group=1, gate=_has_secret_word),
+    Detector("CREDENTIALS", re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://([^\s/:@]+:[^\s/@]+)@"), group=1,
+             gate=lambda t: "://" in t and "@" in t),
     Detector("EMAIL", re.compile(
-        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])")),
+        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"), gate=lambda t: "@" in t),
     Detector("IBAN", re.compile(
-        _NO_ALNUM_BEFORE + r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?" + _NO_ALNUM_AFTER), iban_ok),
-    Detector("CN_ID", re.compile(_NO_DIGIT_BEFORE + r"\d{17}[\dXx]" + _NO_ALNUM_AFTER), cn_id_ok),
-    Detector("CREDIT_CARD", re.compile(_NO_DIGIT_BEFORE + r"\d(?:[ -]?\d){12,18}" + _NO_DIGIT_AFTER), card_ok),
-    Detector("SSN", re.compile(_NO_DIGIT_BEFORE + r"\d{3}-\d{2}-\d{4}" + _NO_DIGIT_AFTER), ssn_ok),
+        _NO_ALNUM_BEFORE + r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?" + _NO_ALNUM_AFTER), iban_ok,
+             gate=_has_digit_run),
+    Detector("CN_ID", re.compile(_NO_DIGIT_BEFORE + r"\d{17}[\dXx]" + _NO_ALNUM_AFTER), cn_id_ok, gate=_has_digit_run),
+    Detector("CREDIT_CARD", re.compile(_NO_DIGIT_BEFORE + r"\d(?:[ -]?\d){12,18}" + _NO_DIGIT_AFTER), card_ok,
+             gate=_has_digit_run),
+    Detector("SSN", re.compile(_NO_DIGIT_BEFORE + r"\d{3}-\d{2}-\d{4}" + _NO_DIGIT_AFTER), ssn_ok, gate=_has_digit_run),
     # Mainland-China mobile: 1[3-9] + 9 digits, optionally +86.
-    Detector("PHONE", re.compile(r"(?<![0-9+])(?:\+?86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}" + _NO_DIGIT_AFTER)),
+    Detector("PHONE", re.compile(r"(?<![0-9+])(?:\+?86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}" + _NO_DIGIT_AFTER),
+             gate=_has_digit_run),
     # International with a + prefix, validated by libphonenumber.
     Detector("PHONE", re.compile(r"(?<![0-9+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,6}" + _NO_DIGIT_AFTER),
-             intl_phone_ok),
+             intl_phone_ok, gate=_has_digit_run),
     # North American formats with separators: (415) 555-0132, 415-555-0132, 415.555.0132.
-    Detector("PHONE", re.compile(_NO_DIGIT_BEFORE + r"(?:\(\d{3}\) ?|\d{3}[-.])\d{3}[-.]\d{4}" + _NO_DIGIT_AFTER)),
-    Detector("IP_ADDRESS", re.compile(r"(?<![0-9.])(?:\d{1,3}\.){3}\d{1,3}(?![0-9]|\.\d)"), ip_ok),
+    Detector("PHONE", re.compile(_NO_DIGIT_BEFORE + r"(?:\(\d{3}\) ?|\d{3}[-.])\d{3}[-.]\d{4}" + _NO_DIGIT_AFTER),
+             gate=_has_digit_run),
+    Detector("IP_ADDRESS", re.compile(r"(?<![0-9.])(?:\d{1,3}\.){3}\d{1,3}(?![0-9]|\.\d)"), ip_ok, gate=_has_digit_run),
     Detector("IP_ADDRESS", re.compile(
         r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])"),
         lambda s: s.count(":") >= 2 and any(c.isalpha() or c == ":" for c in s) and ip_ok(s)
-        and not re.fullmatch(r"\d{1,2}:\d{2}(?::\d{2})?", s)),
+        and not re.fullmatch(r"\d{1,2}:\d{2}(?::\d{2})?", s), gate=lambda t: t.count(":") >= 2),
 )
 
 
@@ -173,7 +196,7 @@ def find_pii(text: str, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] =
     allowed = {_allow_key(a) for a in allow}
     spans: list[tuple[int, int, str, str]] = []
     for det in DETECTORS:
-        if det.kind not in wanted:
+        if det.kind not in wanted or (det.gate is not None and not det.gate(text)):
             continue
         for match in det.pattern.finditer(text):
             start, end = match.span(det.group)
