@@ -160,7 +160,8 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("CREDENTIALS", re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://([^\s/:@]+:[^\s/@]+)@"), group=1,
              gate=lambda t: "://" in t and "@" in t),
     Detector("EMAIL", re.compile(
-        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"), gate=lambda t: "@" in t),
+        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"),
+        gate=lambda t: "@" in t),
     Detector("IBAN", re.compile(
         _NO_ALNUM_BEFORE + r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?" + _NO_ALNUM_AFTER), iban_ok,
              gate=_has_digit_run),
