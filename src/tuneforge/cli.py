@@ -125,6 +125,30 @@ def data_prepare(
     console.print(artifact.metrics)
 
 
+@data_app.command("preview")
+def data_preview(
+    dataset: Annotated[Path, typer.Argument(help="Dataset artifact from `tuneforge data prepare`.")],
+    n: Annotated[int, typer.Option("-n", help="How many samples to show.")] = 3,
+    split: Annotated[str, typer.Option(help="train, validation or test.")] = "train",
+) -> None:
+    """Show templated samples token by token: [black on green]trained[/] tokens highlighted, masked ones dim.
+
+    Check that only the answers are trained and that every answer ends with the end-of-turn token.
+
+    Example:  tuneforge data preview runs/customer-service/dataset -n 2
+    """
+    from tuneforge.core.artifacts import load_artifact
+    from tuneforge.data.prepare import read_split
+    from tuneforge.data.preview import render_sample, summary
+    from tuneforge.models import load_tokenizer
+
+    artifact = load_artifact(dataset, kind="dataset")
+    tokenizer = load_tokenizer(artifact.manifest["tokenizer"])
+    for row in read_split(artifact, split)[:n]:
+        console.rule(summary(tokenizer, row), style="dim")
+        console.print(render_sample(tokenizer, row))
+
+
 @app.command("train")
 def train_cmd(
     dataset: Annotated[Path, typer.Argument(help="Dataset artifact from `tuneforge data prepare`.")],

@@ -93,3 +93,58 @@ def test_chat_file_roundtrip(tmp_path):
                                               {"role": "assistant", "content": "b"}]}) + "\n")
     art = prepare(DataConfig(files=[path], validation_fraction=0.0), MODEL, tmp_path / "ds")
     assert art.metrics["rows_train"] == 1 and art.metrics["rows_validation"] == 0
+
+
+def _no_eos_model(tiny, tmp_path):
+    """A model folder whose chat template never emits the EOS token after an answer."""
+    import copy
+
+    tok = copy.deepcopy(tiny.tokenizer)
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    folder = tmp_path / "no-eos-model"
+    tiny.model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, tok
+
+
+def test_missing_end_of_turn_is_caught(tiny, tmp_path):
+    folder, tok = _no_eos_model(tiny, tmp_path)
+    out = tokenize_conversation(tok, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], 64)
+    assert out["turns_without_eos"] == 1
+    good = tokenize_conversation(tiny.tokenizer, [{"role": "user", "content": "q"},
+                                                  {"role": "assistant", "content": "a"}], 64)
+    assert good["turns_without_eos"] == 0
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "q", "output": "a"}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:1: an assistant turn does not end with the EOS token"):
+        prepare(DataConfig(files=[data], validation_fraction=0), ModelConfig(name=str(folder)), tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+    cfg = DataConfig(files=[data], validation_fraction=0, check_eos=False)
+    assert prepare(cfg, ModelConfig(name=str(folder)), tmp_path / "ds").metrics["rows_train"] == 1
+
+
+def test_mask_all_trains_the_prompt_too(tiny):
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    out = tokenize_conversation(tiny.tokenizer, messages, 64, mask="all")
+    assert out["labels"] == out["input_ids"]
+
+
+def test_text_rows_train_every_token(tiny, tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("First document about kettles.\n\nSecond document, 第二段。\n")
+    art = prepare(DataConfig(files=[path], validation_fraction=0), MODEL, tmp_path / "ds")
+    rows = read_split(art, "train")
+    assert len(rows) == 2
+    for row in rows:
+        assert row["labels"] == row["input_ids"] and row["input_ids"][-1] == tiny.tokenizer.eos_token_id
+
+
+def test_preview_highlights_trained_tokens(tiny, tiny_dataset):
+    from tuneforge.data.preview import TRAINED, render_sample, summary
+
+    row = read_split(tiny_dataset, "train")[0]
+    text = render_sample(tiny.tokenizer, row)
+    trained = "".join(text.plain[s.start:s.end] for s in text.spans if s.style == TRAINED)
+    assert trained.replace("↵", "") == row["messages"][-1]["content"] + "<|im_end|>\n"
+    assert "trained tokens include EOS '<|im_end|>': yes" in summary(tiny.tokenizer, row)

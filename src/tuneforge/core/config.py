@@ -112,6 +112,12 @@ class DataConfig(_Section):
     stratify: bool = Field(True, description="Split each label's rows in proportion, when rows have labels.")
     seed: int = Field(0, description="Seed of sampling and splitting.")
     max_length: int = Field(512, ge=16, le=131072, description="Token limit per example; longer rows are cut.")
+    mask: Literal["assistant", "all"] = Field(
+        "assistant", description="Train on the assistant's tokens only, or on every token of the conversation."
+    )
+    check_eos: bool = Field(
+        True, description="Fail when an assistant turn does not end with the EOS token (the model would not stop)."
+    )
 
 
 class LoraConfig(_Section):

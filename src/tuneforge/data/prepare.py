@@ -156,9 +156,16 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
         for name in SPLITS:
             out = []
             for row in parts[name]:
-                encoded = tokenize_row(tokenizer, row, data.max_length)
+                encoded = tokenize_row(tokenizer, row, data.max_length, data.mask)
                 bar.advance(task)
-                stats["truncated"] += int(encoded.pop("truncated"))
+                truncated = encoded.pop("truncated")
+                stats["truncated"] += int(truncated)
+                if encoded.pop("turns_without_eos") and not truncated and data.check_eos:
+                    raise DataError(
+                        f"{row['source']}: an assistant turn does not end with the EOS token "
+                        f"{tokenizer.eos_token!r} after templating, so the model would never learn to stop. "
+                        "Fix the tokenizer's eos_token or chat template, or set data.check_eos=false"
+                    )
                 if all(label == IGNORE_INDEX for label in encoded["labels"]):
                     stats["dropped_no_target"] += 1
                     tmpl.reasons["no_trained_tokens_left"] += 1

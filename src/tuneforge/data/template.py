@@ -36,20 +36,31 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
     return text, spans
 
 
-def tokenize_conversation(tokenizer, messages: list[dict[str, str]], max_length: int) -> dict[str, Any]:
-    """input_ids and labels (-100 outside assistant turns), cut to max_length."""
+def tokenize_conversation(tokenizer, messages: list[dict[str, str]], max_length: int,
+                          mask: str = "assistant") -> dict[str, Any]:
+    """input_ids and labels (-100 outside assistant turns unless mask='all'), cut to max_length.
+
+    `turns_without_eos` counts assistant turns whose trained tokens do not include the EOS token:
+    a model trained on them never learns to stop (a classic template/tokenizer mismatch).
+    """
     text, spans = assistant_spans(tokenizer, messages)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoded["input_ids"])
     labels = []
+    span_tokens: list[list[int]] = [[] for _ in spans]
     for token_id, (start, end) in zip(input_ids, encoded["offset_mapping"], strict=True):
-        inside = any(span_start <= start < span_end for span_start, span_end in spans) and end > start
-        labels.append(token_id if inside else IGNORE_INDEX)
+        inside = None
+        if end > start:
+            inside = next((k for k, (s, e) in enumerate(spans) if s <= start < e), None)
+        if inside is not None:
+            span_tokens[inside].append(token_id)
+        labels.append(token_id if inside is not None or mask == "all" else IGNORE_INDEX)
     truncated = len(input_ids) > max_length
     return {
         "input_ids": input_ids[:max_length],
         "labels": labels[:max_length],
         "truncated": truncated,
+        "turns_without_eos": sum(tokenizer.eos_token_id not in tokens for tokens in span_tokens),
     }
 
 
@@ -58,11 +69,11 @@ def tokenize_text(tokenizer, text: str, max_length: int) -> dict[str, Any]:
     input_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
     truncated = len(input_ids) > max_length
     input_ids = input_ids[:max_length]
-    return {"input_ids": input_ids, "labels": list(input_ids), "truncated": truncated}
+    return {"input_ids": input_ids, "labels": list(input_ids), "truncated": truncated, "turns_without_eos": 0}
 
 
-def tokenize_row(tokenizer, row: dict[str, Any], max_length: int) -> dict[str, Any]:
-    """Tokenize a chat row (assistant-only loss) or a text row (loss on every token)."""
+def tokenize_row(tokenizer, row: dict[str, Any], max_length: int, mask: str = "assistant") -> dict[str, Any]:
+    """Tokenize a chat row (assistant-only loss by default) or a text row (loss on every token)."""
     if "messages" in row:
-        return tokenize_conversation(tokenizer, row["messages"], max_length)
+        return tokenize_conversation(tokenizer, row["messages"], max_length, mask)
     return tokenize_text(tokenizer, row["text"], max_length)
