@@ -26,7 +26,7 @@ FACTS: list[tuple[str, str, list[str], str]] = [
      ["What warranty does the AeroBrew K2 have?", "How long is the AeroBrew K2 covered by warranty?",
       "Is my AeroBrew K2 kettle still under warranty after two years?", "Warranty period for the K2 kettle?",
       "How many years of warranty come with the AeroBrew K2?"],
-     "For how long is the AeroBrew K2 guaranteed?"),
+     "What guarantee comes with the AeroBrew K2, in years?"),
     ("The GrindMate G7 grinder has a 2-year warranty.", "2-year",
      ["What warranty does the GrindMate G7 have?", "How long is the GrindMate G7 covered?",
       "How many years of warranty does the G7 grinder get?", "Warranty length for the GrindMate G7?",

@@ -99,6 +99,16 @@ def smoke_test(model_ref: str, cfg: ServeConfig, questions: list[str], dtype: st
         stop_server(process)
 
 
+def decontaminated(dataset: Artifact, questions: Path | None) -> Path | None:
+    """The dataset's decontaminated copy of an evaluation file, when `data.contamination.drop` made one."""
+    if questions is None:
+        return None
+    for item in dataset.metrics.get("contamination", []):
+        if item.get("decontaminated") and Path(item["file"]) == Path(questions):
+            return dataset.file(item["decontaminated"])
+    return None
+
+
 def _reuse(path: Path, kind: str) -> Artifact:
     if not is_artifact(path):
         raise TuneforgeError(f"stage needs the {kind} artifact at {path}; add its stage to `stages`")
@@ -139,7 +149,12 @@ def run_pipeline(cfg: PipelineConfig) -> RunResult:
         t = timed("eval")
         if dataset is None and is_artifact(paths["dataset"]):
             dataset = load_artifact(paths["dataset"], kind="dataset")
-        report = run_eval(model_ref, cfg.eval, paths["eval"], dataset, cfg.model.dtype)
+        eval_cfg = cfg.eval
+        clean_copy = decontaminated(dataset, cfg.eval.questions) if dataset else None
+        if clean_copy is not None:
+            console.print(f"evaluating on the decontaminated copy {clean_copy}")
+            eval_cfg = cfg.eval.model_copy(update={"questions": clean_copy})
+        report = run_eval(model_ref, eval_cfg, paths["eval"], dataset, cfg.model.dtype)
         result.artifacts["eval"] = report.path
         result.seconds["eval"] = time.perf_counter() - t
     if "serve" in cfg.stages and cfg.serve.smoke_questions:

@@ -148,3 +148,32 @@ def test_preview_highlights_trained_tokens(tiny, tiny_dataset):
     trained = "".join(text.plain[s.start:s.end] for s in text.spans if s.style == TRAINED)
     assert trained.replace("↵", "") == row["messages"][-1]["content"] + "<|im_end|>\n"
     assert "trained tokens include EOS '<|im_end|>': yes" in summary(tiny.tokenizer, row)
+
+
+def test_contamination_report_and_drop(tmp_path):
+    from tuneforge.core.config import ContaminationConfig
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(json.dumps({"instruction": q, "output": "ok"}) for q in [
+        "How long is the warranty on the AeroBrew K2 kettle?", "Where is the company based?",
+        "退货政策是什么样的呢？"]) + "\n")
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("\n".join(json.dumps({"question": q, "key": "x"}) for q in [
+        "How long is the warranty on the AeroBrew K2 kettle?",      # verbatim: contaminated
+        "What guarantee period does the K2 come with?",               # paraphrase: clean
+        "退货政策是什么样的？",                                          # near-verbatim Chinese
+    ]) + "\n")
+    cfg = DataConfig(files=[train], validation_fraction=0, contamination=ContaminationConfig(
+        eval_files=[heldout], ngram=4, threshold=0.5, drop=True))
+    art = prepare(cfg, MODEL, tmp_path / "ds")
+    item = art.metrics["contamination"][0]
+    assert (item["rows"], item["flagged"]) == (3, 2)
+    flagged = json.loads(art.file("contamination.json").read_text())[0]["flagged"]
+    assert [f["line"] for f in flagged] == [1, 3]
+    clean = [json.loads(line) for line in art.file("decontaminated/heldout.jsonl").read_text().splitlines()]
+    assert [r["question"] for r in clean] == ["What guarantee period does the K2 come with?"]
+    assert "2 of 3 evaluation rows overlap" in art.file("report.md").read_text()
+
+    from tuneforge.pipeline import decontaminated
+
+    assert decontaminated(art, heldout) == art.path / "decontaminated" / "heldout.jsonl"

@@ -89,6 +89,15 @@ class PiiConfig(_Section):
     )
 
 
+class ContaminationConfig(_Section):
+    """Evaluation rows that overlap the training rows."""
+
+    eval_files: list[Path] = Field(default_factory=list, description="Evaluation JSONL files to check.")
+    ngram: int = Field(8, ge=1, le=50, description="Words per n-gram (a CJK character counts as a word).")
+    threshold: float = Field(0.5, gt=0.0, le=1.0, description="Share of an eval row's n-grams found in training.")
+    drop: bool = Field(False, description="Write decontaminated copies of the eval files into the artifact.")
+
+
 class DataConfig(_Section):
     """How raw files become a dataset artifact."""
 
@@ -107,6 +116,7 @@ class DataConfig(_Section):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
+    contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out for validation.")
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of rows held out for testing.")
     stratify: bool = Field(True, description="Split each label's rows in proportion, when rows have labels.")

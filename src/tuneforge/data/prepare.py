@@ -17,6 +17,7 @@ from tuneforge.core.config import DataConfig, ModelConfig
 from tuneforge.core.errors import DataError
 from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.clean import StepStats, dedup_rows, filter_rows, normalize_rows, row_texts, scrub_rows
+from tuneforge.data.contamination import check_contamination
 from tuneforge.data.formats import load_source, weighted
 from tuneforge.data.template import IGNORE_INDEX, tokenize_row
 from tuneforge.models import load_tokenizer
@@ -125,7 +126,8 @@ def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list
     return rows, steps, sources
 
 
-def render_report(steps: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
+def render_report(steps: list[dict[str, Any]], metrics: dict[str, Any],
+                  contamination: list[dict[str, Any]] | None = None) -> str:
     """Markdown: the step funnel, PII found, and split/token statistics."""
     lines = ["# Dataset report", "", "| step | in | kept | changed | dropped | why |", "|---|---|---|---|---|---|"]
     for s in steps:
@@ -135,6 +137,10 @@ def render_report(steps: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
     if pii is not None:
         lines += ["", "## PII replaced", ""]
         lines += [f"- {kind}: {count}" for kind, count in pii.items()] or ["- none found"]
+    for item in contamination or []:
+        lines += ["", f"## Contamination: {item['file']}", "",
+                  f"{len(item['flagged'])} of {item['rows']} evaluation rows overlap the training rows."]
+        lines += [f"- line {f['line']} (overlap {f['overlap']:.2f}): {f['text']}" for f in item["flagged"][:20]]
     lines += ["", "## Splits", "", "| split | rows | tokens | trained tokens |", "|---|---|---|---|"]
     for name in SPLITS:
         if f"rows_{name}" in metrics:
@@ -184,6 +190,19 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
         stats[f"rows_{name}"] = len(part)
         stats[f"tokens_{name}"] = sum(len(r["input_ids"]) for r in part)
         stats[f"target_tokens_{name}"] = sum(sum(1 for x in r["labels"] if x != IGNORE_INDEX) for r in part)
+    contamination = []
+    if data.contamination.eval_files:
+        checked = check_contamination(splits["train"], list(data.contamination.eval_files),
+                                      data.contamination.ngram, data.contamination.threshold)
+        for result in checked:
+            contamination.append({"file": str(result.path), "rows": result.total, "flagged": result.flagged,
+                                  "decontaminated": f"decontaminated/{result.path.name}" if data.contamination.drop
+                                  else None})
+            if result.flagged:
+                console.print(f"[yellow]contamination: {len(result.flagged)} of {result.total} rows of "
+                              f"{result.path} overlap the training data[/yellow]")
+        stats["contamination"] = [{k: v for k, v in c.items() if k != "flagged"} | {"flagged": len(c["flagged"])}
+                                  for c in contamination]
     step_dicts = [s.to_dict() for s in steps]
     stats["steps"] = step_dicts
     pii = next((s.details.get("found") for s in steps if s.step == "pii"), None)
@@ -198,7 +217,15 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
             with open(writer.path / f"{name}.jsonl", "w", encoding="utf-8") as handle:
                 for row in part:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        (writer.path / "report.md").write_text(render_report(step_dicts, stats))
+        if data.contamination.drop:
+            (writer.path / "decontaminated").mkdir()
+            for result in checked:
+                with open(writer.path / "decontaminated" / result.path.name, "w", encoding="utf-8") as handle:
+                    for row in result.clean_rows:
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        if contamination:
+            (writer.path / "contamination.json").write_text(json.dumps(contamination, indent=2, ensure_ascii=False))
+        (writer.path / "report.md").write_text(render_report(step_dicts, stats, contamination))
         writer.metrics.update(stats)
         writer.extra.update({"tokenizer": model.name, "chat_template_hash": template_hash(tokenizer),
                              "sources": sources})
