@@ -140,20 +140,29 @@ def read_text_file(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 at byte offset {exc.start} ({exc.reason}); "
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}: not valid UTF-8 at byte offset {exc.start} (line {line}, {exc.reason}); "
                         "convert the file to UTF-8") from None
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed value) for each non-blank line; bad JSON names file and line."""
+def read_jsonl(path: str | Path, errors: list[str] | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed value) for each non-blank line; bad JSON names file and line.
+
+    With an `errors` list, a bad line is recorded there and skipped instead of raising.
+    """
     path = Path(path)
     for number, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            message = f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})"
+            if errors is None:
+                raise DataError(message) from None
+            errors.append(message)
+            continue
+        yield number, value
 
 
 def _mapped(record: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
@@ -176,7 +185,8 @@ def _check_columns(path: Path, found: list[str], columns: dict[str, str]) -> Non
                         f"columns found: {', '.join(found)}")
 
 
-def _records(path: Path, file_format: str, columns: dict[str, str]) -> Iterator[tuple[str, Any]]:
+def _records(path: Path, file_format: str, columns: dict[str, str],
+             errors: list[str] | None = None) -> Iterator[tuple[str, Any]]:
     """(where, raw record) for every record of a file, with the column mapping applied."""
     if file_format in ("csv", "tsv"):
         text = read_text_file(path)
@@ -214,7 +224,7 @@ def _records(path: Path, file_format: str, columns: dict[str, str]) -> Iterator[
         for i, record in enumerate(data, start=1):
             yield f"{path}:row {i}", _mapped(record, columns) if isinstance(record, dict) else record
     else:
-        for number, record in read_jsonl(path):
+        for number, record in read_jsonl(path, errors):
             yield f"{path}:{number}", _mapped(record, columns) if isinstance(record, dict) else record
 
 
@@ -238,7 +248,8 @@ def load_source(path: Path, declared: str = "auto", columns: dict[str, str] | No
     container = file_format_of(path, declared)
     row_format = declared if declared in ("instruction", "chat", "sharegpt", "text") else "auto"
     rows = []
-    for where, record in _records(path, container, columns or {}):
+    skipping = errors if on_error == "skip" else None
+    for where, record in _records(path, container, columns or {}, skipping):
         try:
             row = convert_row(record, where, row_format)  # type: ignore[arg-type]
         except DataError as exc:
