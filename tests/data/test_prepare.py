@@ -177,3 +177,29 @@ def test_contamination_report_and_drop(tmp_path):
     from tuneforge.pipeline import decontaminated
 
     assert decontaminated(art, heldout) == art.path / "decontaminated" / "heldout.jsonl"
+
+
+def test_html_report_renders_tables_and_charts(tiny_dataset):
+    from html.parser import HTMLParser
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.images, self.cells = 0, [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tables += tag == "table"
+            if tag == "img":
+                self.images.append(dict(attrs)["src"])
+
+        def handle_data(self, data):
+            self.cells.append(data)
+
+    page = Collect()
+    page.feed(tiny_dataset.file("report.html").read_text())
+    assert page.tables == 2  # funnel and splits
+    assert page.images == ["token_lengths.png", "funnel.png"]
+    for name in page.images:
+        assert tiny_dataset.file(name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "exact_duplicate 8" in page.cells
+    assert set(tiny_dataset.metrics["token_lengths"]) == {"min", "median", "p95", "max"}

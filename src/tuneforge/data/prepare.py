@@ -19,6 +19,7 @@ from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.clean import StepStats, dedup_rows, filter_rows, normalize_rows, row_texts, scrub_rows
 from tuneforge.data.contamination import check_contamination
 from tuneforge.data.formats import load_source, weighted
+from tuneforge.data.report import length_stats, render_html, render_markdown, write_charts
 from tuneforge.data.template import IGNORE_INDEX, tokenize_row
 from tuneforge.models import load_tokenizer
 from tuneforge.models.chat_template import template_hash
@@ -126,29 +127,6 @@ def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list
     return rows, steps, sources
 
 
-def render_report(steps: list[dict[str, Any]], metrics: dict[str, Any],
-                  contamination: list[dict[str, Any]] | None = None) -> str:
-    """Markdown: the step funnel, PII found, and split/token statistics."""
-    lines = ["# Dataset report", "", "| step | in | kept | changed | dropped | why |", "|---|---|---|---|---|---|"]
-    for s in steps:
-        why = ", ".join(f"{k} {v}" for k, v in s.get("reasons", {}).items())
-        lines.append(f"| {s['step']} | {s['rows_in']} | {s['kept']} | {s['changed']} | {s['dropped']} | {why} |")
-    pii = next((s.get("found") for s in steps if s["step"] == "pii"), None)
-    if pii is not None:
-        lines += ["", "## PII replaced", ""]
-        lines += [f"- {kind}: {count}" for kind, count in pii.items()] or ["- none found"]
-    for item in contamination or []:
-        lines += ["", f"## Contamination: {item['file']}", "",
-                  f"{len(item['flagged'])} of {item['rows']} evaluation rows overlap the training rows."]
-        lines += [f"- line {f['line']} (overlap {f['overlap']:.2f}): {f['text']}" for f in item["flagged"][:20]]
-    lines += ["", "## Splits", "", "| split | rows | tokens | trained tokens |", "|---|---|---|---|"]
-    for name in SPLITS:
-        if f"rows_{name}" in metrics:
-            lines.append(f"| {name} | {metrics[f'rows_{name}']} | {metrics[f'tokens_{name}']} | "
-                         f"{metrics[f'target_tokens_{name}']} |")
-    return "\n".join(lines) + "\n"
-
-
 def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifact:
     """Build a dataset artifact at `output` from the configured sources, tokenized for `model.name`."""
     tokenizer = load_tokenizer(model.name)
@@ -205,6 +183,7 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
                                   for c in contamination]
     step_dicts = [s.to_dict() for s in steps]
     stats["steps"] = step_dicts
+    stats["token_lengths"] = length_stats([len(r["input_ids"]) for r in splits["train"]])
     pii = next((s.details.get("found") for s in steps if s.step == "pii"), None)
     if pii is not None:
         stats["pii_found"] = pii
@@ -225,7 +204,11 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
                         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         if contamination:
             (writer.path / "contamination.json").write_text(json.dumps(contamination, indent=2, ensure_ascii=False))
-        (writer.path / "report.md").write_text(render_report(step_dicts, stats, contamination))
+        markdown = render_markdown(step_dicts, stats, contamination)
+        (writer.path / "report.md").write_text(markdown)
+        images = write_charts(writer.path, step_dicts, [len(r["input_ids"]) for r in splits["train"]],
+                              data.max_length)
+        (writer.path / "report.html").write_text(render_html(markdown, images))
         writer.metrics.update(stats)
         writer.extra.update({"tokenizer": model.name, "chat_template_hash": template_hash(tokenizer),
                              "sources": sources})
