@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
 
@@ -98,6 +98,49 @@ class ContaminationConfig(_Section):
     drop: bool = Field(False, description="Write decontaminated copies of the eval files into the artifact.")
 
 
+class ParaphraseConfig(_Section):
+    """Rewrite user turns through a model: a local tuneforge model or any OpenAI-compatible endpoint."""
+
+    mode: Literal["paraphrase", "back_translation"] = Field("paraphrase", description="Rewrite or round-trip.")
+    model: str | None = Field(None, description="A tuneforge model reference, run locally.")
+    base_url: str | None = Field(None, description="An OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
+    api_model: str | None = Field(None, description="Model name at the endpoint (default: its first model).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    pivot_language: str = Field("French", description="Back-translation goes through this language.")
+    source_language: str = Field("English", description="…and back into this one.")
+    max_tokens: int = Field(128, ge=1, le=4096)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+
+
+class AugmentConfig(_Section):
+    """Augmentation of the training split (off by default); generated rows are marked in `meta`."""
+
+    enabled: bool = False
+    max_new_rows: int = Field(1000, ge=0, description="Cap on generated rows, all methods together.")
+    per_row: int = Field(1, ge=1, le=20, description="Variants per source row and method.")
+    entity_groups: list[list[str]] = Field(
+        default_factory=list, description="Groups of interchangeable entities, e.g. [[Alice, Bob], [Paris, Lyon]]."
+    )
+    synonyms: dict[str, list[str]] = Field(default_factory=dict, description="Phrase → replacements (user turns).")
+    builtin_synonyms: bool = Field(False, description="Also use tuneforge's small built-in synonym list.")
+    paraphrase: ParaphraseConfig | None = Field(None, description="Model-based paraphrase or back-translation.")
+
+
+class BalanceConfig(_Section):
+    """Label balance of the training split (off by default)."""
+
+    enabled: bool = False
+    max_per_label: int | None = Field(None, ge=1, description="Under-sample labels above this many rows.")
+    min_per_label: int | None = Field(None, ge=1, description="Over-sample labels below this many rows…")
+    max_oversample: float = Field(3.0, ge=1.0, le=100.0, description="…but never beyond this factor.")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> BalanceConfig:
+        if self.min_per_label and self.max_per_label and self.min_per_label > self.max_per_label:
+            raise ValueError(f"min_per_label={self.min_per_label} is above max_per_label={self.max_per_label}")
+        return self
+
+
 class DataConfig(_Section):
     """How raw files become a dataset artifact."""
 
@@ -117,6 +160,8 @@ class DataConfig(_Section):
     filter: FilterConfig = Field(default_factory=FilterConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out for validation.")
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of rows held out for testing.")
     stratify: bool = Field(True, description="Split each label's rows in proportion, when rows have labels.")

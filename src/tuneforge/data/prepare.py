@@ -16,6 +16,8 @@ from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact, s
 from tuneforge.core.config import DataConfig, ModelConfig
 from tuneforge.core.errors import DataError
 from tuneforge.core.progress import console, progress_bar
+from tuneforge.data.augment import augment_rows
+from tuneforge.data.balance import balance_rows
 from tuneforge.data.clean import StepStats, dedup_rows, filter_rows, normalize_rows, row_texts, scrub_rows
 from tuneforge.data.contamination import check_contamination
 from tuneforge.data.formats import load_source, weighted
@@ -132,6 +134,16 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
     tokenizer = load_tokenizer(model.name)
     rows, steps, sources = clean(data, tokenizer)
     parts = split_rows(rows, data.validation_fraction, data.seed, data.test_fraction, data.stratify)
+    # Augment and balance the training split only: copies of a training row must not leak into held-out splits.
+    if data.augment.enabled:
+        parts["train"], stats_aug = augment_rows(parts["train"], data.augment, data.seed)
+        steps.append(stats_aug)
+    if data.balance.enabled:
+        b = data.balance
+        parts["train"], stats_bal = balance_rows(parts["train"], b.max_per_label, b.min_per_label,
+                                                 b.max_oversample, data.seed)
+        steps.append(stats_bal)
+    rows = [r for name in SPLITS for r in parts[name]]
     tmpl = StepStats("template", rows_in=len(rows))
     stats: dict[str, Any] = {"rows_in": steps[0].rows_in, "truncated": 0, "dropped_no_target": 0}
     splits: dict[str, list[Row]] = {}
