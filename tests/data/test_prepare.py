@@ -203,3 +203,20 @@ def test_html_report_renders_tables_and_charts(tiny_dataset):
         assert tiny_dataset.file(name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "exact_duplicate 8" in page.cells
     assert set(tiny_dataset.metrics["token_lengths"]) == {"min", "median", "p95", "max"}
+
+
+def test_packing_plan():
+    from tuneforge.data.packing import plan_packing
+
+    plan = plan_packing([6, 5, 4, 3, 2, 12], capacity=10)
+    assert plan["bins"] == [[5], [0, 2], [1, 3, 4]]  # 12 is cut to 10 and fills a bin alone
+    assert plan["sequences"] == 3 and plan["efficiency"] == 1.0
+    assert plan["padding_efficiency_unpacked"] == round(30 / 60, 4)
+    for bin_ in plan_packing([7, 7, 7], 10)["bins"]:
+        assert len(bin_) == 1
+
+
+def test_packing_plan_in_artifact(tiny_dataset):
+    plan = json.loads(tiny_dataset.file("packing.json").read_text())
+    assert sorted(i for b in plan["bins"] for i in b) == list(range(tiny_dataset.metrics["rows_train"]))
+    assert "## Packing plan (train)" in tiny_dataset.file("report.md").read_text()

@@ -21,6 +21,7 @@ from tuneforge.data.balance import balance_rows
 from tuneforge.data.clean import StepStats, dedup_rows, filter_rows, normalize_rows, row_texts, scrub_rows
 from tuneforge.data.contamination import check_contamination
 from tuneforge.data.formats import load_source, weighted
+from tuneforge.data.packing import plan_packing
 from tuneforge.data.report import length_stats, render_html, render_markdown, write_charts
 from tuneforge.data.template import IGNORE_INDEX, tokenize_row
 from tuneforge.models import load_tokenizer
@@ -195,7 +196,10 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
                                   for c in contamination]
     step_dicts = [s.to_dict() for s in steps]
     stats["steps"] = step_dicts
-    stats["token_lengths"] = length_stats([len(r["input_ids"]) for r in splits["train"]])
+    train_lengths = [len(r["input_ids"]) for r in splits["train"]]
+    stats["token_lengths"] = length_stats(train_lengths)
+    packing = plan_packing(train_lengths, data.max_length)
+    stats["packing"] = {k: v for k, v in packing.items() if k != "bins"}
     pii = next((s.details.get("found") for s in steps if s.step == "pii"), None)
     if pii is not None:
         stats["pii_found"] = pii
@@ -216,6 +220,7 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
                         handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         if contamination:
             (writer.path / "contamination.json").write_text(json.dumps(contamination, indent=2, ensure_ascii=False))
+        (writer.path / "packing.json").write_text(json.dumps(packing) + "\n")
         markdown = render_markdown(step_dicts, stats, contamination)
         (writer.path / "report.md").write_text(markdown)
         images = write_charts(writer.path, step_dicts, [len(r["input_ids"]) for r in splits["train"]],

@@ -29,6 +29,12 @@ def render_markdown(steps: list[dict[str, Any]], metrics: dict[str, Any],
         if f"rows_{name}" in metrics:
             lines.append(f"| {name} | {metrics[f'rows_{name}']} | {metrics[f'tokens_{name}']} | "
                          f"{metrics[f'target_tokens_{name}']} |")
+    packing = metrics.get("packing")
+    if packing:
+        lines += ["", "## Packing plan (train)", "",
+                  f"{packing['examples']} examples fit in {packing['sequences']} sequences of {packing['capacity']} "
+                  f"tokens: {packing['efficiency']:.0%} of packed tokens are real, against "
+                  f"{packing['padding_efficiency_unpacked']:.0%} when each example is padded to the capacity."]
     lengths = metrics.get("token_lengths")
     if lengths:
         lines += ["", "## Token lengths (train)", "",
