@@ -76,6 +76,9 @@ class FilterConfig(_Section):
     max_tokens: int | None = Field(None, ge=1, description="Drop rows with more tokens (else they are cut).")
     max_repetition: float = Field(0.6, ge=0.0, le=1.0, description="Drop rows whose repeated 3-gram share is above.")
     max_symbol_ratio: float = Field(0.3, ge=0.0, le=1.0, description="Drop rows whose symbol share is above.")
+    languages: list[str] | None = Field(
+        None, description="Keep only these ISO 639-1 languages (e.g. [en, zh]); needs `pip install langdetect`."
+    )
 
 
 class PiiConfig(_Section):

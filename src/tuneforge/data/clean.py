@@ -177,10 +177,26 @@ def symbol_ratio(text: str) -> float:
     return sum(1 for ch in text if not _WORDISH.match(ch)) / len(text)
 
 
+def detect_language(text: str, min_letters: int = 20) -> str | None:
+    """ISO 639-1 code of `text` (langdetect, seeded), or None when the text is too short to tell."""
+    if sum(ch.isalpha() for ch in text) < min_letters:
+        return None
+    from langdetect import DetectorFactory, LangDetectException, detect
+
+    DetectorFactory.seed = 0  # langdetect is random unless seeded
+    try:
+        return detect(text).split("-")[0]
+    except LangDetectException:
+        return None
+
+
 def filter_rows(rows: list[Row], count_tokens: Callable[[list[Row]], list[int]] | None = None,
                 min_tokens: int = 1, max_tokens: int | None = None, max_repetition: float = 0.6,
-                max_symbol_ratio: float = 0.3) -> tuple[list[Row], StepStats]:
-    """Drop rows with an empty answer, too few/many tokens, heavy repetition or mostly symbols."""
+                max_symbol_ratio: float = 0.3, languages: list[str] | None = None) -> tuple[list[Row], StepStats]:
+    """Drop rows with an empty answer, too few/many tokens, heavy repetition, mostly symbols, or another language.
+
+    Rows too short for language detection are kept.
+    """
     stats = StepStats("filter", rows_in=len(rows))
     lengths = count_tokens(rows) if count_tokens else [None] * len(rows)
     out = []
@@ -198,6 +214,8 @@ def filter_rows(rows: list[Row], count_tokens: Callable[[list[Row]], list[int]] 
             reason = "repetitive"
         elif symbol_ratio(text) > max_symbol_ratio:
             reason = "symbols"
+        elif languages and (lang := detect_language(text)) is not None and lang not in languages:
+            reason = f"language:{lang}"
         if reason:
             stats.reasons[reason] += 1
             continue

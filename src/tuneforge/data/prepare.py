@@ -121,7 +121,7 @@ def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list
         _check_left(rows, stats)
     f = data.filter
     rows, stats = filter_rows(rows, _token_counter(tokenizer), f.min_tokens, f.max_tokens, f.max_repetition,
-                              f.max_symbol_ratio)
+                              f.max_symbol_ratio, f.languages)
     steps.append(stats)
     _check_left(rows, stats)
     if data.pii.enabled:
