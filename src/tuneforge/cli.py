@@ -108,21 +108,27 @@ def data_prepare(
     config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option(help="Model whose tokenizer and chat template to use.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Dataset artifact folder.")] = None,
+    on_error: Annotated[
+        str | None, typer.Option("--on-error", help="fail (default): stop at a malformed row; skip: count and skip it.")
+    ] = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Validate, split and tokenize chat/instruction JSONL into a dataset artifact.
+    """Load, validate, clean, de-duplicate, de-sensitize, split and tokenize data into a dataset artifact.
 
-    Loss is masked to the assistant's tokens. A malformed line stops with its file and line number.
+    Reads JSONL/JSON (instruction, chat, ShareGPT, text), CSV/TSV/Parquet (with data.sources[].columns),
+    .txt and `datasets` folders. Writes report.md/report.html with the step funnel and PII counts.
+    Loss is masked to the assistant's tokens. A malformed row stops with its file and line number.
 
-    Example:  tuneforge data prepare support.jsonl --model smollm2-135m -o runs/ds --set data.validation_fraction=0.1
+    Example:  tuneforge data prepare support.jsonl --model smollm2-135m -o runs/ds --on-error skip
+    Example:  tuneforge data prepare -c pipeline.yaml --set data.dedup.threshold=0.9 --set data.pii.enabled=false
     """
     from tuneforge.data.prepare import prepare
 
     paths = [p.absolute() for p in files] if files else None
-    cfg = _config(config, overrides, data__files=paths, model__name=model)
+    cfg = _config(config, overrides, data__files=paths, model__name=model, data__on_error=on_error)
     artifact = prepare(cfg.data, cfg.model, output or cfg.run_dir / "dataset")
-    console.print(f"dataset artifact → {artifact.path}")
-    console.print(artifact.metrics)
+    console.print((artifact.path / "report.md").read_text())
+    console.print(f"dataset artifact → {artifact.path}  (report: {artifact.path / 'report.html'})")
 
 
 @data_app.command("preview")

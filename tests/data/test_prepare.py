@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,42 @@ def test_packing_plan_in_artifact(tiny_dataset):
     plan = json.loads(tiny_dataset.file("packing.json").read_text())
     assert sorted(i for b in plan["bins"] for i in b) == list(range(tiny_dataset.metrics["rows_train"]))
     assert "## Packing plan (train)" in tiny_dataset.file("report.md").read_text()
+
+
+def test_messy_sources_end_to_end(tmp_path):
+    """Mixed formats, duplicates, near-duplicates, PII, HTML and malformed lines: the report's counts."""
+    from tuneforge.core.config import SourceConfig
+
+    messy = Path(__file__).parents[1] / "assets" / "messy"
+    cfg = DataConfig(
+        sources=[SourceConfig(path=messy / "support.jsonl"), SourceConfig(path=messy / "chat.jsonl"),
+                 SourceConfig(path=messy / "faq.csv", columns={"instruction": "question", "output": "answer",
+                                                               "label": "topic"})],
+        on_error="skip", validation_fraction=0.0, normalize={"strip_html": True}, dedup={"threshold": 0.7},
+    )
+    art = prepare(cfg, MODEL, tmp_path / "ds")
+    steps = {s["step"]: s for s in art.metrics["steps"]}
+    # 12 support lines (no output, empty output, broken JSON are malformed) + 3 chat + 3 CSV rows
+    assert (steps["load"]["rows_in"], steps["load"]["kept"], steps["load"]["reasons"]) == (18, 15, {"malformed": 3})
+    assert steps["normalize"]["changed"] == 3  # two HTML rows, one whitespace row
+    assert steps["dedup"]["reasons"] == {"exact_duplicate": 2, "near_duplicate": 1}
+    assert steps["filter"]["reasons"] == {"empty_answer": 1}  # the answer was only HTML
+    assert art.metrics["pii_found"] == {"CREDIT_CARD": 1, "EMAIL": 2, "IP_ADDRESS": 2, "PHONE": 1, "SECRET": 1}
+    assert steps["pii"]["changed"] == 4
+    assert art.metrics["rows_train"] == 11
+    texts = json.dumps(read_split(art, "train"), ensure_ascii=False)
+    for secret in ("jane.roe@example.org", "4111 1111", "13812345678", "10.0.0.12", "sk-proj-"):
+        assert secret not in texts
+    for kept in ("QA-00001234", "€258.00", "2024-05-17", "€129", "<EMAIL>", "Yes, PayPal is accepted."):
+        assert kept in texts
+    report = art.file("report.md").read_text()
+    assert "| load | 18 | 15 | 0 | 3 | malformed 3 |" in report
+    assert "- EMAIL: 2" in report
+
+
+def test_everything_filtered_names_the_step(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"instruction": "q", "output": "spam spam spam spam spam spam spam spam spam spam"}\n')
+    with pytest.raises(DataError, match=r"step 'filter' removed the last rows \(repetitive: 1\)"):
+        prepare(DataConfig(files=[path], validation_fraction=0), MODEL, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
