@@ -23,6 +23,7 @@ from tuneforge.data.contamination import check_contamination
 from tuneforge.data.formats import load_source, weighted
 from tuneforge.data.packing import plan_packing
 from tuneforge.data.report import length_stats, render_html, render_markdown, write_charts
+from tuneforge.data.store import read_split_file, write_split
 from tuneforge.data.template import IGNORE_INDEX, tokenize_row
 from tuneforge.models import load_tokenizer
 from tuneforge.models.chat_template import template_hash
@@ -209,9 +210,7 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
         for name, part in splits.items():
             if name == "test" and not part:
                 continue
-            with open(writer.path / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-                for row in part:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            write_split(writer.path / f"{name}.parquet", part)
         if data.contamination.drop:
             (writer.path / "decontaminated").mkdir()
             for result in checked:
@@ -236,7 +235,10 @@ def read_split(dataset: Artifact, split: str) -> list[dict[str, Any]]:
     """Rows of one split of a dataset artifact (empty for an absent test split)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if split == "test" and "test.jsonl" not in dataset.manifest["files"]:
+    files = dataset.manifest["files"]
+    for name in (f"{split}.parquet", f"{split}.jsonl"):
+        if name in files:
+            return read_split_file(dataset.file(name))
+    if split == "test":
         return []
-    with open(dataset.file(f"{split}.jsonl"), encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    raise DataError(f"{dataset.path}: dataset artifact has no {split} split")
