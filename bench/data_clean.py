@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import resource
 import time
 
 from tuneforge.data.clean import dedup_rows, normalize_rows, scrub_rows, shingles
@@ -79,7 +80,9 @@ def main() -> None:
         fn(rows[:n])
         seconds = time.perf_counter() - start
         results[name] = n / seconds * 60
-        print(f"{name:10s} {n:>8d} rows in {seconds:7.1f} s = {results[name]:10,.0f} rows/min")
+        peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"{name:10s} {n:>8d} rows in {seconds:7.1f} s = {results[name]:10,.0f} rows/min "
+              f"(peak RSS so far {peak_gib:.1f} GiB)")
     print(f"ratio tuneforge/baseline: {results['tuneforge'] / results['baseline']:.2f}x")
 
 
