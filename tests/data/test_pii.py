@@ -85,3 +85,10 @@ def test_allow_list_keeps_business_contacts():
     scrubbed, counts = scrub_text(text, allow=["HELP@quillon.example", "+3295550142"])
     assert scrubbed == "Email help@quillon.example or call +32 9 555 0142; my own is <EMAIL>"
     assert counts == {"EMAIL": 1}
+
+
+def test_national_phone_formats_with_regions():
+    text = "Ring 020 7946 0958 or 030 901820 please; order 2024-05-17, €129."
+    assert find_pii(text) == []
+    spans = find_pii(text, phone_regions=["GB", "DE"])
+    assert [(k, v) for _, _, k, v in spans] == [("PHONE", "020 7946 0958"), ("PHONE", "030 901820")]

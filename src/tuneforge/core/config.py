@@ -90,6 +90,10 @@ class PiiConfig(_Section):
         default_factory=list,
         description="Values that are not personal and must stay, e.g. your company's support email or hotline.",
     )
+    phone_regions: list[str] = Field(
+        default_factory=list,
+        description="ISO country codes whose national-format numbers (no +code) are phones too, e.g. [GB, DE].",
+    )
 
 
 class ContaminationConfig(_Section):

@@ -227,13 +227,14 @@ def filter_rows(rows: list[Row], count_tokens: Callable[[list[Row]], list[int]] 
 
 # ---------------------------------------------------------------- PII
 
-def scrub_rows(rows: list[Row], kinds: list[str], allow: list[str] | None = None) -> tuple[list[Row], StepStats]:
+def scrub_rows(rows: list[Row], kinds: list[str], allow: list[str] | None = None,
+               phone_regions: list[str] | None = None) -> tuple[list[Row], StepStats]:
     """Replace PII with typed placeholders, consistently within each row; count per type."""
     stats = StepStats("pii", rows_in=len(rows))
     totals: Counter[str] = Counter()
     out = []
     for row in rows:
-        scrubber = RowScrubber(kinds, allow or ())
+        scrubber = RowScrubber(kinds, allow or (), phone_regions or ())
         new = map_contents(row, scrubber)
         if scrubber.counts:
             stats.changed += 1

@@ -79,12 +79,24 @@ def ssn_ok(text: str) -> bool:
     return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
 
 
+# (prefix pattern, allowed lengths) per issuer: Visa, Mastercard, Amex, Discover, UnionPay, JCB, Diners.
+_ISSUERS = (
+    (re.compile(r"4"), (16, 19)),  # 13-digit Visa is long retired; 13-digit ids collide with it
+    (re.compile(r"5[1-5]|222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720"), (16,)),
+    (re.compile(r"3[47]"), (15,)),
+    (re.compile(r"6011|64[4-9]|65"), (16, 17, 18, 19)),
+    (re.compile(r"62"), (16, 17, 18, 19)),
+    (re.compile(r"35(?:2[89]|[3-8]\d)"), (16, 17, 18, 19)),
+    (re.compile(r"3(?:0[0-5]|[68])"), (14, 15, 16)),
+)
+
+
 def card_ok(text: str) -> bool:
+    """A payment card number: an issuer's prefix, that issuer's length, and the Luhn checksum."""
     digits = re.sub(r"[ -]", "", text)
-    if not 13 <= len(digits) <= 19 or not luhn_ok(digits):
+    if not luhn_ok(digits):
         return False
-    # Issuer prefixes: Visa, Mastercard, Amex, Discover/UnionPay, JCB, Diners.
-    return bool(re.match(r"4|5[1-5]|2[2-7]|3[47]|6|35|30|36|38", digits))
+    return any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _ISSUERS)
 
 
 def ip_ok(text: str) -> bool:
@@ -96,14 +108,17 @@ def ip_ok(text: str) -> bool:
 
 
 def intl_phone_ok(text: str) -> bool:
-    """A +country number that libphonenumber considers valid."""
+    """A +country number of a length that country's numbering plan allows (libphonenumber).
+
+    "Possible" rather than "valid": new or unlisted number ranges are still somebody's phone.
+    """
     import phonenumbers
 
     try:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
         return False
-    return phonenumbers.is_valid_number(number)
+    return phonenumbers.is_possible_number(number)
 
 
 def _allow_key(value: str) -> str:
@@ -186,12 +201,26 @@ DETECTORS: tuple[Detector, ...] = (
 )
 
 
-def find_pii(text: str, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] = ()
-             ) -> list[tuple[int, int, str, str]]:
+def national_phones(text: str, regions: Iterable[str]) -> Iterable[tuple[int, int, str]]:
+    """Phone numbers written in a region's national format (`020 7946 0958` for GB), via libphonenumber."""
+    import phonenumbers
+
+    for region in regions:
+        for match in phonenumbers.PhoneNumberMatcher(text, region.upper(), leniency=phonenumbers.Leniency.VALID):
+            raw = match.raw_string
+            before = text[match.start - 1] if match.start else " "
+            # National formats start with the trunk prefix 0; a digit run glued to a code (QA-0544…) is an id.
+            if raw.lstrip("(").startswith("0") and not ((before.isascii() and before.isalnum()) or before in "-_/"):
+                yield match.start, match.end, raw
+
+
+def find_pii(text: str, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] = (),
+             phone_regions: Iterable[str] = ()) -> list[tuple[int, int, str, str]]:
     """Non-overlapping (start, end, kind, value) spans, earlier detectors winning overlaps.
 
     Values in `allow` (compared case-insensitively, ignoring spaces) are not PII: a company's own
-    support address or hotline is a fact to learn, not a person's data.
+    support address or hotline is a fact to learn, not a person's data. `phone_regions` (ISO
+    country codes) adds national-format phone numbers of those countries.
     """
     wanted = set(kinds)
     allowed = {_allow_key(a) for a in allow}
@@ -209,15 +238,22 @@ def find_pii(text: str, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] =
             if any(start < e and s < end for s, e, _, _ in spans):
                 continue
             spans.append((start, end, det.kind, value))
+    if "PHONE" in wanted and phone_regions and _has_digit_run(text):
+        for start, end, value in national_phones(text, phone_regions):
+            if (not allowed or _allow_key(value) not in allowed) and not any(start < e and s < end
+                                                                               for s, e, _, _ in spans):
+                spans.append((start, end, "PHONE", value))
     return sorted(spans)
 
 
 class RowScrubber:
     """Replaces PII in all the texts of one row with placeholders that are consistent across the row."""
 
-    def __init__(self, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] = ()) -> None:
+    def __init__(self, kinds: Iterable[str] = PII_TYPES, allow: Iterable[str] = (),
+                 phone_regions: Iterable[str] = ()) -> None:
         self.kinds = tuple(kinds)
         self.allow = tuple(allow)
+        self.phone_regions = tuple(phone_regions)
         self.mapping: dict[tuple[str, str], str] = {}
         self.per_kind: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -231,7 +267,7 @@ class RowScrubber:
         return self.mapping[key]
 
     def __call__(self, text: str) -> str:
-        spans = find_pii(text, self.kinds, self.allow)
+        spans = find_pii(text, self.kinds, self.allow, self.phone_regions)
         if not spans:
             return text
         out, last = [], 0

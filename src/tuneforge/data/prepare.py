@@ -126,7 +126,7 @@ def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list
     steps.append(stats)
     _check_left(rows, stats)
     if data.pii.enabled:
-        rows, stats = scrub_rows(rows, list(data.pii.types), data.pii.allow)
+        rows, stats = scrub_rows(rows, list(data.pii.types), data.pii.allow, data.pii.phone_regions)
         steps.append(stats)
     return rows, steps, sources
 
