@@ -12,6 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from rich.progress import Progress
+
 from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact, sha256_file
 from tuneforge.core.config import DataConfig, ModelConfig
 from tuneforge.core.errors import DataError
@@ -107,27 +109,45 @@ def _check_left(rows: list[Row], stats: StepStats) -> None:
         raise DataError(f"step '{stats.step}' removed the last rows ({why}); loosen data.{stats.step} settings")
 
 
+class _Tracked(list):
+    """A list whose iteration advances a progress bar, so every step shows progress unchanged."""
+
+    def __init__(self, rows: list[Row], bar: Progress, description: str) -> None:
+        super().__init__(rows)
+        self.bar = bar
+        self.task = bar.add_task(description, total=len(rows), info="")
+
+    def __iter__(self):
+        for i, row in enumerate(super().__iter__(), start=1):
+            yield row
+            if i % 256 == 0 or i == len(self):
+                self.bar.update(self.task, completed=i)
+
+
 def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list[dict[str, Any]]]:
     """Load and clean the rows (everything before splitting and templating)."""
     rows, load_stats, sources = _load_all(data)
     steps = [load_stats]
     _check_left(rows, load_stats)
-    if data.normalize.enabled:
-        rows, stats = normalize_rows(rows, data.normalize.nfkc, data.normalize.strip_html)
-        steps.append(stats)
-    if data.dedup.exact or data.dedup.near:
-        rows, stats = dedup_rows(rows, data.dedup.exact, data.dedup.near, data.dedup.threshold,
-                                 data.dedup.num_perm, data.dedup.ngram)
+    f = data.filter
+    with progress_bar() as bar:
+        if data.normalize.enabled:
+            rows, stats = normalize_rows(_Tracked(rows, bar, "normalize"), data.normalize.nfkc,
+                                         data.normalize.strip_html)
+            steps.append(stats)
+        if data.dedup.exact or data.dedup.near:
+            rows, stats = dedup_rows(_Tracked(rows, bar, "dedup"), data.dedup.exact, data.dedup.near,
+                                     data.dedup.threshold, data.dedup.num_perm, data.dedup.ngram)
+            steps.append(stats)
+            _check_left(rows, stats)
+        rows, stats = filter_rows(_Tracked(rows, bar, "filter"), _token_counter(tokenizer), f.min_tokens,
+                                  f.max_tokens, f.max_repetition, f.max_symbol_ratio, f.languages)
         steps.append(stats)
         _check_left(rows, stats)
-    f = data.filter
-    rows, stats = filter_rows(rows, _token_counter(tokenizer), f.min_tokens, f.max_tokens, f.max_repetition,
-                              f.max_symbol_ratio, f.languages)
-    steps.append(stats)
-    _check_left(rows, stats)
-    if data.pii.enabled:
-        rows, stats = scrub_rows(rows, list(data.pii.types), data.pii.allow, data.pii.phone_regions)
-        steps.append(stats)
+        if data.pii.enabled:
+            rows, stats = scrub_rows(_Tracked(rows, bar, "PII"), list(data.pii.types), data.pii.allow,
+                                     data.pii.phone_regions)
+            steps.append(stats)
     return rows, steps, sources
 
 
