@@ -122,7 +122,7 @@ def run_pipeline(cfg: PipelineConfig) -> RunResult:
     from tuneforge.train.lora import train
 
     result = RunResult(run_dir=cfg.run_dir)
-    paths = {name: cfg.run_dir / name for name in ("dataset", "adapter", "eval")}
+    paths = {name: (cfg.run_dir / name).absolute() for name in ("dataset", "adapter", "eval")}
     dataset = adapter = None
 
     def timed(stage: str):
