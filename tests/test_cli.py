@@ -55,7 +55,7 @@ def test_chat_needs_model_or_url():
 
 
 def test_chat_one_shot_local():
-    out = tf("chat", "tiny-random-llama", "-p", "hello", "--max-tokens", "4")
+    out = tf("chat", "tiny-random-llama", "-p", "hello", "--max-tokens", "4", "--set", "model.dtype=bfloat16")
     assert out.returncode == 0, out.stderr
 
 

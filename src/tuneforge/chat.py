@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from tuneforge.core.progress import console
 
 
-def _local_stream(model: str, max_tokens: int, temperature: float):
+def _local_stream(model: str, max_tokens: int, temperature: float, dtype: str = "float32"):
     from tuneforge.models import load
     from tuneforge.models.generate import SamplingParams
     from tuneforge.serve.engine.simple import SimpleEngine
 
-    engine = SimpleEngine(load(model))
+    engine = SimpleEngine(load(model, dtype=dtype))
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature)
 
     def ask(messages: list[dict[str, str]]) -> Iterator[str]:
@@ -40,9 +40,10 @@ def _remote_stream(url: str, max_tokens: int, temperature: float):
 
 
 def chat_session(model: str | None, url: str | None, prompt: str | None, system: str | None,
-                 max_tokens: int, temperature: float) -> None:
+                 max_tokens: int, temperature: float, dtype: str = "float32") -> None:
     """Ask once (`prompt`) or run an interactive session; answers are printed as they stream."""
-    ask = _remote_stream(url, max_tokens, temperature) if url else _local_stream(model or "", max_tokens, temperature)
+    ask = (_remote_stream(url, max_tokens, temperature) if url
+           else _local_stream(model or "", max_tokens, temperature, dtype))
     start = [{"role": "system", "content": system}] if system else []
     history = list(start)
 

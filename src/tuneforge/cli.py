@@ -231,6 +231,8 @@ def chat_cmd(
     system: Annotated[str | None, typer.Option(help="System message for the conversation.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Answer length limit in tokens.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.0,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Talk to a model (loaded here) or to a server (--url) from the terminal; answers stream in.
 
@@ -243,7 +245,9 @@ def chat_cmd(
 
     if (model is None) == (url is None):
         raise TuneforgeError("give either MODEL (load it here) or --url (talk to a server), not both or neither")
-    chat_session(model=model, url=url, prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
+    cfg = _config(config, overrides)
+    chat_session(model=model, url=url, prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature,
+                 dtype=cfg.model.dtype)
 
 
 def _quiet_libraries() -> None:
