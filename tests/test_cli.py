@@ -57,6 +57,14 @@ def test_chat_needs_model_or_url():
 def test_chat_one_shot_local():
     out = tf("chat", "tiny-random-llama", "-p", "hello", "--max-tokens", "4", "--set", "model.dtype=bfloat16")
     assert out.returncode == 0, out.stderr
+    from tuneforge.models import load
+    from tuneforge.models.generate import SamplingParams
+    from tuneforge.serve.engine.simple import SimpleEngine
+
+    expected = SimpleEngine(load("tiny-random-llama", dtype="bfloat16")).complete(
+        [{"role": "user", "content": "hello"}], SamplingParams(max_new_tokens=4))
+    assert expected.completion_tokens == 4
+    assert out.stdout == expected.text + "\n"
 
 
 def test_run_whole_pipeline_on_tiny_model(assets, tmp_path):
