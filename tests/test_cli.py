@@ -75,7 +75,8 @@ def test_run_whole_pipeline_on_tiny_model(assets, tmp_path):
     dataset = load_artifact(run / "dataset", kind="dataset")
     report = load_artifact(run / "eval", kind="eval-report")
     assert adapter.manifest["parents"][0]["content_hash"] == dataset.content_hash
-    assert {"accuracy", "base_accuracy", "val_loss", "base_val_loss"} <= set(report.metrics)
+    assert {"domain_accuracy", "base_domain_accuracy", "general_accuracy", "general_accuracy_drop", "val_loss",
+            "base_val_loss"} <= set(report.metrics)
     combined = out.stdout + out.stderr
     assert "Q: What color is the Quokka lamp?" in combined
     for name in ("dataset", "adapter", "eval"):
@@ -114,3 +115,16 @@ def test_serve_on_port_zero_reports_its_port():
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught, as a server should
     assert process.returncode in (0, -signal.SIGTERM)
     assert "Traceback" not in rest
+
+
+def test_eval_gate_exit_code(assets, tmp_path):
+    base = ["eval", "tiny-random-llama", "--questions", assets / "questions.jsonl", "--no-general",
+            "--set", "eval.max_new_tokens=2"]
+    failing = tf(*base, "-o", tmp_path / "e1", "--gate", "--set", "eval.gates={domain_accuracy: '>= 0.9'}")
+    assert failing.returncode == 1
+    assert "1 gate(s) failed: domain_accuracy >= 0.9 (got 0.0)" in failing.stderr.replace("\n", "")
+    passing = tf(*base, "-o", tmp_path / "e2", "--gate", "--set", "eval.gates={domain_refusal_rate: '<= 0.5'}")
+    assert passing.returncode == 0, passing.stderr
+    unknown = tf(*base, "-o", tmp_path / "e3", "--set", "eval.gates={accuracy: '>= 0.9'}")
+    assert unknown.returncode == 1 and "eval.gates.accuracy: unknown metric; known:" in unknown.stderr
+    assert not (tmp_path / "e3").exists()

@@ -180,23 +180,39 @@ def eval_cmd(
     model: Annotated[str, typer.Argument(help="Model to evaluate: adapter/model artifact, folder or name.")],
     config: ConfigOpt = None,
     dataset: Annotated[Path | None, typer.Option(help="Dataset artifact; its validation split gives loss.")] = None,
-    questions: Annotated[Path | None, typer.Option(help="JSONL of {question, key} rows.")] = None,
+    questions: Annotated[
+        Path | None, typer.Option(help="Domain set: JSONL rows {question, key?, reference?, checks?}.")
+    ] = None,
     base: Annotated[bool | None, typer.Option("--base/--no-base", help="Also evaluate an adapter's base.")] = None,
+    general: Annotated[
+        bool | None, typer.Option("--general/--no-general", help="Run the shipped general set (forgetting).")
+    ] = None,
+    gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when any eval.gates threshold fails.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Eval-report artifact folder.")] = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Evaluate a model (and its base) on validation loss and key accuracy; print the before/after table.
+    """Evaluate a model and its base on the domain set and the general set; report deltas and forgetting.
+
+    Metrics per row: key accuracy (key), exact match / F1 / ROUGE-L / BLEU / chrF (reference),
+    task completion (checks: regex, json, json_schema, must_contain, must_not_contain), refusal rate.
+    Deltas carry a paired-bootstrap 95% CI. Writes report.md, report.html with charts, answers.jsonl.
 
     Example:  tuneforge eval runs/adapter --dataset runs/ds --questions heldout.jsonl
+    Example:  tuneforge eval runs/adapter --questions q.jsonl --gate --set "eval.gates={domain_accuracy: '>= 0.8'}"
     """
     from tuneforge.core.artifacts import load_artifact
-    from tuneforge.eval.evaluate import run_eval
+    from tuneforge.eval.evaluate import failed_gates, run_eval
 
     cfg = _config(config, overrides, eval__questions=questions.absolute() if questions else None,
-                  eval__compare_base=base)
+                  eval__compare_base=base, eval__general=general)
     ds = load_artifact(dataset, kind="dataset") if dataset else None
     report = run_eval(model, cfg.eval, output or cfg.run_dir / "eval", ds, cfg.model.dtype)
-    console.print(f"eval-report artifact → {report.path}")
+    console.print(f"eval-report artifact → {report.path}  (report: {report.path / 'report.html'})")
+    failing = failed_gates(report)
+    if gate and failing:
+        got = ["not measured" if g["value"] is None else round(g["value"], 4) for g in failing]
+        listed = ", ".join(f"{g['gate']} {g['rule']} (got {v})" for g, v in zip(failing, got, strict=True))
+        raise TuneforgeError(f"{len(failing)} gate(s) failed: {listed}")
 
 
 @app.command("serve")

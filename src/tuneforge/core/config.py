@@ -211,15 +211,34 @@ class TrainConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
 
+class JudgeConfig(_Section):
+    """LLM-as-judge through any OpenAI-compatible endpoint."""
+
+    base_url: str = Field(description="Endpoint, e.g. http://127.0.0.1:8000/v1.")
+    model: str | None = Field(None, description="Judge model name at the endpoint (default: its first model).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    rubric: str | None = Field(None, description="What a good answer is; the default scores correctness 1–5.")
+    max_tokens: int = Field(96, ge=8, le=2048)
+
+
 class EvalConfig(_Section):
     """What is evaluated, before and after."""
 
     questions: Path | None = Field(
-        None, description="JSONL of {question, key} (key: str or list); an answer is right if it contains a key."
+        None, description="Domain set, JSONL rows {question, key?, reference?, checks?, category?}."
     )
+    general: bool = Field(True, description="Also run the shipped general-knowledge set (the forgetting check).")
+    general_questions: Path | None = Field(None, description="Use this general set instead of the shipped one.")
     max_new_tokens: int = Field(64, ge=1, le=4096, description="Generation limit per answer.")
     batch_size: int = Field(16, ge=1, description="Questions generated together.")
-    compare_base: bool = Field(True, description="Also evaluate the base model and print the delta.")
+    compare_base: bool = Field(True, description="Also evaluate the base model and report deltas.")
+    bootstrap_samples: int = Field(1000, ge=100, le=100000, description="Resamples for the paired bootstrap CI.")
+    seed: int = Field(0, description="Seed of the bootstrap.")
+    judge: JudgeConfig | None = Field(None, description="Optional LLM-as-judge scoring.")
+    gates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric → rule, e.g. {domain_accuracy: '>= 0.8', general_accuracy_drop: '<= 0.05'}.",
+    )
 
 
 class ServeConfig(_Section):

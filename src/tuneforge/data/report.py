@@ -89,7 +89,7 @@ def write_charts(folder: Path, steps: list[dict[str, Any]], lengths: list[int], 
     return names
 
 
-def render_html(markdown: str, images: list[str]) -> str:
+def render_html(markdown: str, images: list[str], title: str = "Dataset report") -> str:
     """A self-contained page: the markdown's tables as HTML tables, then the charts."""
     body: list[str] = []
     table: list[list[str]] = []
@@ -122,5 +122,5 @@ def render_html(markdown: str, images: list[str]) -> str:
     body += [f'<img src="{name}" alt="{name}">' for name in images]
     style = ("body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px}img{display:block;margin:1em 0}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>Dataset report</title><style>{style}</style>" \
-           f"</head><body>{''.join(body)}</body></html>\n"
+    head = f"<meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"

@@ -1,14 +1,15 @@
-"""`tuneforge eval`: validation loss/perplexity and key accuracy, for the tuned model and its base.
+"""`tuneforge eval`: the tuned model and its base, on the domain set and the general (forgetting) set.
 
-A question row is `{"question": str, "key": str | [str, ...]}`; an answer is correct when it
-contains any key, compared after Unicode NFKC, case folding and whitespace collapsing.
+Every run answers the same questions with both models and the same greedy decoding, scores each
+answer with the metrics its row supports (see `metrics.py`), reports deltas with a paired
+bootstrap CI, the general-set drop, optional judge scores, and checks the configured gates.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import unicodedata
+import math
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,62 +19,128 @@ from tuneforge.core.errors import DataError
 from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.formats import read_jsonl
 from tuneforge.data.prepare import read_split
+from tuneforge.eval.gates import check_gates, parse_gate
+from tuneforge.eval.metrics import (
+    corpus_bleu_chrf,
+    exact_match,
+    is_refusal,
+    key_match,
+    normalize,
+    rouge_l,
+    run_checks,
+    token_f1,
+    validate_checks,
+)
+from tuneforge.eval.stats import paired_bootstrap
 from tuneforge.models import load
 from tuneforge.models.generate import SamplingParams, generate_chat
 from tuneforge.models.lm import batches, mean_loss
 
+__all__ = ["key_match", "normalize", "load_questions", "run_eval", "general_set_path"]
 
-def normalize(text: str) -> str:
-    """NFKC, case-folded, whitespace collapsed: the form answers and keys are compared in."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+# Per-answer scores that are averaged, and the row field each needs.
+ROW_METRICS = {"accuracy": "keys", "exact_match": "reference", "f1": "reference", "rouge_l": "reference",
+               "task_completion": "checks"}
 
 
-def key_match(answer: str, keys: list[str]) -> bool:
-    """True when the answer contains any of the keys."""
-    norm = normalize(answer)
-    return any(normalize(key) in norm for key in keys)
+def general_set_path() -> Path:
+    """The general-knowledge set shipped with tuneforge (150 questions, English and Chinese)."""
+    return Path(str(resources.files("tuneforge.eval") / "data" / "general.jsonl"))
 
 
 def load_questions(path: str | Path) -> list[dict[str, Any]]:
-    """Question rows with `keys` as a list; a bad row names file and line."""
+    """Evaluation rows; each needs a question and at least one of key, reference, checks (file:line on error)."""
     rows = []
     for number, row in read_jsonl(path):
         where = f"{path}:{number}"
         if not isinstance(row, dict):
-            raise DataError(f"{where}: expected an object with 'question' and 'key'")
-        question, key = row.get("question"), row.get("key")
+            raise DataError(f"{where}: expected an object with 'question' and 'key', 'reference' or 'checks'")
+        question = row.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DataError(f"{where}: 'question' must be a non-empty string")
-        keys = [key] if isinstance(key, str) else key
-        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k.strip() for k in keys):
-            raise DataError(f"{where}: 'key' must be a non-empty string or a list of them")
-        rows.append({"question": question, "keys": keys, "source": where})
+        out: dict[str, Any] = {"question": question, "source": where, "category": str(row.get("category", ""))}
+        if "key" in row:
+            keys = [row["key"]] if isinstance(row["key"], str) else row["key"]
+            if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k.strip() for k in keys):
+                raise DataError(f"{where}: 'key' must be a non-empty string or a list of them")
+            out["keys"] = keys
+        if "reference" in row:
+            if not isinstance(row["reference"], str) or not row["reference"].strip():
+                raise DataError(f"{where}: 'reference' must be a non-empty string")
+            out["reference"] = row["reference"]
+        if "checks" in row:
+            out["checks"] = validate_checks(row["checks"], where)
+        if not {"keys", "reference", "checks"} & set(out):
+            raise DataError(f"{where}: the row has no 'key', 'reference' or 'checks' to score an answer against")
+        rows.append(out)
     if not rows:
-        raise DataError(f"{path}: the question set is empty")
+        raise DataError(f"{path}: the evaluation set is empty")
     return rows
 
 
-def evaluate_model(ref: str, cfg: EvalConfig, questions: list[dict[str, Any]],
+def score_answer(row: dict[str, Any], answer: str) -> dict[str, Any]:
+    """Every metric this row supports, for one answer."""
+    scores: dict[str, Any] = {"refusal": float(is_refusal(answer))}
+    if "keys" in row:
+        scores["accuracy"] = float(key_match(answer, row["keys"]))
+    if "reference" in row:
+        scores["exact_match"] = exact_match(answer, row["reference"])
+        scores["f1"] = token_f1(answer, row["reference"])
+        scores["rouge_l"] = rouge_l(answer, row["reference"])
+    if "checks" in row:
+        checks = run_checks(answer, row["checks"])
+        scores["checks"] = checks
+        scores["task_completion"] = float(all(checks.values()))
+    return scores
+
+
+def aggregate(rows: list[dict[str, Any]], answers: list[str], scores: list[dict[str, Any]]) -> dict[str, float]:
+    """Set-level metrics: means of per-answer scores, corpus BLEU/chrF, refusal rate."""
+    out: dict[str, float] = {"refusal_rate": sum(s["refusal"] for s in scores) / len(scores)}
+    for metric in ROW_METRICS:
+        values = [s[metric] for s in scores if metric in s]
+        if values:
+            out[metric] = sum(values) / len(values)
+    with_ref = [(a, r["reference"]) for a, r in zip(answers, rows, strict=True) if "reference" in r]
+    if with_ref:
+        out.update(corpus_bleu_chrf([a for a, _ in with_ref], [r for _, r in with_ref]))
+    return out
+
+
+def answer_questions(loaded, rows: list[dict[str, Any]], cfg: EvalConfig, label: str) -> list[str]:
+    """Greedy answers, batched, with a progress bar."""
+    params = SamplingParams(max_new_tokens=cfg.max_new_tokens)
+    answers: list[str] = []
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=len(rows), info="")
+        for chunk in batches(rows, cfg.batch_size):
+            convs = [[{"role": "user", "content": q["question"]}] for q in chunk]
+            answers += [g.text.strip() for g in generate_chat(loaded, convs, params)]
+            bar.advance(task, len(chunk))
+    return answers
+
+
+def evaluate_model(ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any]]],
                    validation: list[dict[str, Any]], dtype: str = "float32") -> dict[str, Any]:
-    """Metrics and answers of one model reference."""
-    loaded = load(ref, dtype=dtype)
-    result: dict[str, Any] = {"model": ref, "metrics": {}, "answers": []}
+    """Answers, per-answer scores and set metrics of one model."""
+    from tuneforge.core.errors import ModelLoadError, TuneforgeError
+
+    try:
+        loaded = load(ref, dtype=dtype)
+    except TuneforgeError:
+        raise
+    except Exception as exc:  # a broken folder fails in many ways inside transformers
+        raise ModelLoadError(f"eval: cannot load model {ref!r}: {type(exc).__name__}: {exc}") from exc
+    result: dict[str, Any] = {"model": ref, "metrics": {}, "sets": {}}
     if validation:
         lm = mean_loss(loaded.model, validation, loaded.tokenizer.pad_token_id, cfg.batch_size)
         result["metrics"].update({"val_loss": lm["loss"], "val_perplexity": lm["perplexity"]})
-    if questions:
-        params = SamplingParams(max_new_tokens=cfg.max_new_tokens)
-        answers = []
-        with progress_bar() as bar:
-            task = bar.add_task(f"answering ({Path(ref).name or ref})", total=len(questions), info="")
-            for chunk in batches(questions, cfg.batch_size):
-                convs = [[{"role": "user", "content": q["question"]}] for q in chunk]
-                for q, gen in zip(chunk, generate_chat(loaded, convs, params), strict=True):
-                    answers.append({"question": q["question"], "keys": q["keys"], "answer": gen.text.strip(),
-                                    "correct": key_match(gen.text, q["keys"])})
-                bar.advance(task, len(chunk))
-        result["answers"] = answers
-        result["metrics"]["accuracy"] = sum(a["correct"] for a in answers) / len(answers)
+    short = Path(ref).name or ref
+    for name, rows in sets.items():
+        answers = answer_questions(loaded, rows, cfg, f"{name} set ({short})")
+        scores = [score_answer(r, a) for r, a in zip(rows, answers, strict=True)]
+        result["sets"][name] = {"answers": answers, "scores": scores}
+        result["metrics"].update({f"{name}_{k}": v for k, v in aggregate(rows, answers, scores).items()})
     return result
 
 
@@ -86,45 +153,99 @@ def base_of(ref: str) -> str | None:
     return None
 
 
-def render_table(results: list[dict[str, Any]]) -> str:
-    """Markdown table: one column per model, one row per metric, plus the delta when two models."""
-    names = ["base" if i == 0 and len(results) == 2 else Path(r["model"]).name for i, r in enumerate(results)]
-    if len(results) == 2:
-        names[1] = "tuned"
-    metrics = [m for m in ("accuracy", "val_loss", "val_perplexity") if m in results[-1]["metrics"]]
-    header = "| metric | " + " | ".join(names) + (" | delta |" if len(results) == 2 else " |")
-    lines = [header, "|" + "---|" * (len(names) + 1 + (len(results) == 2))]
-    for metric in metrics:
-        values = [r["metrics"].get(metric) for r in results]
-        cells = [f"{v:.4f}" if isinstance(v, float) else "-" for v in values]
-        if len(results) == 2 and all(isinstance(v, float) for v in values):
-            cells.append(f"{values[1] - values[0]:+.4f}")
-        lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def compare(base: dict[str, Any] | None, tuned: dict[str, Any], sets: dict[str, list[dict[str, Any]]],
+            cfg: EvalConfig) -> dict[str, Any]:
+    """Flat metrics: tuned values, base_ values, deltas with paired-bootstrap CIs, general-set drop."""
+    metrics: dict[str, Any] = dict(tuned["metrics"])
+    if base is None:
+        return metrics
+    for key, value in base["metrics"].items():
+        metrics[f"base_{key}"] = value
+    for name in sets:
+        for metric in ROW_METRICS:
+            b = [s.get(metric) for s in base["sets"][name]["scores"]]
+            t = [s.get(metric) for s in tuned["sets"][name]["scores"]]
+            pairs = [(x, y) for x, y in zip(b, t, strict=True) if x is not None and y is not None]
+            if not pairs:
+                continue
+            ci = paired_bootstrap([x for x, _ in pairs], [y for _, y in pairs], cfg.bootstrap_samples, cfg.seed)
+            metrics[f"{name}_{metric}_delta"] = ci["delta"]
+            metrics[f"{name}_{metric}_ci"] = [ci["low"], ci["high"]]
+        for metric in ("bleu", "chrf", "refusal_rate", "judge_score"):
+            if f"{name}_{metric}" in metrics and f"base_{name}_{metric}" in metrics:
+                metrics[f"{name}_{metric}_delta"] = metrics[f"{name}_{metric}"] - metrics[f"base_{name}_{metric}"]
+        if f"{name}_accuracy" in metrics:
+            metrics[f"{name}_accuracy_drop"] = metrics[f"base_{name}_accuracy"] - metrics[f"{name}_accuracy"]
+    return metrics
+
+
+def _judge(results: list[dict[str, Any]], sets: dict[str, list[dict[str, Any]]], cfg: EvalConfig) -> list[dict]:
+    from tuneforge.eval.judge import DEFAULT_RUBRIC, judge_answers
+
+    assert cfg.judge is not None
+    records = []
+    for result in results:
+        for name, rows in sets.items():
+            verdicts = judge_answers(rows, result["sets"][name]["answers"], cfg.judge.base_url, cfg.judge.model,
+                                     cfg.judge.api_key_env, cfg.judge.rubric or DEFAULT_RUBRIC, cfg.judge.max_tokens)
+            scores = [v["score"] for v in verdicts if v["score"] is not None]
+            if scores:
+                result["metrics"][f"{name}_judge_score"] = sum(scores) / len(scores)
+            records += [{"model": result["model"], "set": name, **v} for v in verdicts]
+    return records
 
 
 def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artifact | None = None,
              dtype: str = "float32") -> Artifact:
-    """Evaluate `model_ref` (and its base when configured) and write an eval-report artifact."""
-    questions = load_questions(cfg.questions) if cfg.questions else []
+    """Evaluate `model_ref` (and its base) and write an eval-report artifact."""
+    from tuneforge.eval.report import write_report
+
+    for name, rule in cfg.gates.items():  # fail on a bad gate before spending minutes generating
+        parse_gate(name, rule)
+    sets: dict[str, list[dict[str, Any]]] = {}
+    if cfg.questions:
+        sets["domain"] = load_questions(cfg.questions)
+    if cfg.general:
+        sets["general"] = load_questions(cfg.general_questions or general_set_path())
     validation = read_split(dataset, "validation") if dataset is not None else []
-    if not questions and not validation:
-        raise DataError("eval: nothing to evaluate; set eval.questions or pass a dataset")
+    if not sets and not validation:
+        raise DataError("eval: nothing to evaluate; set eval.questions, eval.general or pass a dataset")
     refs = [model_ref]
     base = base_of(model_ref) if cfg.compare_base else None
     if base:
         refs.insert(0, base)
-    results = [evaluate_model(ref, cfg, questions, validation, dtype) for ref in refs]
-    table = render_table(results)
+    results = [evaluate_model(ref, cfg, sets, validation, dtype) for ref in refs]
+    verdicts = _judge(results, sets, cfg) if cfg.judge else []
+    metrics = compare(results[0] if base else None, results[-1], sets, cfg)
+    gate_results = check_gates(cfg.gates, metrics)
+    metrics["gates"] = gate_results
     parents: list[ParentRef] = [load_artifact(r).ref() for r in refs if is_artifact(r)]
     if dataset is not None:
         parents.append(dataset.ref())
-    metrics = {("base_" if base and i == 0 else "") + k: v
-               for i, r in enumerate(results) for k, v in r["metrics"].items()}
-    with create_artifact(output, "eval-report", config={"eval": cfg.model_dump(mode="json"), "models": refs},
-                         parents=parents) as writer:
-        (writer.path / "report.md").write_text(f"# Evaluation\n\n{table}\n")
-        (writer.path / "report.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    history = None
+    if is_artifact(model_ref) and load_artifact(model_ref).kind == "adapter":
+        adapter = load_artifact(model_ref)
+        if "history.jsonl" in adapter.manifest["files"]:
+            history = [json.loads(line) for line in adapter.file("history.jsonl").read_text().splitlines()]
+    config = {"eval": cfg.model_dump(mode="json"), "models": refs}
+    with create_artifact(output, "eval-report", config=config, parents=parents) as writer:
+        table = write_report(writer.path, results, sets, metrics, gate_results, verdicts, history, bool(base))
         writer.metrics.update(metrics)
     console.print(table)
+    for gate in gate_results:
+        mark = "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]"
+        value = "not measured" if gate["value"] is None else f"{gate['value']:.4f}"
+        console.print(f"gate {gate['gate']} {gate['rule']}: {value} {mark}")
     return load_artifact(output, kind="eval-report")
+
+
+def failed_gates(report: Artifact) -> list[dict[str, Any]]:
+    """The gates of an eval report that did not pass."""
+    return [g for g in report.metrics.get("gates", []) if not g["passed"]]
+
+
+def fmt(value: Any) -> str:
+    """A metric value for tables."""
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
+    return "-" if value is None else str(value)
