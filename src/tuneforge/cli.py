@@ -51,6 +51,7 @@ def _config(config: Path | None, overrides: list[str] | None, **values: Any) -> 
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see `tuneforge config schema`).")],
+    gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when any eval.gates threshold fails.")] = False,
     overrides: SetOpt = None,
 ) -> None:
     """Run a whole pipeline: prepare → train → eval (before/after) → serve smoke test.
@@ -74,10 +75,22 @@ def run(
     for name, path in result.artifacts.items():
         table.add_row(name, str(path))
     console.print(table)
+    failing: list[dict] = []
     if "eval" in result.artifacts:
-        console.print((result.artifacts["eval"] / "report.md").read_text().split("\n", 2)[-1])
+        from tuneforge.core.artifacts import load_artifact
+        from tuneforge.eval.evaluate import failed_gates
+        from tuneforge.eval.report import render_table
+
+        report = load_artifact(result.artifacts["eval"], kind="eval-report")
+        sets = [s for s in ("domain", "general") if any(k.startswith(f"{s}_") for k in report.metrics)]
+        console.print(render_table(report.metrics, sets, any(k.startswith("base_") for k in report.metrics)))
+        for g in report.metrics.get("gates", []):
+            console.print(f"gate {g['gate']} {g['rule']}: {'pass' if g['passed'] else 'FAIL'}")
+        failing = failed_gates(report)
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     console.print(f"done in {time.perf_counter() - started:.0f}s ({timings})")
+    if gate and failing:
+        raise TuneforgeError(f"{len(failing)} gate(s) failed: {', '.join(g['gate'] for g in failing)}")
 
 
 @config_app.command("show")
