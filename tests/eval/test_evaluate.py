@@ -133,3 +133,24 @@ def test_judge_through_a_real_endpoint(tiny_config, tmp_path):
     # a random model does not follow the format: its verdicts stay unparsed, and no score is invented
     assert all(v["score"] is None for v in verdicts)
     assert "domain_judge_score" not in report.metrics
+
+
+def test_lm_eval_harness_for_real(tiny_adapter, tiny_config, tmp_path):
+    """lm_eval's simple_evaluate runs the shipped local task on the tiny model and its base; folded into the report."""
+    cfg = tiny_config.eval.model_copy(update={"questions": None, "general": False,
+                                              "lm_eval_tasks": ["tuneforge_general_mc"], "lm_eval_limit": 8})
+    report = run_eval(str(tiny_adapter.path), cfg, tmp_path / "eval")
+    m = report.metrics
+    for key in ("lm_eval_tuneforge_general_mc_acc", "base_lm_eval_tuneforge_general_mc_acc"):
+        assert 0.0 <= m[key] <= 1.0 and (m[key] * 8) == round(m[key] * 8)  # 8 examples: a multiple of 1/8
+    assert m["lm_eval_tuneforge_general_mc_acc_delta"] == (m["lm_eval_tuneforge_general_mc_acc"]
+                                                           - m["base_lm_eval_tuneforge_general_mc_acc"])
+    assert "lm_eval_tuneforge_general_mc_acc" in report.file("report.md").read_text()
+
+
+def test_lm_eval_unknown_task(tmp_path):
+    from tuneforge.core.errors import ConfigError
+
+    cfg = EvalConfig(general=False, lm_eval_tasks=["no_such_task"])
+    with pytest.raises(ConfigError, match=r"unknown task\(s\) \['no_such_task'\]; shipped: tuneforge_general_mc"):
+        run_eval("tiny-random-llama", cfg, tmp_path / "e")

@@ -235,6 +235,11 @@ class EvalConfig(_Section):
     bootstrap_samples: int = Field(1000, ge=100, le=100000, description="Resamples for the paired bootstrap CI.")
     seed: int = Field(0, description="Seed of the bootstrap.")
     judge: JudgeConfig | None = Field(None, description="Optional LLM-as-judge scoring.")
+    lm_eval_tasks: list[str] = Field(
+        default_factory=list, description="lm-evaluation-harness tasks, e.g. [tuneforge_general_mc] (shipped)."
+    )
+    lm_eval_include: list[Path] = Field(default_factory=list, description="Folders of extra local lm-eval tasks.")
+    lm_eval_limit: int | None = Field(None, ge=1, description="At most this many examples per lm-eval task.")
     gates: dict[str, str] = Field(
         default_factory=dict,
         description="Metric → rule, e.g. {domain_accuracy: '>= 0.8', general_accuracy_drop: '<= 0.05'}.",

@@ -136,6 +136,14 @@ def evaluate_model(ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any
         lm = mean_loss(loaded.model, validation, loaded.tokenizer.pad_token_id, cfg.batch_size)
         result["metrics"].update({"val_loss": lm["loss"], "val_perplexity": lm["perplexity"]})
     short = Path(ref).name or ref
+    if cfg.lm_eval_tasks:
+        from tuneforge.eval.harness import run_harness
+
+        console.print(f"lm-eval: {', '.join(cfg.lm_eval_tasks)} on {short}")
+        harness = run_harness(loaded, cfg.lm_eval_tasks, list(cfg.lm_eval_include), cfg.lm_eval_limit)
+        result["lm_eval"] = harness
+        for task, values in harness.items():
+            result["metrics"].update({f"lm_eval_{task}_{k}": v for k, v in values.items()})
     for name, rows in sets.items():
         answers = answer_questions(loaded, rows, cfg, f"{name} set ({short})")
         scores = [score_answer(r, a) for r, a in zip(rows, answers, strict=True)]
@@ -176,6 +184,9 @@ def compare(base: dict[str, Any] | None, tuned: dict[str, Any], sets: dict[str, 
                 metrics[f"{name}_{metric}_delta"] = metrics[f"{name}_{metric}"] - metrics[f"base_{name}_{metric}"]
         if f"{name}_accuracy" in metrics:
             metrics[f"{name}_accuracy_drop"] = metrics[f"base_{name}_accuracy"] - metrics[f"{name}_accuracy"]
+    for key in [k for k in tuned["metrics"] if k.startswith("lm_eval_")]:
+        if f"base_{key}" in metrics:
+            metrics[f"{key}_delta"] = metrics[key] - metrics[f"base_{key}"]
     return metrics
 
 
@@ -208,8 +219,9 @@ def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artif
     if cfg.general:
         sets["general"] = load_questions(cfg.general_questions or general_set_path())
     validation = read_split(dataset, "validation") if dataset is not None else []
-    if not sets and not validation:
-        raise DataError("eval: nothing to evaluate; set eval.questions, eval.general or pass a dataset")
+    if not sets and not validation and not cfg.lm_eval_tasks:
+        raise DataError("eval: nothing to evaluate; set eval.questions, eval.general, eval.lm_eval_tasks "
+                        "or pass a dataset")
     refs = [model_ref]
     base = base_of(model_ref) if cfg.compare_base else None
     if base:

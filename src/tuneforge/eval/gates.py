@@ -29,7 +29,7 @@ def known_metrics() -> list[str]:
 def parse_gate(name: str, rule: str) -> tuple[str, float]:
     """('>=', 0.8) from '>= 0.8', checking the metric name."""
     known = known_metrics()
-    if name not in known:
+    if name not in known and not re.fullmatch(r"(base_)?lm_eval_\w+", name):
         raise ConfigError(f"eval.gates.{name}: unknown metric; known: {', '.join(known)}")
     match = _GATE.match(str(rule))
     if not match:

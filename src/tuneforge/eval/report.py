@@ -23,6 +23,7 @@ def _fmt(value: Any) -> str:
 def metric_rows(metrics: dict[str, Any], sets: list[str]) -> list[str]:
     names = [n for n in ("val_loss", "val_perplexity") if n in metrics]
     names += [f"{s}_{m}" for s in sets for m in ORDER if f"{s}_{m}" in metrics]
+    names += sorted(k for k in metrics if k.startswith("lm_eval_") and not k.endswith("_delta"))
     return names
 
 
