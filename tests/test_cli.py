@@ -128,3 +128,18 @@ def test_eval_gate_exit_code(assets, tmp_path):
     unknown = tf(*base, "-o", tmp_path / "e3", "--set", "eval.gates={accuracy: '>= 0.9'}")
     assert unknown.returncode == 1 and "eval.gates.accuracy: unknown metric; known:" in unknown.stderr
     assert not (tmp_path / "e3").exists()
+
+
+def test_eval_unloadable_model_says_why(tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "wide"}')
+    out = tf("eval", broken, "--no-general", "--questions", tmp_path / "missing.jsonl", "-o", tmp_path / "e")
+    assert out.returncode == 1 and "missing.jsonl: no such data file" in out.stderr
+    (tmp_path / "q.jsonl").write_text('{"question": "q", "key": "k"}\n')
+    out = tf("eval", broken, "--no-general", "--questions", tmp_path / "q.jsonl", "-o", tmp_path / "e")
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    text = out.stderr.replace("\n", "")
+    assert f"cannot load model {str(broken)!r}" in text and "hidden_size" in text  # says which field is wrong
+    assert not (tmp_path / "e").exists()
