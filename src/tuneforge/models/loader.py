@@ -125,25 +125,38 @@ def smollm2_tokenizer_dir() -> Path:
 
 def smollm2_model_dir() -> Path:
     """SmolLM2-135M-Instruct as a safetensors folder, converted from the GGUF once and cached."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = smollm2_gguf_path()
     final = cache_dir() / "models" / f"smollm2-135m-{_smollm2_key(gguf)}"
 
     def build(tmp: Path) -> None:
-        import torch
-
         console.print(f"converting {gguf.name} to safetensors, once → {final}")
-        with console.status("dequantizing GGUF tensors (about 20 s)"):
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            # The weights are already dequantized; drop the GGUF "quantizer" so it saves as plain fp32.
-            model.hf_quantizer = None
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        # transformers' own tqdm bar would fight our spinner; tqdm reads TQDM_DISABLE from the environment.
+        previous = os.environ.get("TQDM_DISABLE")
+        os.environ["TQDM_DISABLE"] = "1"
+        try:
+            with console.status("dequantizing GGUF tensors (about 20 s)"):
+                _convert_gguf(gguf, tmp)
+        finally:
+            if previous is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = previous
 
     return _atomic_cache_dir(final, build)
+
+
+def _convert_gguf(gguf: Path, tmp: Path) -> None:
+    """Dequantize the GGUF into a plain fp32 safetensors folder with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already dequantized; drop the GGUF "quantizer" so it saves as plain fp32.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
 
 def load_tokenizer(ref: str):
