@@ -8,7 +8,6 @@ bootstrap CI, the general-set drop, optional judge scores, and checks the config
 from __future__ import annotations
 
 import json
-import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -255,9 +254,3 @@ def failed_gates(report: Artifact) -> list[dict[str, Any]]:
     """The gates of an eval report that did not pass."""
     return [g for g in report.metrics.get("gates", []) if not g["passed"]]
 
-
-def fmt(value: Any) -> str:
-    """A metric value for tables."""
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.4f}"
-    return "-" if value is None else str(value)
