@@ -97,3 +97,22 @@ def test_openai_sdk_against_real_server():
     finally:
         stop_server(process)
     assert process.returncode is not None
+
+
+def test_ready_and_prometheus_metrics(tiny):
+    """/ready runs a self-test; /metrics counts what the requests did, with vLLM-style names."""
+    client = TestClient(create_app(SimpleEngine(tiny), "tiny", max_tokens=64))
+    assert client.get("/ready").json() == {"status": "ready", "model": "tiny"}
+    out = client.post("/v1/chat/completions", json=_body(max_tokens=3)).json()
+    with client.stream("POST", "/v1/chat/completions", json=_body(max_tokens=3, stream=True)) as resp:
+        list(resp.iter_lines())
+    text = client.get("/metrics").text
+    label = 'model_name="tiny"'
+    assert f'tuneforge:generation_tokens_total{{{label}}} {2 * out["usage"]["completion_tokens"]}.0' in text
+    assert f'tuneforge:prompt_tokens_total{{{label}}} {2 * out["usage"]["prompt_tokens"]}.0' in text
+    reason = out["choices"][0]["finish_reason"]
+    assert f'tuneforge:request_success_total{{finished_reason="{reason}",{label}}} 2.0' in text
+    assert f'tuneforge:time_to_first_token_seconds_count{{{label}}} 2.0' in text
+    assert f'tuneforge:e2e_request_latency_seconds_count{{{label}}} 2.0' in text
+    assert f'tuneforge:num_requests_running{{{label}}} 0.0' in text
+    assert f'tuneforge:num_requests_waiting{{{label}}} 0.0' in text

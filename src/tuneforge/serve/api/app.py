@@ -6,15 +6,18 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge import __version__
 from tuneforge.models.generate import SamplingParams
+from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api.protocol import (
     ChatCompletionRequest,
     chat_chunk,
@@ -23,7 +26,7 @@ from tuneforge.serve.api.protocol import (
     error_body,
     usage,
 )
-from tuneforge.serve.engine.simple import SimpleEngine
+from tuneforge.serve.engine.simple import SimpleEngine, StreamDelta
 
 
 class APIError(Exception):
@@ -33,6 +36,11 @@ class APIError(Exception):
                  type_: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
+
+
+@dataclass
+class _Readiness:
+    at: float = 0.0  # time.monotonic() of the last successful self-test
 
 
 def _sse(payload: dict | str) -> str:
@@ -45,6 +53,61 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
     app = FastAPI(title="tuneforge", version=__version__,
                   description="OpenAI-compatible endpoint for a tuneforge model.")
     started = int(time.time())
+    metrics = ServingMetrics()
+    label = {"model_name": served_model_name}
+    ready = _Readiness()
+
+    def instrumented(messages: list[dict[str, str]], params: SamplingParams,
+                     cancelled: threading.Event) -> Iterator[StreamDelta]:
+        """The engine's stream, observed: queue time, TTFT, inter-chunk latency, tokens, finish reasons."""
+        arrived = time.perf_counter()
+        state = {"started": False, "last": 0.0}
+        metrics.waiting.labels(**label).inc()
+
+        def on_start() -> None:
+            state["started"] = True
+            metrics.waiting.labels(**label).dec()
+            metrics.running.labels(**label).inc()
+            metrics.queue_time.labels(**label).observe(time.perf_counter() - arrived)
+
+        try:
+            for delta in engine.stream(messages, params, cancelled, on_start):
+                now = time.perf_counter()
+                if delta.text:
+                    if not state["last"]:
+                        metrics.time_to_first_token.labels(**label).observe(now - arrived)
+                    else:
+                        metrics.inter_token_latency.labels(**label).observe(now - state["last"])
+                    state["last"] = now
+                if delta.finish_reason:
+                    metrics.prompt_tokens.labels(**label).inc(delta.prompt_tokens)
+                    metrics.generation_tokens.labels(**label).inc(delta.completion_tokens)
+                    metrics.request_success.labels(**label, finished_reason=delta.finish_reason).inc()
+                    metrics.e2e_latency.labels(**label).observe(now - arrived)
+                yield delta
+        finally:
+            if state["started"]:
+                metrics.running.labels(**label).dec()
+            else:
+                metrics.waiting.labels(**label).dec()
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format, vLLM-style names under `tuneforge:`."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/ready")
+    async def readiness() -> JSONResponse:
+        """Ready when the engine answered a one-token self-test within the last 30 s."""
+        if time.monotonic() - ready.at > 30:
+            try:
+                probe = SamplingParams(max_new_tokens=1)
+                await run_in_threadpool(engine.complete, [{"role": "user", "content": "ping"}], probe)
+                ready.at = time.monotonic()
+            except Exception as exc:  # any engine failure means not ready; say which
+                return JSONResponse({"status": "not ready", "error": f"{type(exc).__name__}: {exc}"},
+                                    status_code=503)
+        return JSONResponse({"status": "ready", "model": served_model_name})
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -102,17 +165,18 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
         prompt_tokens = engine.count_prompt_tokens(messages)
         params = sampling(req, prompt_tokens)
         cid = completion_id()
-        if not req.stream:
-            result = await run_in_threadpool(engine.complete, messages, params)
-            return chat_completion(cid, served_model_name, result.text, result.finish_reason,
-                                   result.prompt_tokens, result.completion_tokens)
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
         cancelled = threading.Event()
+        if not req.stream:
+            deltas = await run_in_threadpool(lambda: list(instrumented(messages, params, cancelled)))
+            final = deltas[-1]
+            return chat_completion(cid, served_model_name, "".join(d.text for d in deltas),
+                                   final.finish_reason or "stop", final.prompt_tokens, final.completion_tokens)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
         def events() -> Iterator[str]:
             try:
                 yield _sse(chat_chunk(cid, served_model_name, {"role": "assistant", "content": ""}))
-                for delta in engine.stream(messages, params, cancelled):
+                for delta in instrumented(messages, params, cancelled):
                     if delta.text:
                         yield _sse(chat_chunk(cid, served_model_name, {"content": delta.text}))
                     if delta.finish_reason:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from tuneforge.models.chat_template import stop_strings
@@ -69,8 +69,12 @@ class SimpleEngine:
             return generate_chat(self.loaded, [messages], params)[0]
 
     def stream(self, messages: Sequence[dict[str, str]], params: SamplingParams,
-               cancelled: threading.Event | None = None) -> Iterator[StreamDelta]:
-        """Yield text as it is generated; stop strings are held back until they can be ruled out."""
+               cancelled: threading.Event | None = None,
+               on_start: Callable[[], None] | None = None) -> Iterator[StreamDelta]:
+        """Yield text as it is generated; stop strings are held back until they can be ruled out.
+
+        `on_start` is called once the request holds the engine (its queue time ends there).
+        """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -103,6 +107,8 @@ class SimpleEngine:
                 streamer.end()
 
         with self.lock:
+            if on_start is not None:
+                on_start()
             thread = threading.Thread(target=work, daemon=True)
             thread.start()
             ids: list[int] = []

@@ -1,0 +1,1 @@
+"""Monitoring: metric definitions (Prometheus, vLLM-style names under `tuneforge:`)."""
