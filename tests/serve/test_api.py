@@ -116,3 +116,69 @@ def test_ready_and_prometheus_metrics(tiny):
     assert f'tuneforge:e2e_request_latency_seconds_count{{{label}}} 2.0' in text
     assert f'tuneforge:num_requests_running{{{label}}} 0.0' in text
     assert f'tuneforge:num_requests_waiting{{{label}}} 0.0' in text
+
+
+def test_completions_echo_logprobs_match_a_direct_forward(client, tiny):
+    import torch
+
+    prompt = "The capital of France is Paris"
+    out = client.post("/v1/completions", json={"model": "tiny", "prompt": prompt, "max_tokens": 0, "echo": True,
+                                               "logprobs": 2}).json()
+    choice = out["choices"][0]
+    ids = tiny.tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        expected = torch.log_softmax(tiny.model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    lp = choice["logprobs"]
+    assert choice["text"] == prompt and lp["tokens"] == [tiny.tokenizer.decode([i]) for i in ids]
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    for pos in range(1, len(ids)):
+        assert lp["token_logprobs"][pos] == pytest.approx(float(expected[pos - 1, ids[pos]]), abs=1e-4)
+        assert len(lp["top_logprobs"][pos]) == 2
+    assert lp["text_offset"][1] == len(lp["tokens"][0])
+    assert out["usage"] == {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
+
+
+def test_completions_greedy_matches_hf_generate(client, tiny):
+    import torch
+
+    prompt = "Once upon a time"
+    out = client.post("/v1/completions", json={"model": "tiny", "prompt": prompt, "max_tokens": 6}).json()
+    ids = tiny.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        ref = tiny.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                                  pad_token_id=tiny.tokenizer.pad_token_id)
+    new = ref[0, ids.shape[1]:].tolist()
+    if tiny.tokenizer.eos_token_id in new:
+        new = new[: new.index(tiny.tokenizer.eos_token_id) + 1]
+    assert out["choices"][0]["text"] == tiny.tokenizer.decode(new, skip_special_tokens=True)
+    assert out["usage"]["completion_tokens"] == len(new)
+    with client.stream("POST", "/v1/completions", json={"model": "tiny", "prompt": prompt, "max_tokens": 6,
+                                                        "stream": True}) as resp:
+        chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == out["choices"][0]["text"]
+    bad = client.post("/v1/completions", json={"model": "tiny", "prompt": prompt, "stream": True, "logprobs": 1})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "stream"
+
+
+def test_lm_eval_local_completions_against_real_server(tmp_path):
+    """lm_eval's `local-completions` client on `tuneforge serve` scores like lm_eval on the in-process model."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from tuneforge.eval.harness import run_harness, shipped_task_dir
+    from tuneforge.models import load
+    from tuneforge.models.loader import smollm2_tokenizer_dir
+    from tuneforge.pipeline import start_server, stop_server
+
+    process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny"))
+    try:
+        manager = TaskManager(include_path=[str(shipped_task_dir(tmp_path))])
+        served = simple_evaluate(
+            model="local-completions", tasks=["tuneforge_general_mc"], task_manager=manager,
+            model_args={"model": "tiny", "base_url": f"{url}/completions", "tokenizer": str(smollm2_tokenizer_dir()),
+                        "num_concurrent": 1, "max_retries": 1, "tokenized_requests": True})
+    finally:
+        stop_server(process)
+    local = run_harness(load("tiny-random-llama"), ["tuneforge_general_mc"], [])
+    assert served["results"]["tuneforge_general_mc"]["acc,none"] == local["tuneforge_general_mc"]["acc"]
+    assert served["results"]["tuneforge_general_mc"]["sample_len"] == 24

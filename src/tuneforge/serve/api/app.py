@@ -1,12 +1,14 @@
-"""The OpenAI-compatible HTTP app: /v1/chat/completions (SSE streaming or not), /v1/models, /health."""
+"""The OpenAI-compatible HTTP app: chat and text completions (SSE or not), models, health, readiness, metrics."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,9 +22,11 @@ from tuneforge.models.generate import SamplingParams
 from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api.protocol import (
     ChatCompletionRequest,
+    CompletionRequest,
     chat_chunk,
     chat_completion,
     completion_id,
+    completion_response,
     error_body,
     usage,
 )
@@ -59,6 +63,13 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
 
     def instrumented(messages: list[dict[str, str]], params: SamplingParams,
                      cancelled: threading.Event) -> Iterator[StreamDelta]:
+        """A chat turn through `instrumented_ids`."""
+        prompt = engine.loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = engine.loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return instrumented_ids(list(ids), params, cancelled)
+
+    def instrumented_ids(ids: list[int], params: SamplingParams,
+                         cancelled: threading.Event) -> Iterator[StreamDelta]:
         """The engine's stream, observed: queue time, TTFT, inter-chunk latency, tokens, finish reasons."""
         arrived = time.perf_counter()
         state = {"started": False, "last": 0.0}
@@ -71,7 +82,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
             metrics.queue_time.labels(**label).observe(time.perf_counter() - arrived)
 
         try:
-            for delta in engine.stream(messages, params, cancelled, on_start):
+            for delta in engine.stream_ids(ids, params, cancelled, on_start):
                 now = time.perf_counter()
                 if delta.text:
                     if not state["last"]:
@@ -157,6 +168,84 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
             stop=req.stop_list(),
             seed=req.seed,
         )
+
+    def logprobs_block(ids: list[int], first_generated: int, top: int, echo: bool) -> dict[str, Any]:
+        """OpenAI's completion logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
+        chosen, tops = engine.token_logprobs(ids, top)
+        start = 0 if echo else first_generated
+        tokenizer = engine.loaded.tokenizer
+        tokens = [tokenizer.decode([t]) for t in ids[start:]]
+        offsets, position = [], 0
+        for token in tokens:
+            offsets.append(position)
+            position += len(token)
+        return {"tokens": tokens, "token_logprobs": chosen[start:], "top_logprobs": tops[start:],
+                "text_offset": offsets}
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        """Raw-prompt completions; `echo` + `logprobs` score the prompt itself (what lm_eval's loglikelihood uses)."""
+        if req.model != served_model_name:
+            raise APIError(404, f"The model `{req.model}` does not exist; this server serves "
+                           f"`{served_model_name}`", param="model", code="model_not_found", type_="not_found_error")
+        wanted = req.max_tokens if req.max_tokens is not None else 16
+        if wanted > max_tokens:
+            raise APIError(400, f"max_tokens={wanted} exceeds this server's limit of {max_tokens}",
+                           param="max_tokens")
+        if req.stream and (req.logprobs is not None or req.echo):
+            raise APIError(400, "logprobs and echo are not supported with stream=true", param="stream")
+        prompts = [engine.tokenize(p) for p in req.prompts()]
+        for ids in prompts:
+            if not ids:
+                raise APIError(400, "the prompt is empty", param="prompt")
+            if len(ids) + wanted > engine.max_context:
+                raise APIError(400, f"the prompt has {len(ids)} tokens and max_tokens is {wanted}; this model's "
+                               f"context is {engine.max_context} tokens", param="prompt",
+                               code="context_length_exceeded")
+        params = SamplingParams(max_new_tokens=wanted, temperature=req.temperature or 0.0,
+                                top_p=req.top_p if req.top_p is not None else 1.0, stop=req.stop_list(),
+                                seed=req.seed)
+        cid = f"cmpl-{uuid.uuid4().hex}"
+        cancelled = threading.Event()
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+            def events() -> Iterator[str]:
+                try:
+                    for delta in instrumented_ids(prompts[0], params, cancelled):
+                        choice = {"index": 0, "text": delta.text, "logprobs": None,
+                                  "finish_reason": delta.finish_reason}
+                        chunk = {"id": cid, "object": "text_completion", "created": int(time.time()),
+                                 "model": served_model_name, "choices": [choice]}
+                        if delta.finish_reason and include_usage:
+                            chunk["usage"] = usage(delta.prompt_tokens, delta.completion_tokens)
+                        if delta.text or delta.finish_reason:
+                            yield _sse(chunk)
+                    yield _sse("[DONE]")
+                finally:
+                    cancelled.set()
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        def run_all() -> dict[str, Any]:
+            choices, prompt_total, completion_total = [], 0, 0
+            for index, ids in enumerate(prompts):
+                text, finish, generated = "", "length", []
+                if wanted > 0:
+                    deltas = list(instrumented_ids(ids, params, cancelled))
+                    text = "".join(d.text for d in deltas)
+                    finish = deltas[-1].finish_reason or "stop"
+                    generated = deltas[-1].token_ids or []
+                prompt_text = engine.loaded.tokenizer.decode(ids)
+                block = (logprobs_block(ids + generated, len(ids), req.logprobs or 0, bool(req.echo))
+                         if req.logprobs is not None else None)
+                choices.append({"index": index, "text": (prompt_text if req.echo else "") + text,
+                                "logprobs": block, "finish_reason": finish})
+                prompt_total += len(ids)
+                completion_total += len(generated)
+            return completion_response(cid, served_model_name, choices, prompt_total, completion_total)
+
+        return await run_in_threadpool(run_all)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest):

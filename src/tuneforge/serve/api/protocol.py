@@ -120,3 +120,45 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
                code: str | None = None) -> dict[str, Any]:
     """OpenAI's error object."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class CompletionRequest(BaseModel):
+    """/v1/completions, in the order of the OpenAI docs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool | None = False
+    frequency_penalty: float | None = Field(0.0, ge=0.0, le=0.0, description="not supported yet: 0 only")
+    logprobs: int | None = Field(None, ge=0, le=20, description="top logprobs per token")
+    max_tokens: int | None = Field(16, ge=0)
+    n: int | None = Field(1, ge=1, le=1)
+    presence_penalty: float | None = Field(0.0, ge=0.0, le=0.0, description="not supported yet: 0 only")
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="default 0 (greedy) in tuneforge")
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    user: str | None = None
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: a string or a list of token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if p and all(isinstance(x, int) for x in p):
+            return [list(p)]  # type: ignore[arg-type]
+        return list(p)  # type: ignore[arg-type]
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def completion_response(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
+                        completion_tokens: int) -> dict[str, Any]:
+    return {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}

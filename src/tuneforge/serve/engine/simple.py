@@ -31,6 +31,7 @@ class StreamDelta:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    token_ids: list[int] | None = None
 
 
 class _TokenQueue:
@@ -71,9 +72,45 @@ class SimpleEngine:
     def stream(self, messages: Sequence[dict[str, str]], params: SamplingParams,
                cancelled: threading.Event | None = None,
                on_start: Callable[[], None] | None = None) -> Iterator[StreamDelta]:
+        """A chat turn: the chat template applied, then `stream_ids`."""
+        prompt = render_prompt(self.loaded.tokenizer, messages)
+        ids = self.loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return self.stream_ids(list(ids), params, cancelled, on_start)
+
+    def tokenize(self, prompt: str | list[int]) -> list[int]:
+        """Token ids of a raw completion prompt (special tokens as the tokenizer adds them)."""
+        if isinstance(prompt, list):
+            return prompt
+        return list(self.loaded.tokenizer(prompt)["input_ids"])
+
+    def token_logprobs(self, ids: list[int], top: int) -> tuple[list[float | None], list[dict[str, float] | None]]:
+        """Log-probability of each token given the ones before it (None for the first), and the top-k."""
+        import torch
+
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        with self.lock, torch.no_grad():
+            device = next(model.parameters()).device
+            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()  # (T, V)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        chosen: list[float | None] = [None]
+        tops: list[dict[str, float] | None] = [None]
+        for position in range(1, len(ids)):
+            row = logprobs[position - 1]  # predicts token `position`
+            chosen.append(float(row[ids[position]]))
+            if top > 0:
+                values, indices = row.topk(top)
+                tops.append({tokenizer.decode([int(i)]): float(v) for v, i in zip(values, indices, strict=True)})
+            else:
+                tops.append(None)
+        return chosen, tops
+
+    def stream_ids(self, prompt_ids: list[int], params: SamplingParams,
+                   cancelled: threading.Event | None = None,
+                   on_start: Callable[[], None] | None = None) -> Iterator[StreamDelta]:
         """Yield text as it is generated; stop strings are held back until they can be ruled out.
 
-        `on_start` is called once the request holds the engine (its queue time ends there).
+        `on_start` is called once the request holds the engine (its queue time ends there). The
+        last delta carries `token_ids`: the generated ids, for callers that need logprobs.
         """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -85,9 +122,9 @@ class SimpleEngine:
             def __call__(self, input_ids, scores, **kwargs):
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
-        prompt = render_prompt(tokenizer, messages)
-        encoded = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
-        encoded = {k: v.to(next(model.parameters()).device) for k, v in encoded.items()}
+        device = next(model.parameters()).device
+        input_ids = torch.tensor([prompt_ids], device=device)
+        encoded = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         prompt_tokens = int(encoded["input_ids"].shape[1])
         streamer = _TokenQueue()
         kwargs = generate_kwargs(self.loaded, params)
@@ -146,4 +183,5 @@ class SimpleEngine:
                 yield StreamDelta(text[sent:])
             if finish is None:
                 finish = "length" if len(ids) >= params.max_new_tokens else "stop"
-            yield StreamDelta("", finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(ids))
+            yield StreamDelta("", finish_reason=finish, prompt_tokens=prompt_tokens, completion_tokens=len(ids),
+                              token_ids=list(ids))
