@@ -59,7 +59,8 @@ def start_server(model_ref: str, cfg: ServeConfig, dtype: str = "float32") -> tu
     port = free_port()
     name = cfg.served_model_name or "tuneforge-model"
     command = [sys.executable, "-m", "tuneforge", "serve", model_ref, "--host", "127.0.0.1",
-               "--port", str(port), "--served-model-name", name, "--set", f"model.dtype={dtype}"]
+               "--port", str(port), "--served-model-name", name, "--set", f"model.dtype={dtype}",
+               "--set", f"serve.max_tokens={cfg.max_tokens}", "--set", f"serve.max_waiting={cfg.max_waiting}"]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_ready(f"http://127.0.0.1:{port}/health", process)

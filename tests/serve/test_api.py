@@ -182,3 +182,34 @@ def test_lm_eval_local_completions_against_real_server(tmp_path):
     local = run_harness(load("tiny-random-llama"), ["tuneforge_general_mc"], [])
     assert served["results"]["tuneforge_general_mc"]["acc,none"] == local["tuneforge_general_mc"]["acc"]
     assert served["results"]["tuneforge_general_mc"]["sample_len"] == 24
+
+
+def test_overload_is_refused_with_429_before_headers():
+    """With one request generating and one waiting, more are refused with 429 + Retry-After, in OpenAI's shape."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tuneforge.pipeline import start_server, stop_server
+
+    process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny", max_waiting=1))
+    body = _body(max_tokens=256)
+    try:
+        def call(i):
+            return httpx.post(f"{url}/chat/completions", json={**body, "stream": i % 2 == 0}, timeout=120)
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(call, range(8)))
+        statuses = sorted(r.status_code for r in responses)
+        assert set(statuses) == {200, 429} and statuses.count(200) >= 2
+        refused = next(r for r in responses if r.status_code == 429)
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["content-type"].startswith("application/json")  # refused before any SSE header
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        # once the burst is over, capacity is back and nothing leaked
+        assert httpx.post(f"{url}/chat/completions", json=_body(max_tokens=4), timeout=60).status_code == 200
+        metrics = httpx.get(url.replace("/v1", "/metrics")).text
+        assert 'tuneforge:num_requests_waiting{model_name="tiny"} 0.0' in metrics
+        assert 'tuneforge:num_requests_running{model_name="tiny"} 0.0' in metrics
+    finally:
+        stop_server(process)

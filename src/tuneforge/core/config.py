@@ -253,6 +253,9 @@ class ServeConfig(_Section):
     port: int = Field(8000, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
     served_model_name: str | None = Field(None, description="Name clients pass as `model`.")
     max_tokens: int = Field(512, ge=1, description="Upper bound on a request's max_tokens.")
+    max_waiting: int = Field(
+        32, ge=0, description="Requests allowed to wait for the engine; more are refused with 429 + Retry-After."
+    )
     smoke_questions: list[str] = Field(
         default_factory=list,
         description="`tuneforge run`: questions asked through the openai SDK after the server starts.",

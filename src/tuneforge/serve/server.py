@@ -23,7 +23,7 @@ def build_app(model_ref: str, cfg: ServeConfig, dtype: str = "float32"):
     """Load `model_ref` and return (app, served name)."""
     loaded = load(model_ref, dtype=dtype)
     name = cfg.served_model_name or default_served_name(model_ref)
-    return create_app(SimpleEngine(loaded), name, cfg.max_tokens), name
+    return create_app(SimpleEngine(loaded), name, cfg.max_tokens, cfg.max_waiting), name
 
 
 def serve(model_ref: str, cfg: ServeConfig, dtype: str = "float32") -> None:

@@ -42,6 +42,32 @@ class APIError(Exception):
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
 
 
+class _Admission:
+    """Counts requests waiting for the engine, against a bound.
+
+    The check happens before any response header; the count is taken inside the request's generator,
+    whose `finally` always gives it back, so a client that vanishes before its body starts leaks nothing.
+    A burst can overshoot the bound by the requests checked at the same instant; none is cut mid-stream.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.waiting = 0
+        self.lock = threading.Lock()
+
+    def has_room(self) -> bool:
+        with self.lock:
+            return self.waiting < self.limit
+
+    def enter(self) -> None:
+        with self.lock:
+            self.waiting += 1
+
+    def release(self) -> None:
+        with self.lock:
+            self.waiting -= 1
+
+
 @dataclass
 class _Readiness:
     at: float = 0.0  # time.monotonic() of the last successful self-test
@@ -52,14 +78,20 @@ def _sse(payload: dict | str) -> str:
     return f"data: {data}\n\n"
 
 
-def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 512) -> FastAPI:
-    """Build the app around an engine; `served_model_name` is what clients pass as `model`."""
+def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 512,
+               max_waiting: int = 32) -> FastAPI:
+    """Build the app around an engine; `served_model_name` is what clients pass as `model`.
+
+    At most `max_waiting` requests wait for the engine; one more is refused with 429 and
+    `Retry-After` before any response header of a stream is sent.
+    """
     app = FastAPI(title="tuneforge", version=__version__,
                   description="OpenAI-compatible endpoint for a tuneforge model.")
     started = int(time.time())
     metrics = ServingMetrics()
     label = {"model_name": served_model_name}
     ready = _Readiness()
+    admission = _Admission(max_waiting)
 
     def instrumented(messages: list[dict[str, str]], params: SamplingParams,
                      cancelled: threading.Event) -> Iterator[StreamDelta]:
@@ -73,10 +105,12 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
         """The engine's stream, observed: queue time, TTFT, inter-chunk latency, tokens, finish reasons."""
         arrived = time.perf_counter()
         state = {"started": False, "last": 0.0}
+        admission.enter()
         metrics.waiting.labels(**label).inc()
 
         def on_start() -> None:
             state["started"] = True
+            admission.release()
             metrics.waiting.labels(**label).dec()
             metrics.running.labels(**label).inc()
             metrics.queue_time.labels(**label).observe(time.perf_counter() - arrived)
@@ -100,6 +134,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
             if state["started"]:
                 metrics.running.labels(**label).dec()
             else:
+                admission.release()
                 metrics.waiting.labels(**label).dec()
 
     @app.get("/metrics")
@@ -122,7 +157,15 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status)
+        headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
+                            headers=headers)
+
+    def admit() -> None:
+        """Refuse with 429 when the waiting queue is full."""
+        if not admission.has_room():
+            raise APIError(429, f"the server is at capacity ({max_waiting} requests waiting); retry shortly",
+                           code="rate_limit_exceeded", type_="rate_limit_error")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -207,7 +250,10 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
                                 seed=req.seed)
         cid = f"cmpl-{uuid.uuid4().hex}"
         cancelled = threading.Event()
+        admit()
         if req.stream:
+            if len(prompts) != 1:
+                raise APIError(400, "stream=true takes a single prompt", param="prompt")
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
             def events() -> Iterator[str]:
@@ -254,6 +300,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
         prompt_tokens = engine.count_prompt_tokens(messages)
         params = sampling(req, prompt_tokens)
         cid = completion_id()
+        admit()
         cancelled = threading.Event()
         if not req.stream:
             deltas = await run_in_threadpool(lambda: list(instrumented(messages, params, cancelled)))
