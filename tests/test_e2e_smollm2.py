@@ -22,7 +22,7 @@ def test_smollm2_train_eval_serve(tmp_path):
     questions.write_text("\n".join((DEMO / "heldout.jsonl").read_text().splitlines()[:4]) + "\n")
     cfg = load_pipeline(DEMO / "pipeline.yaml", [
         "train.max_steps=4", "train.batch_size=4", "eval.max_new_tokens=24",
-        f"eval.questions={questions}", "data.validation_fraction=0.02",
+        f"eval.questions={questions}", "data.validation_fraction=0.02", "eval.general=false",
     ])
     dataset = prepare(cfg.data, cfg.model, tmp_path / "dataset")
     adapter = train(dataset, cfg.model, cfg.train, tmp_path / "adapter")
