@@ -185,7 +185,7 @@ def test_lm_eval_local_completions_against_real_server(tmp_path):
 
 
 def test_overload_is_refused_with_429_before_headers():
-    """With one request generating and one waiting, more are refused with 429 + Retry-After, in OpenAI's shape."""
+    """One request generating, one waiting: the rest are refused with 429 + Retry-After, in OpenAI's shape."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
@@ -193,19 +193,30 @@ def test_overload_is_refused_with_429_before_headers():
     from tuneforge.pipeline import start_server, stop_server
 
     process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny", max_waiting=1))
-    body = _body(max_tokens=256)
     try:
-        def call(i):
-            return httpx.post(f"{url}/chat/completions", json={**body, "stream": i % 2 == 0}, timeout=120)
-
-        with ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(call, range(8)))
-        statuses = sorted(r.status_code for r in responses)
-        assert set(statuses) == {200, 429} and statuses.count(200) >= 2
-        refused = next(r for r in responses if r.status_code == 429)
+        with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=512, stream=True),
+                          timeout=120) as running:
+            lines = running.iter_lines()
+            next(line for line in lines if line.startswith("data: "))  # it holds the engine now
+            with ThreadPoolExecutor(4) as pool:
+                burst = list(pool.map(lambda _: httpx.post(f"{url}/chat/completions", json=_body(max_tokens=8),
+                                                           timeout=120), range(4)))
+            assert [line for line in lines if line][-1] == "data: [DONE]"  # the running stream was undisturbed
+        assert sorted(r.status_code for r in burst) == [200, 429, 429, 429]  # one waited its turn
+        refused = next(r for r in burst if r.status_code == 429)
         assert refused.headers["retry-after"] == "1"
-        assert refused.headers["content-type"].startswith("application/json")  # refused before any SSE header
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        stream_refused = None
+        with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=512, stream=True),
+                          timeout=120) as again:
+            next(line for line in again.iter_lines() if line.startswith("data: "))
+            with ThreadPoolExecutor(2) as pool:
+                pair = list(pool.map(lambda _: httpx.post(f"{url}/chat/completions",
+                                                          json=_body(max_tokens=8, stream=True), timeout=120),
+                                     range(2)))
+            stream_refused = next(r for r in pair if r.status_code == 429)
+        # refused before any SSE header: a JSON error, not an event stream
+        assert stream_refused.headers["content-type"].startswith("application/json")
         # once the burst is over, capacity is back and nothing leaked
         assert httpx.post(f"{url}/chat/completions", json=_body(max_tokens=4), timeout=60).status_code == 200
         metrics = httpx.get(url.replace("/v1", "/metrics")).text

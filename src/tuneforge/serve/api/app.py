@@ -43,11 +43,11 @@ class APIError(Exception):
 
 
 class _Admission:
-    """Counts requests waiting for the engine, against a bound.
+    """Counts requests admitted but not yet running, against a bound, with tickets that free their slot once.
 
-    The check happens before any response header; the count is taken inside the request's generator,
-    whose `finally` always gives it back, so a client that vanishes before its body starts leaks nothing.
-    A burst can overshoot the bound by the requests checked at the same instant; none is cut mid-stream.
+    A slot is taken when the request is admitted (before any response header), and given back when the
+    engine takes the request, when its generator ends, or when the ticket is dropped unused (a client
+    that vanished before its body started): CPython frees the ticket with the generator that held it.
     """
 
     def __init__(self, limit: int) -> None:
@@ -55,17 +55,30 @@ class _Admission:
         self.waiting = 0
         self.lock = threading.Lock()
 
-    def has_room(self) -> bool:
+    def try_admit(self) -> _Ticket | None:
         with self.lock:
-            return self.waiting < self.limit
-
-    def enter(self) -> None:
-        with self.lock:
+            if self.waiting >= self.limit:
+                return None
             self.waiting += 1
+        return _Ticket(self)
 
     def release(self) -> None:
         with self.lock:
             self.waiting -= 1
+
+
+class _Ticket:
+    def __init__(self, admission: _Admission) -> None:
+        self.admission = admission
+        self.done = False
+
+    def release(self) -> None:
+        if not self.done:
+            self.done = True
+            self.admission.release()
+
+    def __del__(self) -> None:
+        self.release()
 
 
 @dataclass
@@ -94,23 +107,22 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
     admission = _Admission(max_waiting)
 
     def instrumented(messages: list[dict[str, str]], params: SamplingParams,
-                     cancelled: threading.Event) -> Iterator[StreamDelta]:
+                     cancelled: threading.Event, ticket: _Ticket) -> Iterator[StreamDelta]:
         """A chat turn through `instrumented_ids`."""
         prompt = engine.loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = engine.loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return instrumented_ids(list(ids), params, cancelled)
+        return instrumented_ids(list(ids), params, cancelled, ticket)
 
     def instrumented_ids(ids: list[int], params: SamplingParams,
-                         cancelled: threading.Event) -> Iterator[StreamDelta]:
+                         cancelled: threading.Event, ticket: _Ticket) -> Iterator[StreamDelta]:
         """The engine's stream, observed: queue time, TTFT, inter-chunk latency, tokens, finish reasons."""
         arrived = time.perf_counter()
         state = {"started": False, "last": 0.0}
-        admission.enter()
         metrics.waiting.labels(**label).inc()
 
         def on_start() -> None:
             state["started"] = True
-            admission.release()
+            ticket.release()
             metrics.waiting.labels(**label).dec()
             metrics.running.labels(**label).inc()
             metrics.queue_time.labels(**label).observe(time.perf_counter() - arrived)
@@ -134,7 +146,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
             if state["started"]:
                 metrics.running.labels(**label).dec()
             else:
-                admission.release()
+                ticket.release()
                 metrics.waiting.labels(**label).dec()
 
     @app.get("/metrics")
@@ -161,11 +173,13 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
         return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
                             headers=headers)
 
-    def admit() -> None:
-        """Refuse with 429 when the waiting queue is full."""
-        if not admission.has_room():
+    def admit() -> _Ticket:
+        """A waiting slot, or 429 when the waiting queue is full."""
+        ticket = admission.try_admit()
+        if ticket is None:
             raise APIError(429, f"the server is at capacity ({max_waiting} requests waiting); retry shortly",
                            code="rate_limit_exceeded", type_="rate_limit_error")
+        return ticket
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -250,15 +264,15 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
                                 seed=req.seed)
         cid = f"cmpl-{uuid.uuid4().hex}"
         cancelled = threading.Event()
-        admit()
+        if req.stream and len(prompts) != 1:
+            raise APIError(400, "stream=true takes a single prompt", param="prompt")
+        ticket = admit()
         if req.stream:
-            if len(prompts) != 1:
-                raise APIError(400, "stream=true takes a single prompt", param="prompt")
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
             def events() -> Iterator[str]:
                 try:
-                    for delta in instrumented_ids(prompts[0], params, cancelled):
+                    for delta in instrumented_ids(prompts[0], params, cancelled, ticket):
                         choice = {"index": 0, "text": delta.text, "logprobs": None,
                                   "finish_reason": delta.finish_reason}
                         chunk = {"id": cid, "object": "text_completion", "created": int(time.time()),
@@ -278,7 +292,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
             for index, ids in enumerate(prompts):
                 text, finish, generated = "", "length", []
                 if wanted > 0:
-                    deltas = list(instrumented_ids(ids, params, cancelled))
+                    deltas = list(instrumented_ids(ids, params, cancelled, ticket))
                     text = "".join(d.text for d in deltas)
                     finish = deltas[-1].finish_reason or "stop"
                     generated = deltas[-1].token_ids or []
@@ -300,10 +314,10 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
         prompt_tokens = engine.count_prompt_tokens(messages)
         params = sampling(req, prompt_tokens)
         cid = completion_id()
-        admit()
+        ticket = admit()
         cancelled = threading.Event()
         if not req.stream:
-            deltas = await run_in_threadpool(lambda: list(instrumented(messages, params, cancelled)))
+            deltas = await run_in_threadpool(lambda: list(instrumented(messages, params, cancelled, ticket)))
             final = deltas[-1]
             return chat_completion(cid, served_model_name, "".join(d.text for d in deltas),
                                    final.finish_reason or "stop", final.prompt_tokens, final.completion_tokens)
@@ -312,7 +326,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
         def events() -> Iterator[str]:
             try:
                 yield _sse(chat_chunk(cid, served_model_name, {"role": "assistant", "content": ""}))
-                for delta in instrumented(messages, params, cancelled):
+                for delta in instrumented(messages, params, cancelled, ticket):
                     if delta.text:
                         yield _sse(chat_chunk(cid, served_model_name, {"content": delta.text}))
                     if delta.finish_reason:
