@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge import __version__
-from tuneforge.models.generate import SamplingParams
+from tuneforge.models.generate import SamplingParams, render_prompt
 from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api.protocol import (
     ChatCompletionRequest,
@@ -109,7 +109,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
     def instrumented(messages: list[dict[str, str]], params: SamplingParams,
                      cancelled: threading.Event, ticket: _Ticket) -> Iterator[StreamDelta]:
         """A chat turn through `instrumented_ids`."""
-        prompt = engine.loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt = render_prompt(engine.loaded.tokenizer, messages)
         ids = engine.loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return instrumented_ids(list(ids), params, cancelled, ticket)
 
