@@ -218,13 +218,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
         if room < 1:
             raise APIError(400, f"the prompt has {prompt_tokens} tokens; this model's context is "
                            f"{engine.max_context} tokens", param="messages", code="context_length_exceeded")
-        return SamplingParams(
-            max_new_tokens=min(wanted or max_tokens, room),
-            temperature=req.temperature or 0.0,
-            top_p=req.top_p if req.top_p is not None else 1.0,
-            stop=req.stop_list(),
-            seed=req.seed,
-        )
+        return req.sampling_params(min(wanted or max_tokens, room))
 
     def logprobs_block(ids: list[int], first_generated: int, top: int, echo: bool) -> dict[str, Any]:
         """OpenAI's completion logprobs: tokens, token_logprobs, top_logprobs, text_offset."""
@@ -259,16 +253,14 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
                 raise APIError(400, f"the prompt has {len(ids)} tokens and max_tokens is {wanted}; this model's "
                                f"context is {engine.max_context} tokens", param="prompt",
                                code="context_length_exceeded")
-        params = SamplingParams(max_new_tokens=wanted, temperature=req.temperature or 0.0,
-                                top_p=req.top_p if req.top_p is not None else 1.0, stop=req.stop_list(),
-                                seed=req.seed)
+        params = req.sampling_params(wanted)
         cid = f"cmpl-{uuid.uuid4().hex}"
         cancelled = threading.Event()
         if req.stream and len(prompts) != 1:
             raise APIError(400, "stream=true takes a single prompt", param="prompt")
         ticket = admit()
         if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            include_usage = req.include_usage()
 
             def events() -> Iterator[str]:
                 try:
@@ -321,7 +313,7 @@ def create_app(engine: SimpleEngine, served_model_name: str, max_tokens: int = 5
             final = deltas[-1]
             return chat_completion(cid, served_model_name, "".join(d.text for d in deltas),
                                    final.finish_reason or "stop", final.prompt_tokens, final.completion_tokens)
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        include_usage = req.include_usage()
 
         def events() -> Iterator[str]:
             try:

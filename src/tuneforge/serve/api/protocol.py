@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tuneforge.models.generate import SamplingParams
+
 
 class ContentPart(BaseModel):
     type: Literal["text"]
@@ -37,15 +39,13 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class _SamplingRequest(BaseModel):
+    """The decoding fields chat and text completions share, validated the same way for both."""
+
     model_config = ConfigDict(extra="ignore")
 
-    messages: list[ChatMessage] = Field(min_length=1)
     model: str
     frequency_penalty: float | None = Field(0.0, ge=0.0, le=0.0, description="not supported yet: 0 only")
-    logprobs: bool | None = Field(False, description="not supported yet: false only")
-    max_completion_tokens: int | None = Field(None, ge=1)
-    max_tokens: int | None = Field(None, ge=1, description="deprecated OpenAI alias of max_completion_tokens")
     n: int | None = Field(1, ge=1, le=1, description="one choice per request")
     presence_penalty: float | None = Field(0.0, ge=0.0, le=0.0, description="not supported yet: 0 only")
     seed: int | None = None
@@ -55,13 +55,6 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="default 0 (greedy) in tuneforge")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     user: str | None = None
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported by this server yet")
-        return value
 
     @field_validator("stop")
     @classmethod
@@ -74,6 +67,29 @@ class ChatCompletionRequest(BaseModel):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def sampling_params(self, max_new_tokens: int) -> SamplingParams:
+        """Engine sampling parameters for this request."""
+        return SamplingParams(max_new_tokens=max_new_tokens, temperature=self.temperature or 0.0,
+                              top_p=self.top_p if self.top_p is not None else 1.0, stop=self.stop_list(),
+                              seed=self.seed)
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool | None = Field(False, description="not supported yet: false only")
+    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="deprecated OpenAI alias of max_completion_tokens")
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("logprobs are not supported by this server yet")
+        return value
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -122,26 +138,13 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-class CompletionRequest(BaseModel):
-    """/v1/completions, in the order of the OpenAI docs."""
+class CompletionRequest(_SamplingRequest):
+    """/v1/completions."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = False
-    frequency_penalty: float | None = Field(0.0, ge=0.0, le=0.0, description="not supported yet: 0 only")
     logprobs: int | None = Field(None, ge=0, le=20, description="top logprobs per token")
     max_tokens: int | None = Field(16, ge=0)
-    n: int | None = Field(1, ge=1, le=1)
-    presence_penalty: float | None = Field(0.0, ge=0.0, le=0.0, description="not supported yet: 0 only")
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0, description="default 0 (greedy) in tuneforge")
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    user: str | None = None
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: a string or a list of token ids."""
@@ -151,11 +154,6 @@ class CompletionRequest(BaseModel):
         if p and all(isinstance(x, int) for x in p):
             return [list(p)]  # type: ignore[arg-type]
         return list(p)  # type: ignore[arg-type]
-
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
 def completion_response(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
