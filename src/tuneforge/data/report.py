@@ -54,6 +54,16 @@ def length_stats(lengths: list[int]) -> dict[str, int]:
     return {"min": ordered[0], "median": pct(0.5), "p95": pct(0.95), "max": ordered[-1]}
 
 
+def save_figure(fig, folder: Path, name: str) -> str:
+    """Lay out, save as PNG in `folder`, free the figure; returns the file name for the report."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(folder / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
 def write_charts(folder: Path, steps: list[dict[str, Any]], lengths: list[int], max_length: int) -> list[str]:
     """token_lengths.png and funnel.png in `folder`; returns the file names."""
     import matplotlib
@@ -69,10 +79,7 @@ def write_charts(folder: Path, steps: list[dict[str, Any]], lengths: list[int], 
     ax.set_ylabel("examples")
     ax.set_title("Token lengths (train split)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "token_lengths.png", dpi=100)
-    plt.close(fig)
-    names.append("token_lengths.png")
+    names.append(save_figure(fig, folder, "token_lengths.png"))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     labels = [s["step"] for s in steps]
@@ -82,10 +89,7 @@ def write_charts(folder: Path, steps: list[dict[str, Any]], lengths: list[int], 
         ax.text(value, y, f" {value}", va="center")
     ax.set_xlabel("rows kept after the step")
     ax.set_title("Data funnel")
-    fig.tight_layout()
-    fig.savefig(folder / "funnel.png", dpi=100)
-    plt.close(fig)
-    names.append("funnel.png")
+    names.append(save_figure(fig, folder, "funnel.png"))
     return names
 
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tuneforge.data.report import render_html
+from tuneforge.data.report import render_html, save_figure
 
 ORDER = ("accuracy", "exact_match", "f1", "rouge_l", "bleu", "chrf", "task_completion", "refusal_rate",
          "judge_score")
@@ -87,20 +87,14 @@ def write_charts(folder: Path, metrics: dict[str, Any], sets: list[str], history
         ax.set_ylim(0, 1)
         ax.set_title("Before / after")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(folder / "metrics.png", dpi=100)
-        plt.close(fig)
-        images.append("metrics.png")
+        images.append(save_figure(fig, folder, "metrics.png"))
     if history:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         ax.plot([h["step"] for h in history], [h["loss"] for h in history], color="#d8703b")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")
         ax.set_title("Training loss")
-        fig.tight_layout()
-        fig.savefig(folder / "loss_curve.png", dpi=100)
-        plt.close(fig)
-        images.append("loss_curve.png")
+        images.append(save_figure(fig, folder, "loss_curve.png"))
     return images
 
 
