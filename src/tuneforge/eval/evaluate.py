@@ -151,15 +151,6 @@ def evaluate_model(ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any
     return result
 
 
-def base_of(ref: str) -> str | None:
-    """The base model of an adapter artifact, else None."""
-    if is_artifact(ref):
-        artifact = load_artifact(ref)
-        if artifact.kind == "adapter":
-            return str(artifact.manifest["base_model"])
-    return None
-
-
 def compare(base: dict[str, Any] | None, tuned: dict[str, Any], sets: dict[str, list[dict[str, Any]]],
             cfg: EvalConfig) -> dict[str, Any]:
     """Flat metrics: tuned values, base_ values, deltas with paired-bootstrap CIs, general-set drop."""
@@ -221,23 +212,26 @@ def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artif
     if not sets and not validation and not cfg.lm_eval_tasks:
         raise DataError("eval: nothing to evaluate; set eval.questions, eval.general, eval.lm_eval_tasks "
                         "or pass a dataset")
+    # Each artifact is verified (every file re-hashed) once here, not again for parents and history.
+    artifacts = {model_ref: load_artifact(model_ref)} if is_artifact(model_ref) else {}
+    adapter = artifacts[model_ref] if model_ref in artifacts and artifacts[model_ref].kind == "adapter" else None
     refs = [model_ref]
-    base = base_of(model_ref) if cfg.compare_base else None
+    base = str(adapter.manifest["base_model"]) if adapter is not None and cfg.compare_base else None
     if base:
         refs.insert(0, base)
+        if is_artifact(base):
+            artifacts[base] = load_artifact(base)
     results = [evaluate_model(ref, cfg, sets, validation, dtype) for ref in refs]
     verdicts = _judge(results, sets, cfg) if cfg.judge else []
     metrics = compare(results[0] if base else None, results[-1], sets, cfg)
     gate_results = check_gates(cfg.gates, metrics)
     metrics["gates"] = gate_results
-    parents: list[ParentRef] = [load_artifact(r).ref() for r in refs if is_artifact(r)]
+    parents: list[ParentRef] = [artifacts[r].ref() for r in refs if r in artifacts]
     if dataset is not None:
         parents.append(dataset.ref())
     history = None
-    if is_artifact(model_ref) and load_artifact(model_ref).kind == "adapter":
-        adapter = load_artifact(model_ref)
-        if "history.jsonl" in adapter.manifest["files"]:
-            history = [json.loads(line) for line in adapter.file("history.jsonl").read_text().splitlines()]
+    if adapter is not None and "history.jsonl" in adapter.manifest["files"]:
+        history = [json.loads(line) for line in adapter.file("history.jsonl").read_text().splitlines()]
     config = {"eval": cfg.model_dump(mode="json"), "models": refs}
     with create_artifact(output, "eval-report", config=config, parents=parents) as writer:
         table = write_report(writer.path, results, sets, metrics, gate_results, verdicts, history, bool(base))
