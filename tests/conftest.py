@@ -33,7 +33,7 @@ def tiny_dataset(tmp_path_factory, tiny_config):
 
 @pytest.fixture(scope="session")
 def tiny_adapter(tmp_path_factory, tiny_config, tiny_dataset):
-    from tuneforge.train.lora import train
+    from tuneforge.train.loop import train
 
     cfg = tiny_config.train.model_copy(update={"epochs": 6, "lr": 0.02})
     return train(tiny_dataset, tiny_config.model, cfg, tmp_path_factory.mktemp("ad") / "adapter")

@@ -181,7 +181,7 @@ def train_cmd(
     Example:  tuneforge train runs/ds --model smollm2-135m -o runs/adapter --set train.epochs=2 --set train.lr=1e-3
     """
     from tuneforge.core.artifacts import load_artifact
-    from tuneforge.train.lora import train
+    from tuneforge.train.loop import train
 
     cfg = _config(config, overrides, model__name=model)
     artifact = train(load_artifact(dataset, kind="dataset"), cfg.model, cfg.train, output or cfg.run_dir / "adapter")

@@ -120,7 +120,7 @@ def run_pipeline(cfg: PipelineConfig) -> RunResult:
     """Run the configured stages in order."""
     from tuneforge.data.prepare import prepare
     from tuneforge.eval.evaluate import run_eval
-    from tuneforge.train.lora import train
+    from tuneforge.train.loop import train
 
     result = RunResult(run_dir=cfg.run_dir)
     paths = {name: (cfg.run_dir / name).absolute() for name in ("dataset", "adapter", "eval")}

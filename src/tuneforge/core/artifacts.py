@@ -27,7 +27,7 @@ from tuneforge import __version__
 from tuneforge.core.errors import ArtifactError
 
 MANIFEST = "manifest.json"
-KINDS = ("dataset", "adapter", "model", "eval-report")
+KINDS = ("dataset", "adapter", "model", "eval-report", "checkpoint")
 
 
 @dataclass(frozen=True)

@@ -182,8 +182,12 @@ class DataConfig(_Section):
     )
 
 
+TrainMethod = Literal["full", "lora", "dora", "qlora", "adapter", "prompt_tuning", "prefix_tuning", "ia3"]
+TRAIN_METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora", "adapter", "prompt_tuning", "prefix_tuning", "ia3")
+
+
 class LoraConfig(_Section):
-    """LoRA adapter shape."""
+    """Low-rank adapter shape (lora, dora, qlora); `target_modules` also picks ia3's modules."""
 
     r: int = Field(16, ge=1, le=1024, description="Rank of the low-rank update.")
     alpha: float = Field(32.0, gt=0, description="Scaling numerator; the update is scaled by alpha/r.")
@@ -192,23 +196,114 @@ class LoraConfig(_Section):
         "all-linear", description="Module names to adapt, or 'all-linear' (every linear but the head)."
     )
 
+    @field_validator("r", mode="before")
+    @classmethod
+    def _positive_rank(cls, value: Any) -> Any:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError(f"LoRA rank must be a positive integer, got {value}")
+        return value
+
+
+class AdapterConfig(_Section):
+    """Bottleneck adapters (Houlsby-style) after every decoder layer's MLP."""
+
+    bottleneck: int = Field(64, ge=1, le=8192, description="Width of the down-projection.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class PromptConfig(_Section):
+    """Soft prompts: prompt_tuning (input embeddings) and prefix_tuning (per-layer key/values)."""
+
+    num_virtual_tokens: int = Field(20, ge=1, le=1024, description="Learned tokens prepended to every input.")
+    init_text: str | None = Field(
+        None, description="prompt_tuning only: initialise the soft prompt from this text's embeddings."
+    )
+
+
+class ForgettingConfig(_Section):
+    """Anti-forgetting regularisers, all driven by general (non-domain) chat data."""
+
+    methods: list[Literal["replay", "kl", "ewc"]] = Field(
+        default_factory=list, description="Any of replay (mix general rows into training), kl (KL to the base "
+        "model on general rows), ewc (diagonal-Fisher penalty on moving away from the start)."
+    )
+    general_data: Path | None = Field(
+        None, description="JSONL chat rows of general data; default: the shipped general prompts answered by "
+        "the base model itself (self-rehearsal), never the evaluation's general set."
+    )
+    replay_ratio: float = Field(0.2, ge=0.0, le=1.0, description="replay: general rows added per training row.")
+    kl_weight: float = Field(0.5, ge=0.0, description="kl: weight of the KL term.")
+    ewc_weight: float = Field(100.0, ge=0.0, description="ewc: weight λ of the Fisher penalty.")
+    max_rows: int = Field(128, ge=1, description="At most this many general rows are used.")
+
+
+class TrackingConfig(_Section):
+    """Where metrics go besides the artifact's history.jsonl."""
+
+    mlflow: bool = Field(False, description="Log params, metrics and the artifact to MLflow.")
+    mlflow_uri: str | None = Field(None, description="Tracking URI; default a local ./mlruns store.")
+    experiment: str = Field("tuneforge", description="MLflow experiment name.")
+    tensorboard: bool = Field(False, description="Write TensorBoard event files to <output>/tensorboard.")
+
+
+class SearchConfig(_Section):
+    """`tuneforge train --search`: Optuna over the learning rate, LoRA shape and epochs."""
+
+    trials: int = Field(8, ge=1, le=10000)
+    lr: tuple[float, float] = Field((5e-5, 1e-3), description="Log-uniform learning-rate range.")
+    r: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], description="LoRA ranks tried.")
+    alpha_ratio: list[float] = Field(default_factory=lambda: [1.0, 2.0], description="alpha = ratio × r.")
+    dropout: tuple[float, float] = Field((0.0, 0.1))
+    epochs: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    seed: int = Field(0)
+
 
 class TrainConfig(_Section):
-    """How an adapter is trained."""
+    """How a model is fine-tuned."""
 
-    method: Literal["lora"] = Field("lora", description="Fine-tuning method.")
+    method: TrainMethod = Field("lora", description="Fine-tuning method: " + ", ".join(TRAIN_METHODS) + ".")
     epochs: int = Field(3, ge=1, le=1000, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     lr: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Floor of the decay, as a share of lr.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warmup.")
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
-    batch_size: int = Field(8, ge=1, description="Examples per micro-batch.")
+    batch_size: int | Literal["auto"] = Field(
+        8, description="Examples per micro-batch, or 'auto': the largest that the memory plan says fits."
+    )
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    precision: Literal["bf16", "fp32"] = Field("bf16", description="Autocast dtype for forward/backward.")
-    seed: int = Field(0, description="Seed of initialisation and data order.")
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="Autocast dtype for forward/backward.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    packing: bool = Field(
+        True, description="Concatenate a micro-batch's examples into one row with attention kept inside each "
+        "example: no padding, identical loss (soft-prompt methods always pad)."
+    )
+    seed: int = Field(0, description="Seed of initialisation, dropout and data order.")
+    eval_every: int | None = Field(None, ge=1, description="Validate every N steps (default: each epoch).")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many validations without improvement; the best weights are kept."
+    )
+    early_stopping_min_delta: float = Field(0.0, ge=0.0, description="Smallest val-loss drop that counts.")
+    checkpoint_every: int | None = Field(None, ge=1, description="Save a resumable checkpoint every N steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept (the newest).")
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="Memory the plan must fit in (default: available RAM, or free GPU memory)."
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    adapter: AdapterConfig = Field(default_factory=AdapterConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"batch_size must be >= 1 or 'auto', got {value}")
+        return value
 
 
 class JudgeConfig(_Section):
@@ -392,6 +487,7 @@ def load_pipeline(path: str | Path | None, overrides: list[str] | None = None,
     base = (Path(path).parent if path is not None else Path.cwd()).absolute()
     _resolve_paths(config.data, base)
     _resolve_paths(config.eval, base)
+    _resolve_paths(config.train, base)
     return config
 
 

@@ -19,3 +19,7 @@ class DataError(TuneforgeError):
 
 class ModelLoadError(TuneforgeError):
     """A model could not be resolved or loaded; the message says why."""
+
+
+class TrainError(TuneforgeError):
+    """Training could not go on (resume mismatch, memory plan, failed checkpoint)."""

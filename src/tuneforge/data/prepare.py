@@ -28,7 +28,7 @@ from tuneforge.data.report import length_stats, render_html, render_markdown, wr
 from tuneforge.data.store import read_split_file, write_split
 from tuneforge.data.template import IGNORE_INDEX, tokenize_row
 from tuneforge.models import load_tokenizer
-from tuneforge.models.chat_template import template_hash
+from tuneforge.models.chat_template import template_hash, tokenizer_hash
 
 SPLITS = ("train", "validation", "test")
 Row = dict[str, Any]
@@ -246,8 +246,8 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
                               data.max_length)
         (writer.path / "report.html").write_text(render_html(markdown, images))
         writer.metrics.update(stats)
-        writer.extra.update({"tokenizer": model.name, "chat_template_hash": template_hash(tokenizer),
-                             "sources": sources})
+        writer.extra.update({"tokenizer": model.name, "tokenizer_hash": tokenizer_hash(tokenizer),
+                             "chat_template_hash": template_hash(tokenizer), "sources": sources})
     return load_artifact(output, kind="dataset")
 
 

@@ -36,3 +36,10 @@ def stop_strings(tokenizer) -> list[str]:
     if tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE or DEFAULT_STOP in (tokenizer.chat_template or ""):
         stops.append(DEFAULT_STOP)
     return stops
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """Short hash of the vocabulary and special tokens: two tokenizers with the same hash encode alike."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    special = [tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token]
+    return hashlib.sha256(repr((vocab, special)).encode()).hexdigest()[:16]

@@ -212,6 +212,42 @@ def build_tiny_random_llama(tokenizer, seed: int = 0):
     return model
 
 
+def load_4bit(ref: str | Path, compute_dtype: str = "bfloat16") -> LoadedModel:
+    """Load a full model with its linear weights in 4-bit NF4 through bitsandbytes (QLoRA's base).
+
+    bitsandbytes ≥ 0.48 has a CPU backend, so this works on CPU as well as CUDA.
+    """
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:
+        raise ModelLoadError("4-bit loading needs bitsandbytes: pip install 'bitsandbytes>=0.48'") from exc
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=_torch_dtype(compute_dtype))
+    ref = str(ref)
+    folder = smollm2_model_dir() if ref == SMOLLM2 else _hf_folder_of(ref)
+    device_map = "auto" if _cuda() else "cpu"
+    if folder is not None and not (is_artifact(folder) and load_artifact(folder).kind == "adapter"):
+        model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, device_map=device_map)
+        return LoadedModel(model, load_tokenizer(ref), ref, "4bit")
+    full = load(ref)
+    if full.source == "artifact-adapter":
+        raise ModelLoadError(f"{ref} is an adapter; load its base model in 4-bit instead")
+    with tempfile.TemporaryDirectory(prefix="tuneforge-4bit-") as tmp:
+        full.model.save_pretrained(tmp)
+        model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quant, device_map=device_map)
+    return LoadedModel(model, full.tokenizer, ref, "4bit")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
     """Load a model and its tokenizer from a built-in name, artifact, HF folder or hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -238,7 +274,12 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
             if not base_ref:
                 raise ModelLoadError(f"{path}: adapter manifest does not name its base model")
             base = load(base_ref, dtype=dtype)
-            model = PeftModel.from_pretrained(base.model, str(path))
+            if artifact.manifest.get("method") == "adapter":
+                from tuneforge.models.bottleneck import load_bottleneck
+
+                model = load_bottleneck(base.model, path)
+            else:
+                model = PeftModel.from_pretrained(base.model, str(path))
             return LoadedModel(model.eval(), base.tokenizer, ref, "artifact-adapter", base_ref=base_ref)
         if artifact.kind == "model":
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)

@@ -1,0 +1,109 @@
+"""Anti-forgetting: replay of general data and a KL-to-base penalty on it.
+
+General data is `train.forgetting.general_data` (chat JSONL) or, by default, the shipped general
+prompts (`train/data/general_prompts.jsonl`, disjoint from the evaluation's general set) answered
+greedily by the base model itself before training: self-rehearsal, so replay teaches the tuned
+model to keep answering as the base did and KL keeps its distribution there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tuneforge.core.config import ForgettingConfig
+from tuneforge.core.errors import ConfigError
+from tuneforge.core.progress import console
+from tuneforge.data.formats import load_rows
+from tuneforge.data.template import tokenize_row
+from tuneforge.models import LoadedModel
+from tuneforge.models.generate import SamplingParams, generate_chat
+from tuneforge.train.batching import forward_logits, pack, to_device
+
+GENERAL_PROMPTS = "general_prompts.jsonl"
+
+
+def shipped_prompts_path() -> Path:
+    return Path(str(resources.files("tuneforge.train") / "data" / GENERAL_PROMPTS))
+
+
+def self_rehearsal_rows(loaded: LoadedModel, prompts: list[dict[str, Any]], max_new_tokens: int = 96,
+                        batch_size: int = 16) -> list[dict[str, Any]]:
+    """The base model's own greedy answers to `prompts` (rows whose messages end with a user turn)."""
+    rows = []
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    with console.status(f"base model answering {len(prompts)} general prompts for self-rehearsal"):
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            answers = generate_chat(loaded, [r["messages"] for r in chunk], params)
+            for row, answer in zip(chunk, answers, strict=True):
+                if answer.text.strip():
+                    rows.append({"messages": [*row["messages"], {"role": "assistant", "content": answer.text}]})
+    return rows
+
+
+def general_rows(loaded: LoadedModel, cfg: ForgettingConfig, max_length: int) -> list[dict[str, Any]]:
+    """Tokenized general rows (input_ids, labels) for replay and KL; at most cfg.max_rows."""
+    if cfg.general_data is not None:
+        if not Path(cfg.general_data).is_file():
+            raise ConfigError(f"train.forgetting.general_data: {cfg.general_data} does not exist")
+        chats = load_rows([Path(cfg.general_data)])[: cfg.max_rows]
+        bad = [i for i, r in enumerate(chats) if r["messages"][-1]["role"] != "assistant"]
+        if bad:
+            raise ConfigError(f"train.forgetting.general_data: row {bad[0] + 1} does not end with an assistant "
+                              "answer; replay and KL need complete conversations")
+    else:
+        prompts = load_rows([shipped_prompts_path()])[: cfg.max_rows]
+        chats = self_rehearsal_rows(loaded, prompts)
+    rows = [tokenize_row(loaded.tokenizer, r, max_length) for r in chats]
+    rows = [r for r in rows if any(label != -100 for label in r["labels"][1:])]
+    if not rows:
+        raise ConfigError("train.forgetting: no usable general rows (every answer was empty or cut)")
+    return rows
+
+
+def replay_mix(train_rows: list[dict[str, Any]], general: list[dict[str, Any]], ratio: float) -> list[dict[str, Any]]:
+    """Training rows plus ratio × len(train) general rows (cycled), marked as replay."""
+    n = round(len(train_rows) * ratio)
+    extra = [dict(general[i % len(general)], replay=True) for i in range(n)]
+    return [*train_rows, *extra]
+
+
+class KLToBase:
+    """KL(base ‖ tuned) per target token on general rows, one packed batch per optimizer step."""
+
+    def __init__(self, model, rows: list[dict[str, Any]], batch_size: int, weight: float) -> None:
+        self.batches = [pack(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        self.weight = weight
+        # PEFT models switch their adapters off for the reference; others keep a frozen copy.
+        self.reference = None if hasattr(model, "disable_adapter") else copy.deepcopy(model).eval()
+        if self.reference is not None:
+            for p in self.reference.parameters():
+                p.requires_grad_(False)
+
+    def _reference(self, model):
+        if self.reference is not None:
+            return contextlib.nullcontext(self.reference)
+        inner = getattr(model, "module", model)
+
+        @contextlib.contextmanager
+        def disabled():
+            with inner.disable_adapter():
+                yield inner
+
+        return disabled()
+
+    def loss(self, model, step: int, device):
+        """Weighted KL on the step's general batch (cycled by step, so resume sees the same batches)."""
+        import torch
+        import torch.nn.functional as F
+
+        batch = to_device(self.batches[step % len(self.batches)], device)
+        with torch.no_grad(), self._reference(model) as reference:
+            base = forward_logits(reference, batch).float()
+        tuned = forward_logits(model, batch).float()
+        kl = F.kl_div(F.log_softmax(tuned, -1), F.log_softmax(base, -1), log_target=True, reduction="batchmean")
+        return self.weight * kl
