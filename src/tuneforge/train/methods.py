@@ -86,6 +86,7 @@ def make_trainable(loaded: LoadedModel, cfg: TrainConfig):
     if method in ("lora", "dora", "qlora"):
         _check_targets(model, lora.target_modules)
         if method == "qlora":
+            keep_4bit_differentiable(model)
             model = peft.prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=cfg.gradient_checkpointing)
         config: Any = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
@@ -114,6 +115,19 @@ def make_trainable(loaded: LoadedModel, cfg: TrainConfig):
     else:  # pragma: no cover - guarded by the config's Literal
         raise ConfigError(f"train.method: unknown method {method!r}")
     return peft.get_peft_model(model, config)
+
+
+def keep_4bit_differentiable(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference during training.
+
+    bitsandbytes ≥ 0.49 converts a Linear4bit's weight to an AVX512-BF16 layout the first time it
+    runs in eval mode without gradients (our validation pass), and from then on uses a kernel with
+    no autograd: gradients stop flowing through every frozen 4-bit layer, silently. Turning the
+    conversion off keeps QLoRA on CPU correct after the first validation.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _init_soft_prompt(model, tokenizer, text: str, n: int) -> None:
