@@ -173,19 +173,65 @@ def train_cmd(
     dataset: Annotated[Path, typer.Argument(help="Dataset artifact from `tuneforge data prepare`.")],
     config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option(help="Base model (name, folder or hub id).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Adapter artifact folder.")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="full, lora, dora, qlora, adapter, prompt_tuning, prefix_tuning or ia3 (default lora).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output artifact folder.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from the newest valid checkpoint in OUTPUT.checkpoints/.")] = False,
+    nproc: Annotated[int, typer.Option(
+        "--nproc", min=1, help="Data-parallel processes (DDP through torchrun; gloo on CPU, NCCL on GPUs).")] = 1,
+    search: Annotated[bool, typer.Option(
+        "--search", help="Optuna search over lr, LoRA r/alpha/dropout and epochs (train.search); "
+        "writes results.md and best.yaml to OUTPUT.")] = False,
     overrides: SetOpt = None,
 ) -> None:
-    """Fine-tune a LoRA adapter on a dataset artifact (cosine schedule, bf16 autocast, val loss per epoch).
+    """Fine-tune a model on a dataset artifact: packed batches, cosine schedule with warmup, bf16 autocast,
+    validation loss, optional checkpoints, early stopping, anti-forgetting and tracking (see docs/training.md).
 
-    Example:  tuneforge train runs/ds --model smollm2-135m -o runs/adapter --set train.epochs=2 --set train.lr=1e-3
+    Examples:
+
+      tuneforge train runs/ds -o runs/adapter --set train.epochs=2 --set train.lr=1e-3
+
+      tuneforge train runs/ds --method qlora --set train.checkpoint_every=50 -o runs/q   # then add --resume
+
+      tuneforge train runs/ds --nproc 2 --set train.grad_accum=2 -o runs/ddp
+
+      tuneforge train runs/ds --search --set train.search.trials=12 -o runs/search
     """
     from tuneforge.core.artifacts import load_artifact
+
+    cfg = _config(config, overrides, model__name=model, train__method=method)
+    output = output or cfg.run_dir / ("search" if search else "adapter")
+    if nproc > 1:
+        if search:
+            raise typer.BadParameter("--search runs its trials one process each; drop --nproc", param_hint="--nproc")
+        from tuneforge.train.distributed import launch
+
+        raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:])))
+    data = load_artifact(dataset, kind="dataset")
+    if search:
+        from tuneforge.train.search import search as run_search
+
+        result = run_search(data, cfg.model, cfg.train, output)
+        console.print(f"best trial {result['best_trial']}: val loss {result['best_value']:.4f} → {output / 'best.yaml'}")
+        return
     from tuneforge.train.loop import train
 
-    cfg = _config(config, overrides, model__name=model)
-    artifact = train(load_artifact(dataset, kind="dataset"), cfg.model, cfg.train, output or cfg.run_dir / "adapter")
-    console.print(f"adapter artifact → {artifact.path}")
+    artifact = train(data, cfg.model, cfg.train, output, resume=resume)
+    if artifact is not None:
+        console.print(f"{artifact.kind} artifact → {artifact.path}")
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 @app.command("eval")

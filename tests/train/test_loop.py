@@ -30,3 +30,24 @@ def test_plan_steps():
     assert plan_steps(16, TrainConfig(batch_size=4, epochs=2)) == (4, 8)
     assert plan_steps(16, TrainConfig(batch_size=4, grad_accum=3, epochs=2)) == (2, 4)
     assert plan_steps(16, TrainConfig(batch_size=4, epochs=2, max_steps=3)) == (4, 3)
+
+
+def test_same_seed_same_curve_and_each_epoch_reshuffles(tiny_config, tiny_dataset, tmp_path, monkeypatch):
+    import tuneforge.train.loop as loop
+
+    seen = []
+    real = loop.make_batch
+
+    def spy(rows, pad_id, packed):
+        seen.append(tuple(r["source"] for r in rows))
+        return real(rows, pad_id, packed)
+
+    monkeypatch.setattr(loop, "make_batch", spy)
+    cfg = tiny_config.train.model_copy(update={"epochs": 2, "batch_size": 2})
+    a = loop.train(tiny_dataset, tiny_config.model, cfg, tmp_path / "a")
+    first = [s for s in seen if len(s) == 2]
+    b = loop.train(tiny_dataset, tiny_config.model, cfg, tmp_path / "b")
+    assert a.file("history.jsonl").read_text() == b.file("history.jsonl").read_text().replace(
+        str(tmp_path / "b"), str(tmp_path / "a"))
+    per_epoch = len(first) // 2
+    assert first[:per_epoch] != first[per_epoch : 2 * per_epoch]  # a new order each epoch

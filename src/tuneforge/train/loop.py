@@ -133,8 +133,11 @@ def _loss_curve(folder: Path, history: list[dict[str, Any]], evals: list[dict[st
 
 
 def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: str | Path,
-          resume: bool = False, on_eval: EvalCallback | None = None) -> Artifact:
-    """Fine-tune with `cfg.method` on `dataset`; write an adapter (or, for `full`, a model) artifact."""
+          resume: bool = False, on_eval: EvalCallback | None = None) -> Artifact | None:
+    """Fine-tune with `cfg.method` on `dataset`; write an adapter (or, for `full`, a model) artifact.
+
+    Returns the artifact in the main process and None in the other ranks of a distributed run.
+    """
     import torch
     from accelerate import Accelerator
 
@@ -295,7 +298,7 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
                             ckpt.save_checkpoint(root, state, trainable_state(accelerator.unwrap_model(model)),
                                                  optimizer, scheduler, fingerprint, best, cfg.keep_checkpoints)
                         accelerator.wait_for_everyone()
-                    if state.stopped_early:
+                    if state.stopped_early or end_of_epoch:
                         break
                 else:
                     if state.micro >= len(micro):
@@ -337,7 +340,7 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
         if tracker:
             tracker.finish(output, {k: v for k, v in metrics.items() if k != "epochs"})
     accelerator.wait_for_everyone()
-    return artifact if artifact is not None else load_artifact(output, kind=output_kind(cfg.method), verify=False)
+    return artifact
 
 
 def _evaluate(state: ckpt.TrainState, val_loss: float | None, cfg: TrainConfig, model, accelerator,
