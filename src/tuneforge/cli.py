@@ -213,7 +213,8 @@ def train_cmd(
         from tuneforge.train.search import search as run_search
 
         result = run_search(data, cfg.model, cfg.train, output)
-        console.print(f"best trial {result['best_trial']}: val loss {result['best_value']:.4f} → {output / 'best.yaml'}")
+        console.print(f"best trial {result['best_trial']}: val loss {result['best_value']:.4f}; "
+                      f"its config → {output / 'best.yaml'}")
         return
     from tuneforge.train.loop import train
 

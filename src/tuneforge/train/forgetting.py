@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def general_rows(loaded: LoadedModel, cfg: ForgettingConfig, max_length: int) ->
             raise ConfigError(f"train.forgetting.general_data: row {bad[0] + 1} does not end with an assistant "
                               "answer; replay and KL need complete conversations")
     else:
-        prompts = load_rows([shipped_prompts_path()])[: cfg.max_rows]
+        lines = shipped_prompts_path().read_text(encoding="utf-8").splitlines()
+        prompts = [json.loads(line) for line in lines if line.strip()][: cfg.max_rows]
         chats = self_rehearsal_rows(loaded, prompts)
     rows = [tokenize_row(loaded.tokenizer, r, max_length) for r in chats]
     rows = [r for r in rows if any(label != -100 for label in r["labels"][1:])]
