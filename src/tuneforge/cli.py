@@ -31,7 +31,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect pipeline configs.", no_args_is_help=True)
 data_app = typer.Typer(help="Data stage commands.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+bench_app = typer.Typer(help="Benchmarks: a baseline and tuneforge in one run, ratios printed.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose sections this command uses.")
@@ -223,6 +225,38 @@ def train_cmd(
         console.print(f"{artifact.kind} artifact → {artifact.path}")
 
 
+@bench_app.command("train")
+def bench_train(
+    dataset: Annotated[Path | None, typer.Option(
+        help="Dataset artifact (default: the customer-service example, prepared into OUTPUT/dataset).")] = None,
+    model: Annotated[str, typer.Option(help="Base model.")] = "smollm2-135m",
+    rows: Annotated[int | None, typer.Option(help="Train on the first N training rows (default all).")] = 160,
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Working folder for both runs.")] = Path(
+        "runs/bench-train"),
+) -> None:
+    """Textbook recipe (HF Trainer, LoRA r=8 q/v, pad to 256, fp32, batch 4) vs tuneforge's default recipe:
+    real tokens/s, peak RSS and held-out loss after the same real tokens, with ratios (docs/benchmarks.md).
+    """
+    from tuneforge.bench.train import render, run_bench
+
+    if dataset is None:
+        from tuneforge.core.artifacts import is_artifact
+        from tuneforge.data.prepare import prepare
+
+        dataset = output / "dataset"
+        if not is_artifact(dataset):
+            example = Path(__file__).resolve().parents[2] / "examples" / "customer-service" / "pipeline.yaml"
+            if not example.is_file():
+                raise typer.BadParameter("no --dataset given and the example pipeline is not in this checkout")
+            cfg = load_pipeline(example)
+            prepare(cfg.data, cfg.model.model_copy(update={"name": model}), dataset)
+    results = run_bench(dataset, model, rows, epochs, output)
+    table = render(results)
+    (output / "results.md").write_text(table + "\n")
+    console.print(table)
+
+
 def _without_nproc(args: list[str]) -> list[str]:
     out, skip = [], False
     for arg in args:
@@ -328,10 +362,13 @@ def chat_cmd(
 
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; silence the libraries' bars and deprecation chatter."""
+    import logging
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # bitsandbytes warns on import that an optional CPU kernel package is missing; it falls back fine.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 

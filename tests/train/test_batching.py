@@ -17,6 +17,7 @@ from tuneforge.train.batching import (
     pack,
     pad,
     shifted_targets,
+    target_logits,
 )
 from tuneforge.train.methods import make_trainable
 
@@ -31,22 +32,44 @@ def rows(tiny_dataset):
     return read_split(tiny_dataset, "train")[:5]
 
 
-def test_packed_logits_equal_unpacked_per_sample(model, rows):
-    packed = pack(rows)
+def _segments(packed):
+    """(row, start, length) of each segment, found where position ids restart."""
+    out = []
+    for r, pos in enumerate(packed["position_ids"].tolist()):
+        starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+        out += [(r, a, b - a) for a, b in zip(starts, starts[1:], strict=False)]
+    return out
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("capacity", [None, 1])
+def test_packed_logits_equal_unpacked_per_sample(model, rows, capacity, attention):
+    model.set_attn_implementation(attention)
+    packed = pack(rows, capacity)
+    longest = max(len(r["input_ids"]) for r in rows)
+    if capacity:  # rows bounded by the longest example
+        assert packed["input_ids"].shape[1] == longest and packed["input_ids"].shape[0] > 1
+    else:
+        assert packed["input_ids"].shape[0] == 1
+    by_ids = {tuple(r["input_ids"]): r for r in rows}
+    matched = 0
     with torch.no_grad():
-        full = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
-        start = 0
-        for row in rows:
-            n = len(row["input_ids"])
-            alone = model(input_ids=torch.tensor([row["input_ids"]])).logits[0]
-            torch.testing.assert_close(full[start : start + n], alone, rtol=1e-4, atol=1e-4)
-            start += n
-    # Without restarting positions (naive concatenation) the second sample's logits differ.
+        full = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits
+        for r, start, n in _segments(packed):
+            ids = tuple(packed["input_ids"][r, start : start + n].tolist())
+            if ids not in by_ids:
+                continue  # the padding tail
+            alone = model(input_ids=torch.tensor([ids])).logits[0]
+            torch.testing.assert_close(full[r, start : start + n], alone, rtol=1e-4, atol=1e-4)
+            matched += 1
+    assert matched == len(rows)
+    # Without restarting positions (naive concatenation) a later sample's logits differ.
+    one = pack(rows)
     with torch.no_grad():
-        naive = model(input_ids=packed["input_ids"], use_cache=False).logits[0]
-        n0 = len(rows[0]["input_ids"])
-        alone = model(input_ids=torch.tensor([rows[1]["input_ids"]])).logits[0]
-        assert not torch.allclose(naive[n0 : n0 + len(rows[1]["input_ids"])], alone, atol=1e-3)
+        naive = model(input_ids=one["input_ids"], use_cache=False).logits[0]
+        r, start, n = _segments(one)[1]
+        alone = model(input_ids=one["input_ids"][:, start : start + n]).logits[0]
+        assert not torch.allclose(naive[start : start + n], alone, atol=1e-3)
 
 
 def test_packed_loss_equals_padded_loss(model, rows):
@@ -57,7 +80,7 @@ def test_packed_loss_equals_padded_loss(model, rows):
 
 
 def test_targets_never_cross_a_sample_boundary(rows):
-    packed = pack([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}])
+    packed = pack([{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}], 5)
     assert packed["targets"].tolist() == [[6, 7, IGNORE_INDEX, 9, IGNORE_INDEX]]
     assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert shifted_targets([IGNORE_INDEX, 4, 5]) == [4, 5, IGNORE_INDEX]
@@ -67,7 +90,8 @@ def test_logits_only_at_target_positions(model, rows):
     packed = pack(rows)
     with torch.no_grad():
         logits = forward_logits(model, packed)
-    assert logits.shape[0] == count_targets(packed) < packed["input_ids"].shape[1]
+        assert logits.shape[1] == count_targets(packed) < packed["input_ids"].shape[1]
+        assert target_logits(model, pack(rows, 1)).shape[0] == count_targets(packed)
 
 
 def test_epoch_order_is_a_pure_function_of_seed_and_epoch():

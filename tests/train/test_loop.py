@@ -38,9 +38,9 @@ def test_same_seed_same_curve_and_each_epoch_reshuffles(tiny_config, tiny_datase
     seen = []
     real = loop.make_batch
 
-    def spy(rows, pad_id, packed):
+    def spy(rows, *args):
         seen.append(tuple(r["source"] for r in rows))
-        return real(rows, pad_id, packed)
+        return real(rows, *args)
 
     monkeypatch.setattr(loop, "make_batch", spy)
     cfg = tiny_config.train.model_copy(update={"epochs": 2, "batch_size": 2})

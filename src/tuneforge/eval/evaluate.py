@@ -214,7 +214,10 @@ def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artif
                         "or pass a dataset")
     # Each artifact is verified (every file re-hashed) once here, not again for parents and history.
     artifacts = {model_ref: load_artifact(model_ref)} if is_artifact(model_ref) else {}
-    adapter = artifacts[model_ref] if model_ref in artifacts and artifacts[model_ref].kind == "adapter" else None
+    # An adapter, or a fully fine-tuned model artifact: both name their base model in the manifest.
+    adapter = artifacts.get(model_ref)
+    if adapter is not None and (adapter.kind not in ("adapter", "model") or "base_model" not in adapter.manifest):
+        adapter = None
     refs = [model_ref]
     base = str(adapter.manifest["base_model"]) if adapter is not None and cfg.compare_base else None
     if base:

@@ -37,22 +37,36 @@ def shifted_targets(labels: Sequence[int]) -> list[int]:
     return [*labels[1:], IGNORE_INDEX]
 
 
-def pack(rows: Sequence[Row]) -> dict[str, Any]:
-    """One row: input_ids, position_ids (restarting per example) and per-example shifted targets."""
+def pack(rows: Sequence[Row], capacity: int | None = None) -> dict[str, Any]:
+    """Pack examples into rows of at most `capacity` tokens (first-fit decreasing; default: one row).
+
+    Each row holds input_ids, position_ids restarting per example, and per-example shifted
+    targets; the tail of a short row is padding that forms its own segment and carries no target.
+    On CPU one row per micro-batch with eager attention measured fastest (docs/benchmarks.md);
+    a capacity (never below the longest example) bounds attention's quadratic cost for big batches.
+    """
     import torch
 
-    ids: list[int] = []
-    positions: list[int] = []
-    targets: list[int] = []
-    for row in rows:
-        ids.extend(row["input_ids"])
-        positions.extend(range(len(row["input_ids"])))
-        targets.extend(shifted_targets(row["labels"]))
-    return {
-        "input_ids": torch.tensor([ids]),
-        "position_ids": torch.tensor([positions]),
-        "targets": torch.tensor([targets]),
-    }
+    from tuneforge.data.packing import plan_packing
+
+    lengths = [len(r["input_ids"]) for r in rows]
+    capacity = max([*lengths, capacity]) if capacity else sum(lengths)
+    bins = plan_packing(lengths, capacity)["bins"] if len(rows) > 1 else [[0]]
+    width = max(sum(lengths[i] for i in b) for b in bins)
+    input_ids = torch.zeros((len(bins), width), dtype=torch.long)
+    positions = torch.zeros((len(bins), width), dtype=torch.long)
+    targets = torch.full((len(bins), width), IGNORE_INDEX, dtype=torch.long)
+    for r, members in enumerate(bins):
+        at = 0
+        for i in sorted(members):
+            n = lengths[i]
+            input_ids[r, at : at + n] = torch.tensor(rows[i]["input_ids"])
+            positions[r, at : at + n] = torch.arange(n)
+            targets[r, at : at + n] = torch.tensor(shifted_targets(rows[i]["labels"]))
+            at += n
+        positions[r, at:] = torch.arange(width - at)
+    return {"input_ids": input_ids, "position_ids": positions, "targets": targets,
+            "real_tokens": torch.tensor(sum(lengths))}
 
 
 def pad(rows: Sequence[Row], pad_token_id: int) -> dict[str, Any]:
@@ -71,8 +85,9 @@ def pad(rows: Sequence[Row], pad_token_id: int) -> dict[str, Any]:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "targets": targets}
 
 
-def make_batch(rows: Sequence[Row], pad_token_id: int, packed: bool) -> dict[str, Any]:
-    return pack(rows) if packed else pad(rows, pad_token_id)
+def make_batch(rows: Sequence[Row], pad_token_id: int, packed: bool,
+               pack_length: int | None = None) -> dict[str, Any]:
+    return pack(rows, pack_length) if packed else pad(rows, pad_token_id)
 
 
 def count_targets(batch: dict[str, Any]) -> int:
@@ -83,19 +98,27 @@ def real_tokens(batch: dict[str, Any]) -> int:
     """Non-padding tokens in the batch."""
     if "attention_mask" in batch:
         return int(batch["attention_mask"].sum())
-    return int(batch["input_ids"].numel())
+    return int(batch["real_tokens"])
 
 
 def forward_logits(model, batch: dict[str, Any]):
     """Logits aligned with `batch['targets']`: (N, V) at target positions for packed rows, else (B, T, V)."""
     if "position_ids" in batch:
-        keep = (batch["targets"][0] != IGNORE_INDEX).nonzero().flatten()
+        # Only positions where some row has a target go through the vocabulary projection.
+        keep = (batch["targets"] != IGNORE_INDEX).any(0).nonzero().flatten()
         out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
                     logits_to_keep=keep)
-        return out.logits[0]
+        return out.logits  # (rows, len(keep), V)
     width = batch["input_ids"].shape[1]
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
     return logits[:, -width:]  # prompt tuning prepends virtual tokens
+
+
+def target_logits(model, batch: dict[str, Any]):
+    """(N, V) logits at exactly the batch's N target positions (packed batches only)."""
+    logits = forward_logits(model, batch)
+    targets = batch["targets"]
+    return logits[targets[:, (targets != IGNORE_INDEX).any(0)] != IGNORE_INDEX]
 
 
 def batch_loss(model, batch: dict[str, Any]):
@@ -105,7 +128,7 @@ def batch_loss(model, batch: dict[str, Any]):
     logits = forward_logits(model, batch)
     targets = batch["targets"]
     if "position_ids" in batch:
-        targets = targets[0][targets[0] != IGNORE_INDEX]
+        targets = targets[:, (targets != IGNORE_INDEX).any(0)]
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
 

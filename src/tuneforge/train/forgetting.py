@@ -22,7 +22,7 @@ from tuneforge.data.formats import load_rows
 from tuneforge.data.template import tokenize_row
 from tuneforge.models import LoadedModel
 from tuneforge.models.generate import SamplingParams, generate_chat
-from tuneforge.train.batching import forward_logits, pack, to_device
+from tuneforge.train.batching import pack, target_logits, to_device
 
 GENERAL_PROMPTS = "general_prompts.jsonl"
 
@@ -105,7 +105,7 @@ class KLToBase:
 
         batch = to_device(self.batches[step % len(self.batches)], device)
         with torch.no_grad(), self._reference(model) as reference:
-            base = forward_logits(reference, batch).float()
-        tuned = forward_logits(model, batch).float()
+            base = target_logits(reference, batch).float()
+        tuned = target_logits(model, batch).float()
         kl = F.kl_div(F.log_softmax(tuned, -1), F.log_softmax(base, -1), log_target=True, reduction="batchmean")
         return self.weight * kl

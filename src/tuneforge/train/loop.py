@@ -80,6 +80,24 @@ def lr_lambda(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def set_attention(model, implementation: str) -> None:
+    try:
+        model.set_attn_implementation(implementation)
+    except (AttributeError, ValueError, ImportError) as exc:
+        raise ConfigError(f"train.attention: {type(model).__name__} cannot use {implementation!r} ({exc})") from exc
+
+
+def frozen_to(model, dtype) -> None:
+    """Hold frozen floating-point weights in the autocast dtype; trainable ones stay fp32.
+
+    Autocast would cast every frozen fp32 weight to bf16 on each forward anyway; storing them in
+    bf16 skips those copies and halves the base model's memory. Adapters keep fp32 master weights.
+    """
+    for param in model.parameters():
+        if not param.requires_grad and param.is_floating_point():
+            param.data = param.data.to(dtype)
+
+
 def check_dataset(dataset: Artifact, tokenizer, model_name: str) -> None:
     """Refuse a data artifact built for another tokenizer or chat template; the manifest says which."""
     built_for = dataset.manifest.get("tokenizer", "another model")
@@ -165,13 +183,17 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     if cfg.gradient_checkpointing and cfg.method != "qlora":
         loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         loaded.model.enable_input_require_grads()
+    attention = cfg.attention if cfg.attention != "auto" else ("sdpa" if device.type == "cuda" else "eager")
+    set_attention(loaded.model, attention)
     model = make_trainable(loaded, cfg)
+    amp_dtype = _autocast_dtype(cfg)
+    if amp_dtype is not None and cfg.method not in ("full", "qlora"):
+        frozen_to(model, amp_dtype)
     if cfg.method != "qlora":
         model = model.to(device)
     packed = cfg.packing and cfg.method not in SOFT_PROMPT
     params = trainable_parameters(model)
     trainable = sum(p.numel() for p in params)
-    amp_dtype = _autocast_dtype(cfg)
 
     lengths = [len(r["input_ids"]) for r in train_rows]
     target_share = sum(count_targets(make_batch([r], 0, True)) for r in train_rows[:256]) / max(
@@ -243,8 +265,8 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
                 micro = micro_batches(train_rows, epoch_order(len(train_rows), cfg.seed, state.epoch), batch_size)
                 model.train()
                 while state.micro < len(micro) and state.step < total_steps:
-                    group = [make_batch(rows, pad_id, packed) for rows in micro[state.micro : state.micro +
-                                                                                  cfg.grad_accum]]
+                    chunk = micro[state.micro : state.micro + cfg.grad_accum]
+                    group = [make_batch(rows, pad_id, packed, cfg.pack_length) for rows in chunk]
                     state.micro += len(group)
                     n_targets = sum(count_targets(b) for b in group)
                     if n_targets == 0:
