@@ -232,6 +232,7 @@ def bench_train(
     model: Annotated[str, typer.Option(help="Base model.")] = "smollm2-135m",
     rows: Annotated[int | None, typer.Option(help="Train on the first N training rows (default all).")] = 160,
     epochs: Annotated[int, typer.Option(min=1)] = 1,
+    qlora: Annotated[bool, typer.Option("--qlora", help="Also run tuneforge's recipe as QLoRA (memory row).")] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="Working folder for both runs.")] = Path(
         "runs/bench-train"),
 ) -> None:
@@ -251,7 +252,7 @@ def bench_train(
                 raise typer.BadParameter("no --dataset given and the example pipeline is not in this checkout")
             cfg = load_pipeline(example)
             prepare(cfg.data, cfg.model.model_copy(update={"name": model}), dataset)
-    results = run_bench(dataset, model, rows, epochs, output)
+    results = run_bench(dataset, model, rows, epochs, output, qlora=qlora)
     table = render(results)
     (output / "results.md").write_text(table + "\n")
     console.print(table)

@@ -8,12 +8,14 @@
     micro-batches of 8 examples, logits only at target positions, bf16 autocast, cosine).
 
 Both see the same rows for the same number of epochs, so the same real (non-padding) tokens.
-Each runs in its own child process, so peak RSS is that recipe's alone. Printed: real tokens/s,
-peak RSS, held-out loss (fp32, same function for both) and the ratios.
+Each runs in its own child process, so peak RSS (read when training ends, before the held-out
+evaluation) is that recipe's alone. Printed: real tokens/s, peak RSS, held-out loss (fp32, same
+function for both) and the ratios.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import resource
 import subprocess
@@ -67,14 +69,15 @@ def run_textbook(dataset_path: Path, model_name: str, rows: int | None, epochs: 
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    peak = _peak_rss_gib()  # training's peak, before the held-out evaluation
     return {"recipe": "textbook", "real_tokens": real * epochs, "padded_tokens": len(records) * PAD_TO * epochs,
             "seconds": seconds, "tokens_per_second": real * epochs / seconds,
             "held_out_loss": _held_out(model, read_split(dataset, "validation"), pad_id),
-            "peak_rss_gib": _peak_rss_gib()}
+            "peak_rss_gib": peak}
 
 
 def run_tuneforge(dataset_path: Path, model_name: str, rows: int | None, epochs: int, lr: float,
-                  warmup_ratio: float, workdir: Path) -> dict[str, Any]:
+                  warmup_ratio: float, workdir: Path, method: str = "lora") -> dict[str, Any]:
     from tuneforge.core.artifacts import create_artifact, load_artifact
     from tuneforge.core.config import ModelConfig, TrainConfig
     from tuneforge.data.prepare import read_split
@@ -91,18 +94,25 @@ def run_tuneforge(dataset_path: Path, model_name: str, rows: int | None, epochs:
             writer.extra.update({k: dataset.manifest[k] for k in ("tokenizer", "tokenizer_hash",
                                                                   "chat_template_hash") if k in dataset.manifest})
         dataset = load_artifact(subset, kind="dataset")
-    cfg = TrainConfig(epochs=epochs, lr=lr, warmup_ratio=warmup_ratio)
-    artifact = train(dataset, ModelConfig(name=model_name), cfg, workdir / "tuneforge")
+    cfg = TrainConfig(epochs=epochs, lr=lr, warmup_ratio=warmup_ratio, method=method)  # type: ignore[arg-type]
+    artifact = train(dataset, ModelConfig(name=model_name), cfg, workdir / f"tuneforge-{method}")
     assert artifact is not None
+    peak = _peak_rss_gib()  # training's peak, before the held-out evaluation loads the adapter again
+    gc.collect()
     m = artifact.metrics
     tuned = load(str(artifact.path))
-    return {"recipe": "tuneforge", "real_tokens": m["tokens_seen"], "padded_tokens": m["tokens_seen"],
+    recipe = "tuneforge" if method == "lora" else f"tuneforge {method}"
+    return {"recipe": recipe, "real_tokens": m["tokens_seen"], "padded_tokens": m["tokens_seen"],
             "seconds": m["train_seconds"], "tokens_per_second": m["tokens_seen"] / m["train_seconds"],
             "held_out_loss": _held_out(tuned.model, read_split(dataset, "validation"), tuned.tokenizer.pad_token_id),
-            "peak_rss_gib": _peak_rss_gib()}
+            "peak_rss_gib": peak}
 
 
-RECIPES = {"textbook": run_textbook, "tuneforge": run_tuneforge}
+def _qlora(*args: Any) -> dict[str, Any]:
+    return run_tuneforge(*args, method="qlora")
+
+
+RECIPES = {"textbook": run_textbook, "tuneforge": run_tuneforge, "qlora": _qlora}
 
 
 def child_main(argv: list[str]) -> None:
@@ -113,11 +123,11 @@ def child_main(argv: list[str]) -> None:
 
 
 def run_bench(dataset: Path, model: str, rows: int | None, epochs: int, workdir: Path,
-              lr: float = 2e-4, warmup_ratio: float = 0.05) -> list[dict[str, Any]]:
-    """Run both recipes, each in a fresh child process; returns their result dicts (textbook first)."""
+              lr: float = 2e-4, warmup_ratio: float = 0.05, qlora: bool = False) -> list[dict[str, Any]]:
+    """Run the recipes, each in a fresh child process; returns their result dicts (textbook first)."""
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    for recipe in RECIPES:
+    for recipe in ["textbook", "tuneforge", *(["qlora"] if qlora else [])]:
         out = workdir / f"{recipe}.json"
         subprocess.run([sys.executable, "-m", "tuneforge.bench.train", recipe, str(dataset), model,
                         str(rows) if rows else "all", str(epochs), str(lr), str(warmup_ratio), str(workdir),
@@ -127,7 +137,7 @@ def run_bench(dataset: Path, model: str, rows: int | None, epochs: int, workdir:
 
 
 def render(results: list[dict[str, Any]]) -> str:
-    base, ours = results
+    base, ours = results[:2]
     lines = ["| recipe | real tokens | padded tokens | seconds | real tokens/s | peak RSS GiB | held-out loss |",
              "|---|---|---|---|---|---|---|"]
     for r in results:

@@ -286,9 +286,9 @@ class TrainConfig(_Section):
         None, ge=16, description="Packed row length limit (default: a micro-batch is one row; never below its "
         "longest example)."
     )
-    attention: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        "auto", description="Attention kernel for training; auto = eager on CPU (measured fastest for packed "
-        "rows), sdpa on CUDA."
+    attention: Literal["auto", "segments", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel for training; auto = segments on CPU (attention per packed example, "
+        "no L×L mask; measured fastest), sdpa on CUDA."
     )
     seed: int = Field(0, description="Seed of initialisation, dropout and data order.")
     eval_every: int | None = Field(None, ge=1, description="Validate every N steps (default: each epoch).")

@@ -25,6 +25,7 @@ from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.prepare import read_split
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
 from tuneforge.train import checkpoint as ckpt
+from tuneforge.train.attention import register as register_segments
 from tuneforge.train.batching import (
     batch_loss,
     count_targets,
@@ -183,8 +184,8 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     if cfg.gradient_checkpointing and cfg.method != "qlora":
         loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         loaded.model.enable_input_require_grads()
-    attention = cfg.attention if cfg.attention != "auto" else ("sdpa" if device.type == "cuda" else "eager")
-    set_attention(loaded.model, attention)
+    attention = cfg.attention if cfg.attention != "auto" else ("sdpa" if device.type == "cuda" else "segments")
+    set_attention(loaded.model, register_segments() if attention == "segments" else attention)
     model = make_trainable(loaded, cfg)
     amp_dtype = _autocast_dtype(cfg)
     if amp_dtype is not None and cfg.method not in ("full", "qlora"):
