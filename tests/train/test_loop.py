@@ -51,3 +51,24 @@ def test_same_seed_same_curve_and_each_epoch_reshuffles(tiny_config, tiny_datase
         str(tmp_path / "b"), str(tmp_path / "a"))
     per_epoch = len(first) // 2
     assert first[:per_epoch] != first[per_epoch : 2 * per_epoch]  # a new order each epoch
+
+
+def test_early_stopping_keeps_the_best_weights(tiny_config, tiny_dataset, tmp_path):
+    """A learning rate that first helps then overshoots: training stops and the best validation's weights are saved."""
+    from tuneforge.core.config import TrainConfig
+    from tuneforge.data.prepare import read_split
+    from tuneforge.train.batching import evaluate_loss
+    from tuneforge.train.loop import train
+
+    cfg = TrainConfig.model_validate({**tiny_config.train.model_dump(), "epochs": 40, "lr": 0.3,
+                                      "schedule": "constant", "warmup_ratio": 0.0, "batch_size": 2,
+                                      "eval_every": 1, "early_stopping_patience": 2})
+    artifact = train(tiny_dataset, tiny_config.model, cfg, tmp_path / "es")
+    m = artifact.metrics
+    assert m["stopped_early"] and m["steps"] < 40 * 5
+    vals = [e["val_loss"] for e in m["epochs"]]
+    assert m["best_val_loss"] == min(vals) and m["val_loss"] == min(vals)
+    assert vals[-1] > min(vals) and m["best_step"] < m["steps"]
+    # The saved adapter is the best one, not the last.
+    got = evaluate_loss(load(str(artifact.path)).model, read_split(tiny_dataset, "validation"), 2, 2, packed=True)
+    assert abs(got["loss"] - min(vals)) < 0.05

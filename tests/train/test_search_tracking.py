@@ -70,8 +70,9 @@ def test_memory_plan_auto_batch(tiny):
     assert ckpt.activations < full.activations
 
 
-def test_replay_and_kl_keep_the_model_closer_to_base(tiny_config, tiny_dataset, tmp_path):
-    """KL + replay on general data: the tuned model's general-data loss under the base's answers stays lower."""
+@pytest.mark.parametrize("methods", [["replay", "kl"], ["ewc"]])
+def test_anti_forgetting_keeps_the_model_closer_to_base(methods, tiny_config, tiny_dataset, tmp_path):
+    """On general data (the base's own answers) the guarded model's loss stays lower than the unguarded one's."""
     from tuneforge.data.prepare import read_split
     from tuneforge.models import load
     from tuneforge.train.batching import evaluate_loss
@@ -80,7 +81,7 @@ def test_replay_and_kl_keep_the_model_closer_to_base(tiny_config, tiny_dataset, 
 
     base = tiny_config.train.model_copy(update={"epochs": 4, "lr": 0.03})
     guarded = TrainConfig.model_validate({**base.model_dump(), "forgetting": {
-        "methods": ["replay", "kl"], "kl_weight": 2.0, "replay_ratio": 0.5, "max_rows": 16}})
+        "methods": methods, "kl_weight": 2.0, "replay_ratio": 0.5, "max_rows": 16, "ewc_weight": 1e6}})
     plain = train(tiny_dataset, tiny_config.model, base, tmp_path / "plain")
     kept = train(tiny_dataset, tiny_config.model, guarded, tmp_path / "kept")
     general = general_rows(load("tiny-random-llama"), guarded.forgetting, 128)
@@ -89,7 +90,8 @@ def test_replay_and_kl_keep_the_model_closer_to_base(tiny_config, tiny_dataset, 
         return evaluate_loss(load(str(path)).model, general, 2, 4, packed=True)["loss"]
 
     assert general_loss(kept.path) < general_loss(plain.path)
-    assert kept.metrics["tokens_seen"] > plain.metrics["tokens_seen"]  # replay rows were trained on
+    if "replay" in methods:
+        assert kept.metrics["tokens_seen"] > plain.metrics["tokens_seen"]  # replay rows were trained on
     domain = read_split(tiny_dataset, "validation")
     assert evaluate_loss(load(str(kept.path)).model, domain, 2, 4, True)["loss"] < 11.0
 

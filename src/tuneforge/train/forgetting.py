@@ -109,3 +109,40 @@ class KLToBase:
         tuned = target_logits(model, batch).float()
         kl = F.kl_div(F.log_softmax(tuned, -1), F.log_softmax(base, -1), log_target=True, reduction="batchmean")
         return self.weight * kl
+
+
+class EWC:
+    """Elastic weight consolidation: (λ/2) Σᵢ Fᵢ (θᵢ − θᵢ*)² with a diagonal Fisher from general rows.
+
+    Fᵢ is the mean squared gradient of the per-token loss over the general batches, taken once
+    at the start (θ* = the weights before training, in eval mode so dropout draws no random numbers).
+    """
+
+    def __init__(self, model, rows: list[dict[str, Any]], batch_size: int, weight: float, device,
+                 autocast_dtype=None) -> None:
+        import torch
+
+        from tuneforge.train.batching import batch_loss, count_targets
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        fisher = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+        batches = [pack(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        was_training = model.training
+        model.eval()
+        for batch in batches:
+            model.zero_grad(set_to_none=True)
+            batch = to_device(batch, device)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                loss = batch_loss(model, batch) / max(1, count_targets(batch))
+            loss.backward()
+            for f, p in zip(fisher, params, strict=True):
+                if p.grad is not None:
+                    f += p.grad.detach().float() ** 2
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        self.terms = [(p, f / len(batches), p.detach().clone()) for p, f in zip(params, fisher, strict=True)]
+        self.weight = weight
+
+    def loss(self):
+        total = sum(((f * (p.float() - anchor.float()) ** 2).sum() for p, f, anchor in self.terms))
+        return 0.5 * self.weight * total

@@ -36,7 +36,7 @@ from tuneforge.train.batching import (
     real_tokens,
     to_device,
 )
-from tuneforge.train.forgetting import KLToBase, general_rows, replay_mix
+from tuneforge.train.forgetting import EWC, KLToBase, general_rows, replay_mix
 from tuneforge.train.memory import available_bytes, plan_batch
 from tuneforge.train.methods import (
     SOFT_PROMPT,
@@ -208,6 +208,8 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     kl = KLToBase(model, general, batch_size, cfg.forgetting.kl_weight) if "kl" in cfg.forgetting.methods else None
+    ewc = (EWC(model, general, batch_size, cfg.forgetting.ewc_weight, device, amp_dtype)
+           if "ewc" in cfg.forgetting.methods else None)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     root = ckpt.checkpoint_dir(output)
@@ -284,6 +286,8 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
                             loss = summed * (0.0 if idle else world / n_targets)
                             if kl is not None and i == 0:
                                 loss = loss + kl.loss(model, state.step, device)
+                            if ewc is not None and i == 0:
+                                loss = loss + ewc.loss()
                             accelerator.backward(loss)
                         ce_sum += summed.detach() * (0 if idle else 1)
                     step_loss = float(accelerator.reduce(ce_sum, "sum")) / n_targets
