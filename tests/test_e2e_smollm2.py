@@ -16,7 +16,7 @@ def test_smollm2_train_eval_serve(tmp_path):
     from tuneforge.data.prepare import prepare
     from tuneforge.eval.evaluate import run_eval
     from tuneforge.pipeline import start_server, stop_server
-    from tuneforge.train.lora import train
+    from tuneforge.train.loop import train
 
     questions = tmp_path / "q.jsonl"
     questions.write_text("\n".join((DEMO / "heldout.jsonl").read_text().splitlines()[:4]) + "\n")
