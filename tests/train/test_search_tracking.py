@@ -61,10 +61,10 @@ def test_memory_plan_refuses_with_the_knobs_that_fit(tiny_config, tiny_dataset, 
 def test_memory_plan_auto_batch(tiny):
     from tuneforge.train.memory import GiB, plan_batch
 
-    small = plan_batch(tiny.model, 1000, "auto", 128, 0.5, 2, False, "cpu", int(1.0 * GiB))
+    small = plan_batch(tiny.model, 1000, "auto", 128, 0.5, 2, False, "cpu", int(1.3 * GiB))
     large = plan_batch(tiny.model, 1000, "auto", 128, 0.5, 2, False, "cpu", 4 * GiB)
     assert 1 <= small.batch_size < large.batch_size == 64
-    assert small.total <= 1.0 * GiB
+    assert small.total <= 1.3 * GiB
     ckpt = plan_batch(tiny.model, 1000, 8, 2048, 0.5, 2, True, "cpu", 64 * GiB)
     full = plan_batch(tiny.model, 1000, 8, 2048, 0.5, 2, False, "cpu", 64 * GiB)
     assert ckpt.activations < full.activations

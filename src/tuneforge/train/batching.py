@@ -16,7 +16,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from tuneforge.models.lm import IGNORE_INDEX
+from tuneforge.models.lm import IGNORE_INDEX, collate
 
 Row = dict[str, Any]
 
@@ -73,16 +73,10 @@ def pad(rows: Sequence[Row], pad_token_id: int) -> dict[str, Any]:
     """Right-padded rows with an attention mask and shifted targets (B, T)."""
     import torch
 
-    width = max(len(r["input_ids"]) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        input_ids[i, :n] = torch.tensor(row["input_ids"])
-        targets[i, :n] = torch.tensor(shifted_targets(row["labels"]))
-        attention_mask[i, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "targets": targets}
+    batch = collate(rows, pad_token_id)
+    labels = batch.pop("labels")
+    batch["targets"] = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1)
+    return batch
 
 
 def make_batch(rows: Sequence[Row], pad_token_id: int, packed: bool,

@@ -37,7 +37,7 @@ from tuneforge.train.batching import (
     to_device,
 )
 from tuneforge.train.forgetting import EWC, KLToBase, general_rows, replay_mix
-from tuneforge.train.memory import available_bytes, plan_batch
+from tuneforge.train.memory import available_bytes, plan_batch, weight_bytes
 from tuneforge.train.methods import (
     SOFT_PROMPT,
     load_base,
@@ -188,6 +188,7 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     set_attention(loaded.model, register_segments() if attention == "segments" else attention)
     model = make_trainable(loaded, cfg)
     amp_dtype = _autocast_dtype(cfg)
+    loaded_bytes = weight_bytes(model)
     if amp_dtype is not None and cfg.method not in ("full", "qlora"):
         frozen_to(model, amp_dtype)
     if cfg.method != "qlora":
@@ -201,7 +202,7 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
         1, sum(lengths[:256]))
     memory = plan_batch(model, trainable, cfg.batch_size, _percentile(lengths, 0.9), target_share,
                         2 if amp_dtype is not None else 4, cfg.gradient_checkpointing, device.type,
-                        available_bytes(device.type, cfg.memory_limit_gb))
+                        available_bytes(device.type, cfg.memory_limit_gb), weights=loaded_bytes)
     batch_size = memory.batch_size
     per_epoch, total_steps = plan_steps(len(train_rows), cfg, batch_size)
 

@@ -1,14 +1,15 @@
 """Memory plan: estimate peak training memory before the first step, pick a batch size that fits.
 
 The estimate adds, in bytes:
-- weights as loaded (4-bit weights count their packed size),
+- weights as loaded (before frozen weights are cast to bf16: the allocator keeps that peak;
+  4-bit weights count their packed size),
 - per trainable parameter: fp32 gradient + AdamW's two moments (12 bytes),
 - activations saved for backward, per token per layer: ~(10·hidden + 4·intermediate) values in the
   autocast dtype plus attention scores (heads × sequence length) — one layer's worth only when
   gradient checkpointing is on, plus the hidden state at every layer boundary,
 - the vocabulary projection at target positions: logits, their fp32 copy and gradient (10 bytes × vocab),
 - a fixed runtime overhead (CUDA context or the CPU process's libraries).
-It is deliberately simple and a little pessimistic; `docs/training.md` compares it with measured peaks.
+It is deliberately simple; `docs/training.md` compares it with measured peaks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from tuneforge.core.errors import TrainError
 
 GiB = 1024**3
-CPU_OVERHEAD = int(0.9 * GiB)  # torch + transformers + tokenizer resident set
+CPU_OVERHEAD = int(1.2 * GiB)  # torch/transformers/peft imports, tokenizer, allocator slack (calibrated)
 CUDA_OVERHEAD = int(0.5 * GiB)
 
 
@@ -46,7 +47,7 @@ class MemoryPlan:
                 f"at batch {self.batch_size} × ~{self.tokens_per_batch // max(self.batch_size, 1)} tokens")
 
 
-def _weight_bytes(model) -> int:
+def weight_bytes(model) -> int:
     total = 0
     for p in model.parameters():
         total += p.numel() * p.element_size()
@@ -56,7 +57,7 @@ def _weight_bytes(model) -> int:
 
 
 def estimate(model, trainable: int, batch_size: int, seq_len: int, target_share: float, act_bytes: int,
-             gradient_checkpointing: bool, device_type: str) -> MemoryPlan:
+             gradient_checkpointing: bool, device_type: str, weights: int | None = None) -> MemoryPlan:
     """Peak-memory estimate for one micro-batch of `batch_size` examples of `seq_len` tokens."""
     cfg: Any = getattr(model, "config", None)
     cfg = getattr(cfg, "text_config", None) or cfg
@@ -73,7 +74,8 @@ def estimate(model, trainable: int, batch_size: int, seq_len: int, target_share:
         activations = tokens * layers * per_layer_token
     logits = int(tokens * target_share) * vocab * 10
     overhead = CUDA_OVERHEAD if device_type == "cuda" else CPU_OVERHEAD
-    return MemoryPlan(_weight_bytes(model), trainable * 12, activations, logits, overhead, batch_size, tokens)
+    held = weights if weights is not None else weight_bytes(model)
+    return MemoryPlan(held, trainable * 12, activations, logits, overhead, batch_size, tokens)
 
 
 def available_bytes(device_type: str, limit_gb: float | None) -> int:
@@ -91,13 +93,14 @@ def available_bytes(device_type: str, limit_gb: float | None) -> int:
 
 
 def plan_batch(model, trainable: int, requested: int | str, seq_len: int, target_share: float, act_bytes: int,
-               gradient_checkpointing: bool, device_type: str, budget: int, max_auto: int = 64) -> MemoryPlan:
+               gradient_checkpointing: bool, device_type: str, budget: int, max_auto: int = 64,
+               weights: int | None = None) -> MemoryPlan:
     """The plan for the requested batch size, or for 'auto' the largest power of two ≤ max_auto that fits.
 
     Raises TrainError with the knobs that would fit when nothing does.
     """
     def plan(b: int, ckpt: bool = gradient_checkpointing) -> MemoryPlan:
-        return estimate(model, trainable, b, seq_len, target_share, act_bytes, ckpt, device_type)
+        return estimate(model, trainable, b, seq_len, target_share, act_bytes, ckpt, device_type, weights)
 
     if requested == "auto":
         chosen = None
