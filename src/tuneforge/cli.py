@@ -34,6 +34,9 @@ app.add_typer(config_app, name="config")
 bench_app = typer.Typer(help="Benchmarks: a baseline and tuneforge in one run, ratios printed.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+compress_app = typer.Typer(help="Compress a tuned model; every step is parity-checked against its parent.",
+                           no_args_is_help=True)
+app.add_typer(compress_app, name="compress")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose sections this command uses.")
@@ -223,6 +226,29 @@ def train_cmd(
     artifact = train(data, cfg.model, cfg.train, output, resume=resume)
     if artifact is not None:
         console.print(f"{artifact.kind} artifact → {artifact.path}")
+
+
+@compress_app.command("merge")
+def compress_merge(
+    adapter: Annotated[Path, typer.Argument(help="Adapter artifact (lora, dora, qlora or ia3).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
+    base: Annotated[str | None, typer.Option(
+        help="Base to merge into (default: the one in the adapter's manifest; must have the same weights).")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Fold an adapter into its base's weights, check the result against the adapter, write a model artifact.
+
+    The parity check (compress.parity) compares greedy answers and logits on a fixed prompt set; a
+    failure writes nothing and exits 1 with the report.
+
+    Example:  tuneforge compress merge runs/cs/adapter -o runs/cs/merged --set compress.dtype=bfloat16
+    """
+    from tuneforge.compress.merge import merge
+
+    cfg = _config(config, overrides)
+    artifact = merge(adapter, output, cfg.compress, base=base)
+    console.print(f"model artifact → {artifact.path}")
 
 
 @bench_app.command("train")

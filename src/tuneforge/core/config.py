@@ -316,6 +316,30 @@ class TrainConfig(_Section):
         return value
 
 
+class ParityConfig(_Section):
+    """How a compressed model is checked against the model it was made from."""
+
+    prompts: Path | None = Field(
+        None, description="JSONL of prompts ({question} or {messages} rows, or plain-text lines); default: "
+        "the 60 shipped general prompts."
+    )
+    max_prompts: int = Field(32, ge=1, description="At most this many prompts are compared.")
+    max_new_tokens: int = Field(32, ge=1, le=1024, description="Greedy tokens generated per prompt.")
+    min_agreement: float = Field(
+        0.9, ge=0.0, le=1.0, description="Share of prompts whose greedy continuation must equal the parent's."
+    )
+    max_mean_logit_diff: float = Field(
+        0.05, ge=0.0, description="Largest allowed mean |Δlogit| (teacher-forced on the parent's continuation)."
+    )
+
+
+class CompressConfig(_Section):
+    """`tuneforge compress`: offline transforms of a tuned model, each checked against its parent."""
+
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of merged weights.")
+    parity: ParityConfig = Field(default_factory=ParityConfig)
+
+
 class JudgeConfig(_Section):
     """LLM-as-judge through any OpenAI-compatible endpoint."""
 
@@ -384,6 +408,7 @@ class PipelineConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
 
     @field_validator("stages")
     @classmethod
@@ -498,6 +523,7 @@ def load_pipeline(path: str | Path | None, overrides: list[str] | None = None,
     _resolve_paths(config.data, base)
     _resolve_paths(config.eval, base)
     _resolve_paths(config.train, base)
+    _resolve_paths(config.compress, base)
     return config
 
 

@@ -23,3 +23,7 @@ class ModelLoadError(TuneforgeError):
 
 class TrainError(TuneforgeError):
     """Training could not go on (resume mismatch, memory plan, failed checkpoint)."""
+
+
+class CompressError(TuneforgeError):
+    """A compression step was refused or failed its parity check against its parent."""

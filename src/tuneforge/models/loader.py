@@ -326,3 +326,30 @@ def _load_from_hub(ref: str, torch_dtype) -> LoadedModel:
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
     return LoadedModel(model.eval(), _prepare_tokenizer(tokenizer), ref, "hub")
+
+
+def fingerprint(ref: str | Path) -> str:
+    """A short hash identifying a model's weights from their source, without loading them.
+
+    Built-ins hash their source (the GGUF's sha256; the tiny model's config and seed), artifacts
+    give their content hash, Hugging Face folders hash their weight files. Adapters record their
+    base's fingerprint so a merge into another base is refused.
+    """
+    import hashlib
+    import json
+
+    ref = str(ref)
+    if ref == SMOLLM2:
+        return f"gguf:{_smollm2_key(smollm2_gguf_path())}"
+    if ref == TINY:
+        return "tiny:" + hashlib.sha256(json.dumps(TINY_LLAMA, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(ref)
+    if is_artifact(path):
+        return f"artifact:{load_artifact(path, verify=False).content_hash[:16]}"
+    if (path / "config.json").is_file():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+        digest = hashlib.sha256()
+        for weights in files:
+            digest.update(f"{weights.name}:{sha256_file(weights)}".encode())
+        return f"folder:{digest.hexdigest()[:16]}"
+    return f"hub:{ref}"

@@ -24,6 +24,7 @@ from tuneforge.core.errors import ConfigError, TrainError
 from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.prepare import read_split
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
+from tuneforge.models.loader import fingerprint
 from tuneforge.train import checkpoint as ckpt
 from tuneforge.train.attention import register as register_segments
 from tuneforge.train.batching import (
@@ -413,7 +414,8 @@ def _write_output(output: Path, dataset: Artifact, model_cfg: ModelConfig, cfg: 
             _loss_curve(writer.path, state.history, state.evals)
         writer.metrics.update(metrics)
         base_ref = str(Path(model_cfg.name).absolute()) if Path(model_cfg.name).exists() else model_cfg.name
-        writer.extra.update({"base_model": base_ref, "method": cfg.method, "packed": packed,
+        writer.extra.update({"base_model": base_ref, "base_fingerprint": fingerprint(model_cfg.name),
+                             "method": cfg.method, "packed": packed,
                              "chat_template_hash": template_hash(tokenizer),
                              "tokenizer_hash": tokenizer_hash(tokenizer)})
     return load_artifact(output, kind=kind)

@@ -1,0 +1,124 @@
+"""Parity: does a compressed model still answer like the model it was made from?
+
+On a fixed prompt set, the parent answers greedily; the child answers greedily too, and both are
+run teacher-forced on prompt + the parent's answer. Reported: the share of prompts whose greedy
+continuations are identical, the token-level agreement, and the max/mean |Δlogit| over the
+parent's answer positions. A step fails when agreement or logit drift exceed `ParityConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tuneforge.core.config import ParityConfig
+from tuneforge.core.errors import ConfigError
+from tuneforge.models import LoadedModel
+from tuneforge.models.generate import render_prompt
+
+
+def load_prompts(cfg: ParityConfig) -> list[list[dict[str, str]]]:
+    """Conversations to compare on: the configured file or the shipped general prompts."""
+    if cfg.prompts is None:
+        from tuneforge.train.forgetting import shipped_prompts_path
+
+        path = shipped_prompts_path()
+    else:
+        path = Path(cfg.prompts)
+        if not path.is_file():
+            raise ConfigError(f"compress.parity.prompts: {path} does not exist")
+    conversations = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row: Any = json.loads(line)
+        except json.JSONDecodeError:
+            row = line
+        if isinstance(row, dict) and "messages" in row:
+            conversations.append([m for m in row["messages"] if m["role"] != "assistant"])
+        elif isinstance(row, dict) and "question" in row:
+            conversations.append([{"role": "user", "content": str(row["question"])}])
+        elif isinstance(row, str):
+            conversations.append([{"role": "user", "content": row}])
+        else:
+            raise ConfigError(f"{path}:{number}: expected a {{question}} or {{messages}} row or a line of text")
+    if not conversations:
+        raise ConfigError(f"{path}: no prompts")
+    return conversations[: cfg.max_prompts]
+
+
+def _greedy(loaded: LoadedModel, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+    import torch
+
+    device = next(loaded.model.parameters()).device
+    with torch.no_grad():
+        out = loaded.model.generate(input_ids=torch.tensor([prompt_ids], device=device), do_sample=False,
+                                    max_new_tokens=max_new_tokens, pad_token_id=loaded.tokenizer.pad_token_id,
+                                    attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long, device=device))
+    return out[0, len(prompt_ids):].tolist()
+
+
+def _logits(loaded: LoadedModel, ids: list[int]):
+    import torch
+
+    device = next(loaded.model.parameters()).device
+    with torch.no_grad():
+        return loaded.model(input_ids=torch.tensor([ids], device=device)).logits[0].float().cpu()
+
+
+def compare(parent: LoadedModel, child: LoadedModel, cfg: ParityConfig) -> dict[str, Any]:
+    """Parity metrics of `child` against `parent` and whether they are within tolerance."""
+    tokenizer = parent.tokenizer
+    same_prompts = token_matches = token_total = 0
+    max_diff, diff_sum, diff_count = 0.0, 0.0, 0
+    examples = []
+    conversations = load_prompts(cfg)
+    for conversation in conversations:
+        prompt_ids = tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False)["input_ids"]
+        want = _greedy(parent, prompt_ids, cfg.max_new_tokens)
+        got = _greedy(child, prompt_ids, cfg.max_new_tokens)
+        same_prompts += want == got
+        token_total += len(want)
+        token_matches += sum(a == b for a, b in zip(want, got, strict=False))
+        ids = prompt_ids + want
+        answer = slice(len(prompt_ids) - 1, len(ids) - 1)  # positions that predict the parent's answer
+        diff = (_logits(parent, ids)[answer] - _logits(child, ids)[answer]).abs()
+        if diff.numel():
+            max_diff = max(max_diff, float(diff.max()))
+            diff_sum += float(diff.mean(dim=-1).sum())
+            diff_count += diff.shape[0]
+        if want != got and len(examples) < 5:
+            examples.append({"prompt": conversation[-1]["content"], "parent": tokenizer.decode(want),
+                             "child": tokenizer.decode(got)})
+    report = {
+        "prompts": len(conversations),
+        "agreement": same_prompts / len(conversations),
+        "token_agreement": token_matches / token_total if token_total else 1.0,
+        "max_logit_diff": max_diff,
+        "mean_logit_diff": diff_sum / diff_count if diff_count else 0.0,
+        "min_agreement": cfg.min_agreement,
+        "max_mean_logit_diff": cfg.max_mean_logit_diff,
+        "disagreements": examples,
+    }
+    failures = []
+    if report["agreement"] < cfg.min_agreement:
+        failures.append(f"greedy agreement {report['agreement']:.3f} < compress.parity.min_agreement "
+                        f"{cfg.min_agreement}")
+    if report["mean_logit_diff"] > cfg.max_mean_logit_diff:
+        failures.append(f"mean |Δlogit| {report['mean_logit_diff']:.4f} > compress.parity.max_mean_logit_diff "
+                        f"{cfg.max_mean_logit_diff}")
+    report["passed"] = not failures
+    report["failures"] = failures
+    return report
+
+
+def describe(report: dict[str, Any]) -> str:
+    lines = [f"parity on {report['prompts']} prompts: greedy agreement {report['agreement']:.3f} "
+             f"(tokens {report['token_agreement']:.3f}), |Δlogit| mean {report['mean_logit_diff']:.5f} "
+             f"max {report['max_logit_diff']:.4f}"]
+    lines += [f"  FAILED: {f}" for f in report["failures"]]
+    for ex in report["disagreements"][:3]:
+        lines.append(f"  e.g. {ex['prompt']!r}: parent {ex['parent']!r} vs child {ex['child']!r}")
+    return "\n".join(lines)
