@@ -251,6 +251,27 @@ def compress_merge(
     console.print(f"model artifact → {artifact.path}")
 
 
+@compress_app.command("quantize")
+def compress_quantize(
+    model: Annotated[Path, typer.Argument(help="Model artifact (e.g. from `tuneforge compress merge`).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
+    method: Annotated[str, typer.Option(help="int8: weight-only, per output channel, bf16 activations.")] = "int8",
+    allow_requantize: Annotated[bool, typer.Option(
+        "--allow-requantize", help="Quantize an already quantized artifact (the error compounds).")] = False,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Quantize a model artifact's linear layers, check it against its parent, write a model artifact.
+
+    Example:  tuneforge compress quantize runs/cs/merged -o runs/cs/int8 && tuneforge serve runs/cs/int8
+    """
+    from tuneforge.compress.quantize import quantize
+
+    cfg = _config(config, overrides)
+    artifact = quantize(model, output, cfg.compress, method=method, allow_requantize=allow_requantize)
+    console.print(f"model artifact → {artifact.path}")
+
+
 @bench_app.command("train")
 def bench_train(
     dataset: Annotated[Path | None, typer.Option(

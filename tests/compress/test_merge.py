@@ -51,11 +51,11 @@ def test_parity_failure_writes_nothing(tiny_adapter, tmp_path, monkeypatch):
 
     real = merge_module.compare
 
-    def drifted(parent, child, cfg):
+    def drifted(parent, child, cfg, kind="lossless"):
         with torch.no_grad():
             for p in child.model.parameters():
                 p.add_(torch.randn_like(p) * 0.5)
-        return real(parent, child, cfg)
+        return real(parent, child, cfg, kind)
 
     monkeypatch.setattr(merge_module, "compare", drifted)
     cfg = CompressConfig(parity=ParityConfig(max_prompts=4, max_new_tokens=6))

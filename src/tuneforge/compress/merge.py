@@ -54,7 +54,7 @@ def merge(adapter_path: str | Path, output: str | Path, cfg: CompressConfig, bas
     merged = fresh.model.merge_and_unload().to(getattr(__import__("torch"), cfg.dtype)).eval()
     child = LoadedModel(merged, fresh.tokenizer, "merged", "merged")
     with console.status("parity check: merged model vs adapter"):
-        report = compare(parent, child, cfg.parity)
+        report = compare(parent, child, cfg.parity, "lossless" if cfg.dtype == "float32" else "lossy")
     console.print(describe(report))
     if not report["passed"]:
         raise CompressError(f"merge failed its parity check, nothing written:\n{describe(report)}")

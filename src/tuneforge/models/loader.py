@@ -281,6 +281,8 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
             else:
                 model = PeftModel.from_pretrained(base.model, str(path))
             return LoadedModel(model.eval(), base.tokenizer, ref, "artifact-adapter", base_ref=base_ref)
+        if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("operation") == "quantize":
+            return _load_quantized(path, ref)
         if artifact.kind == "model":
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
             tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
@@ -304,6 +306,28 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
         f"cannot resolve model {ref!r}: not a built-in name ({', '.join(BUILTIN)}), "
         "not an existing folder, not a hub id (org/name)"
     )
+
+
+def _load_quantized(path: Path, ref: str) -> LoadedModel:
+    """A weight-only int8 model artifact: the architecture from config.json, int8 layers rebuilt."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.models.int8 import QUANT_FILE, quantize_linears
+
+    spec = json.loads((path / QUANT_FILE).read_text())
+    config = AutoConfig.from_pretrained(path)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    quantize_linears(model, skip=(), dtype=torch.bfloat16, from_weights=False)
+    missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+    if unexpected or [k for k in missing if "rotary" not in k]:
+        raise ModelLoadError(f"{path}: quantized weights do not match the architecture "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+    return LoadedModel(model.eval(), tokenizer, ref, "artifact-model", info={"quantization": spec["method"]})
 
 
 def _hub_offline() -> bool:

@@ -1,0 +1,56 @@
+"""int8 weight-only: smaller, close to its parent, loads back as int8 layers; requantizing and adapters refused."""
+
+import pytest
+import torch
+
+from tuneforge.compress.merge import merge
+from tuneforge.compress.quantize import quantize
+from tuneforge.core.config import CompressConfig, ParityConfig
+from tuneforge.core.errors import CompressError
+from tuneforge.models import load
+from tuneforge.models.int8 import int8_linear_class
+
+LOOSE = CompressConfig(parity=ParityConfig(max_prompts=4, max_new_tokens=6, min_agreement=0.0,
+                                           max_mean_logit_diff=1.0))
+
+
+@pytest.fixture(scope="module")
+def merged(tiny_adapter, tmp_path_factory):
+    return merge(tiny_adapter.path, tmp_path_factory.mktemp("m") / "merged", LOOSE)
+
+
+def test_int8_layer_matches_linear_within_quantization_error():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    q = int8_linear_class().from_linear(linear, torch.float32)
+    x = torch.randn(3, 5, 64)
+    want = linear(x)
+    got = q(x)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() < 0.02 * want.abs().max()
+
+
+def test_quantize_writes_a_smaller_int8_model_that_reloads(merged, tmp_path):
+    artifact = quantize(merged.path, tmp_path / "int8", LOOSE)
+    m = artifact.manifest
+    assert m["compression"]["operation"] == "quantize" and m["compression"]["bits"] == 8
+    assert m["compression"]["parent"] == merged.content_hash
+    assert artifact.metrics["parity"]["token_agreement"] > 0.5
+    size = sum((artifact.path / f).stat().st_size for f in m["files"] if f.endswith(".safetensors"))
+    parent_size = sum((merged.path / f).stat().st_size for f in merged.manifest["files"] if f.endswith(".safetensors"))
+    assert size < 0.8 * parent_size  # the tiny model is mostly its (bf16) embedding table
+    loaded, parent = load(str(artifact.path)), load(str(merged.path))
+    assert loaded.info["quantization"] == "int8-weight-only"
+    assert isinstance(loaded.model.lm_head, int8_linear_class())
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 253]])
+    with torch.no_grad():
+        got, want = loaded.model(input_ids=ids).logits.float(), parent.model(input_ids=ids).logits
+    assert (got - want).abs().mean() < 0.05 * want.abs().mean()
+    with pytest.raises(CompressError, match="already quantized"):
+        quantize(artifact.path, tmp_path / "again", LOOSE)
+
+
+def test_quantize_refuses_an_adapter(tiny_adapter, tmp_path):
+    with pytest.raises(CompressError, match="compress merge` first"):
+        quantize(tiny_adapter.path, tmp_path / "q", LOOSE)
+    assert not (tmp_path / "q").exists()
