@@ -38,22 +38,27 @@ def _history(path: Path) -> list[dict]:
     return [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines()]
 
 
-def _wait_then_kill(proc: subprocess.Popen, root: Path, rng: random.Random, mid_save: bool) -> bool:
-    """Kill once the run has made progress: at a random moment, or the instant a save is in flight."""
+def _wait_then_kill(proc: subprocess.Popen, root: Path, rng: random.Random, mid_save: bool) -> str | None:
+    """Kill once the run has made progress: at a random moment, or the instant a save is in flight.
+
+    A mid-save attempt that sees two checkpoints complete without catching one in flight kills at
+    that moment instead, so every attempt kills before the run can finish. Returns the kind of kill.
+    """
     start = ckpt.latest_step(root) or 0
     target = start + rng.randint(1, 4) * 3
     while proc.poll() is None:
         if mid_save and root.is_dir() and any(".tmp-" in p.name for p in root.iterdir()):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return True
-        if not mid_save and (ckpt.latest_step(root) or 0) >= target:
+            return "mid-save"
+        latest = ckpt.latest_step(root) or 0
+        if latest >= (start + 6 if mid_save else target):
             time.sleep(rng.uniform(0.0, 0.05))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return True
+            return "random"
         time.sleep(0.0005 if mid_save else 0.01)
-    return False
+    return None
 
 
 @pytest.mark.timeout(600)
@@ -70,10 +75,10 @@ def test_kill9_resume_matches_uninterrupted_run(tiny_dataset, tmp_path):
     for attempt in range(KILLS * 3):
         proc = subprocess.Popen(_command(tiny_dataset.path, config, output, "--resume"), env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        mid_save = attempt % 2 == 1
-        if kills < KILLS and _wait_then_kill(proc, root, rng, mid_save):
+        kind = _wait_then_kill(proc, root, rng, mid_save=attempt % 2 == 1) if kills < KILLS else None
+        if kind is not None:
             kills += 1
-            mid_save_kills += mid_save
+            mid_save_kills += kind == "mid-save"
             # Every checkpoint left behind is either complete and verified, or skipped on load.
             restored = ckpt.load_latest(root)
             assert restored is None or restored.state.step == ckpt.latest_step(root)
