@@ -17,7 +17,7 @@ from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
-from tuneforge.models.loader import fingerprint
+from tuneforge.models.loader import _torch_dtype, fingerprint
 
 MERGEABLE = ("lora", "dora", "qlora", "ia3")
 
@@ -51,7 +51,7 @@ def merge(adapter_path: str | Path, output: str | Path, cfg: CompressConfig, bas
         console.print(f"[yellow]{adapter.path}: the manifest records no base fingerprint; cannot check the base[/]")
     parent = _with_adapter(base_ref, adapter, "float32")
     fresh = _with_adapter(base_ref, adapter, "float32")
-    merged = fresh.model.merge_and_unload().to(getattr(__import__("torch"), cfg.dtype)).eval()
+    merged = fresh.model.merge_and_unload().to(_torch_dtype(cfg.dtype)).eval()
     child = LoadedModel(merged, fresh.tokenizer, "merged", "merged")
     with console.status("parity check: merged model vs adapter"):
         report = compare(parent, child, cfg.parity, "lossless" if cfg.dtype == "float32" else "lossy")

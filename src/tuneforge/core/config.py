@@ -470,6 +470,16 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], values: dict[str,
     return data
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one mapping of dotted keys (`{"train": {"lr": 1}}` → `{"train.lr": 1}`)."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
 def _resolve_paths(model: BaseModel, base: Path) -> None:
     for name in type(model).model_fields:
         value = getattr(model, name)

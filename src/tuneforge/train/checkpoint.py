@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.core.artifacts import create_artifact, load_artifact
+from tuneforge.core.config import flatten
 from tuneforge.core.errors import ArtifactError, TrainError
 from tuneforge.core.progress import console
 
@@ -175,18 +176,9 @@ def restore_rng(restored: Restored) -> None:
     _set_rng_state(restored.rng)
 
 
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Fields that differ between the checkpoint's run and this one, ignoring harmless ones."""
-    before, after = _flatten(saved), _flatten(current)
+    before, after = flatten(saved), flatten(current)
     ignored = tuple(f"train.{name}" for name in RESUMABLE_CHANGES)
     changes = []
     for key in sorted(set(before) | set(after)):

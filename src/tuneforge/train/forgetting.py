@@ -22,7 +22,7 @@ from tuneforge.data.formats import load_rows
 from tuneforge.data.template import tokenize_row
 from tuneforge.models import LoadedModel
 from tuneforge.models.generate import SamplingParams, generate_chat
-from tuneforge.train.batching import pack, target_logits, to_device
+from tuneforge.train.batching import micro_batches, pack, target_logits, to_device
 
 GENERAL_PROMPTS = "general_prompts.jsonl"
 
@@ -78,7 +78,7 @@ class KLToBase:
     """KL(base ‖ tuned) per target token on general rows, one packed batch per optimizer step."""
 
     def __init__(self, model, rows: list[dict[str, Any]], batch_size: int, weight: float) -> None:
-        self.batches = [pack(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        self.batches = [pack(chunk) for chunk in micro_batches(rows, range(len(rows)), batch_size)]
         self.weight = weight
         # PEFT models switch their adapters off for the reference; others keep a frozen copy.
         self.reference = None if hasattr(model, "disable_adapter") else copy.deepcopy(model).eval()
@@ -126,7 +126,7 @@ class EWC:
 
         params = [p for p in model.parameters() if p.requires_grad]
         fisher = [torch.zeros_like(p, dtype=torch.float32) for p in params]
-        batches = [pack(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
+        batches = [pack(chunk) for chunk in micro_batches(rows, range(len(rows)), batch_size)]
         was_training = model.training
         model.eval()
         for batch in batches:

@@ -5,18 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.core.config import TrackingConfig
+from tuneforge.core.config import TrackingConfig, flatten
 from tuneforge.core.errors import ConfigError
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 class Tracker:
@@ -35,7 +25,7 @@ class Tracker:
             mlflow.set_experiment(cfg.experiment)
             self.mlflow = mlflow
             self.run = mlflow.start_run(run_name=run_name)
-            mlflow.log_params({k: str(v)[:500] for k, v in _flat(params).items()})
+            mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
