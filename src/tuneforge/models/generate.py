@@ -11,13 +11,23 @@ from tuneforge.models.loader import LoadedModel
 
 @dataclass
 class SamplingParams:
-    """Decoding controls; temperature 0 means greedy."""
+    """Decoding controls; temperature 0 means greedy. Neutral defaults change nothing."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    top_k: int = 0  # 0: no top-k cut
+    repetition_penalty: float = 1.0  # HF/CTRL style: positive logits of seen tokens ÷ p, negative × p
+    presence_penalty: float = 0.0  # OpenAI style, over generated tokens: − p if the token appeared
+    frequency_penalty: float = 0.0  # − p × times the token appeared
+    stop_token_ids: list[int] = field(default_factory=list)
+    logprobs: int | None = None  # None: none; k ≥ 0: the chosen token's logprob and the top k
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
 
 
 @dataclass
@@ -43,8 +53,12 @@ def generate_kwargs(loaded: LoadedModel, params: SamplingParams) -> dict:
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
+    if params.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = params.repetition_penalty
+    if params.stop_token_ids:
+        kwargs["eos_token_id"] = [tokenizer.eos_token_id, *params.stop_token_ids]
     if params.temperature > 0:
-        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     stops = [*stop_strings(tokenizer), *params.stop]

@@ -1,0 +1,340 @@
+"""The native engine: a loop thread that schedules, runs and samples one step at a time.
+
+Requests come in from any thread (`submit`, `abort`, `call`); the loop applies them between steps,
+so the scheduler and the cache are only ever touched by the loop. Each request's output goes to
+its `sink` (a callable) as `StreamDelta`s: text as it is produced, then a last delta with the
+finish reason and token counts. A watchdog thread restarts a loop that died or is stuck in a step,
+failing that loop's requests with an error delta.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneforge.core.progress import console
+from tuneforge.models.chat_template import stop_strings
+from tuneforge.models.generate import SamplingParams
+from tuneforge.serve.engine.detokenizer import Detokenizer
+from tuneforge.serve.engine.runner import ModelRunner
+from tuneforge.serve.engine.sampler import Sampled, SampleState, sample
+from tuneforge.serve.engine.scheduler import Scheduler, Sequence, Status
+
+
+@dataclass
+class StreamDelta:
+    """A piece of output; the last one carries finish_reason (or error) and token counts."""
+
+    text: str
+    finish_reason: str | None = None  # stop | length | abort | timeout | error
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    token_ids: list[int] | None = None  # last delta: all generated ids
+    logprobs: list[Sampled] = field(default_factory=list)  # one per token this delta covers
+    error: str | None = None
+
+
+@dataclass
+class EngineLimits:
+    """The engine's sizes and timeouts (from `serve:` config)."""
+
+    max_num_seqs: int = 16
+    max_model_len: int = 2048
+    max_num_batched_tokens: int = 512
+    stuck_timeout: float = 60.0  # a step longer than this is a stuck engine
+
+
+@dataclass
+class _Request:
+    seq: Sequence
+    state: SampleState
+    sink: Callable[[StreamDelta], None]
+    detok: Detokenizer
+    deadline: float | None
+    arrival: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    pending: list[Sampled] = field(default_factory=list)
+
+
+class EngineDead(RuntimeError):
+    """The loop failed; in-flight requests get this as their error."""
+
+
+class Engine:
+    """Continuous batching over one model: many concurrent requests share every forward pass."""
+
+    def __init__(self, loaded, limits: EngineLimits | None = None, metrics=None, model_name: str = "model") -> None:
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.limits = limits or EngineLimits()
+        config = getattr(loaded.model, "config", None)
+        model_max = int(getattr(config, "max_position_embeddings", None) or self.limits.max_model_len)
+        self.max_context = min(self.limits.max_model_len, model_max)
+        self.runner = ModelRunner(loaded.model, self.limits.max_num_seqs, self.max_context)
+        self.metrics = metrics
+        self.model_name = model_name
+        self.stops = stop_strings(self.tokenizer)
+        self.eos_ids = self._eos_ids()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._ids = itertools.count()
+        self._requests: dict[str, _Request] = {}
+        self._generation = 0
+        self._fault: str | None = None
+        self.step_started: float | None = None  # monotonic time the current step began; None between steps
+        self.heartbeat = time.monotonic()
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._scheduler = self._new_scheduler()
+        self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self._generator = None
+
+    # ---- set-up --------------------------------------------------------------------------------
+    def _eos_ids(self) -> frozenset[int]:
+        ids = {self.tokenizer.eos_token_id}
+        for text in self.stops:  # chat-template stops that are single special tokens end by id
+            token = self.tokenizer.convert_tokens_to_ids(text)
+            if isinstance(token, int) and token != self.tokenizer.unk_token_id:
+                ids.add(token)
+        return frozenset(i for i in ids if i is not None)
+
+    def _new_scheduler(self) -> Scheduler:
+        return Scheduler(self.limits.max_num_seqs, self.max_context, self.limits.max_num_batched_tokens)
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.runner.cache.nbytes
+
+    def start(self) -> Engine:
+        import torch
+
+        self._generator = torch.Generator(device=self.runner.device)
+        self._generator.seed()
+        self._start_loop()
+        self._watchdog = threading.Thread(target=self._watch, name="tuneforge-watchdog", daemon=True)
+        self._watchdog.start()
+        return self
+
+    def _start_loop(self) -> None:
+        self._generation += 1
+        self.heartbeat = time.monotonic()
+        self.step_started = None
+        self._thread = threading.Thread(target=self._loop, args=(self._generation,), name="tuneforge-engine",
+                                        daemon=True)
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ---- requests in ---------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Callable[[StreamDelta], None],
+               adapter: str | None = None, timeout: float | None = None) -> str:
+        """Queue a generation; returns its request id. `timeout` (seconds) bounds its whole life."""
+        rid = f"req-{next(self._ids)}"
+        stops = [*self.stops, *params.stop]
+        seq = Sequence(rid, list(prompt_ids), params.max_new_tokens, adapter,
+                       stop_token_ids=self.eos_ids | frozenset(params.stop_token_ids))
+        deadline = time.monotonic() + timeout if timeout else None
+        request = _Request(seq, SampleState.create(params, self.runner.device), sink,
+                           Detokenizer(self.tokenizer, stops), deadline)
+        self._inbox.put(("add", request))
+        self._wake.set()
+        return rid
+
+    def abort(self, request_id: str) -> None:
+        """Cancel a request; its slot is freed before the next step."""
+        self._inbox.put(("abort", request_id))
+        self._wake.set()
+
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Run `fn` on the loop thread between steps (model access that must not race a step)."""
+        future: Future = Future()
+        self._inbox.put(("call", (fn, future)))
+        self._wake.set()
+        return future
+
+    def inject_fault(self, kind: str) -> None:
+        """Testing: the next step raises (`raise`) or hangs past the watchdog's timeout (`hang`)."""
+        if kind not in ("raise", "hang"):
+            raise ValueError("fault kind is raise or hang")
+        self._fault = kind
+        self._wake.set()
+
+    # ---- state for the API ---------------------------------------------------------------------
+    @property
+    def num_running(self) -> int:
+        return len(self._scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._scheduler.waiting) + self._inbox.qsize()
+
+    def cache_usage(self) -> float:
+        return 1.0 - self._scheduler.free_slots / self.limits.max_num_seqs
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stuck()
+
+    def _stuck(self) -> bool:
+        started = self.step_started
+        return started is not None and time.monotonic() - started > self.limits.stuck_timeout
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _loop(self, generation: int) -> None:
+        while not self._stop.is_set() and generation == self._generation:
+            self.heartbeat = time.monotonic()
+            self._drain_inbox()
+            if not self._scheduler.has_work():
+                self._update_gauges()
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                self._step(generation)
+            except Exception as exc:  # a failed step fails its requests, not the server
+                if generation != self._generation:
+                    return
+                console.print(f"[red]engine step failed:[/red] {type(exc).__name__}: {exc}")
+                self._fail_all(f"engine error: {type(exc).__name__}: {exc}")
+            finally:
+                self.step_started = None
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                kind, item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "add":
+                try:
+                    self._scheduler.add(item.seq)
+                except ValueError as exc:
+                    item.sink(StreamDelta("", "error", error=str(exc)))
+                    continue
+                self._requests[item.seq.request_id] = item
+            elif kind == "abort":
+                request = self._requests.get(item)
+                if request is not None:
+                    self._finish(request, "abort")
+            elif kind == "call":
+                fn, future = item
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except BaseException as exc:  # handed to the caller
+                        future.set_exception(exc)
+
+    def _step(self, generation: int) -> None:
+        self.step_started = time.monotonic()
+        if self._fault:
+            fault, self._fault = self._fault, None
+            if fault == "hang":
+                time.sleep(self.limits.stuck_timeout * 3 + 1)
+                return
+            raise RuntimeError("injected engine fault")
+        now = time.monotonic()
+        for request in list(self._requests.values()):
+            if request.deadline is not None and now > request.deadline:
+                self._finish(request, "timeout")
+        plan = self._scheduler.schedule()
+        if not plan:
+            return
+        for seq in plan.admitted:
+            if self.metrics is not None:
+                self.metrics.observe_queue(self._labels(seq), seq.first_scheduled - self._requests[seq.request_id].arrival)
+        logits = self.runner.forward(plan)
+        if generation != self._generation:  # the watchdog gave up on this loop meanwhile
+            return
+        chunks = [c for c in plan.chunks if c.samples]
+        requests = [self._requests[c.seq.request_id] for c in chunks]
+        picks = sample(logits, [r.state for r in requests],
+                       [(r.seq.prompt_ids, r.seq.output_ids) for r in requests], self._generator)
+        sampled = {c.seq.request_id: p.token for c, p in zip(chunks, picks, strict=True)}
+        for request, pick in zip(requests, picks, strict=True):
+            request.pending.append(pick)
+        self._scheduler.update(plan, sampled)
+        now = time.monotonic()
+        for request in requests:
+            self._emit(request, now)
+        self._update_gauges()
+
+    def _emit(self, request: _Request, now: float) -> None:
+        seq = request.seq
+        output = seq.output_ids
+        if seq.status is Status.FINISHED and output and output[-1] in seq.stop_token_ids:
+            request.detok.add(output[:-1])
+        else:
+            request.detok.add(output)
+        if request.detok.stopped and seq.status is not Status.FINISHED:
+            self._scheduler.finish(seq, "stop")
+        final = seq.status is Status.FINISHED
+        text = request.detok.delta(final)
+        if self.metrics is not None and (text or final) and seq.output_ids:
+            labels = self._labels(seq)
+            if request.first_token_at is None:
+                self.metrics.observe_first_token(labels, now - request.arrival)
+                request.first_token_at = now
+            elif request.last_token_at is not None:
+                self.metrics.observe_inter_token(labels, now - request.last_token_at)
+            request.last_token_at = now
+        if final:
+            self._close(request, seq.finish_reason or "stop", text)
+        elif text:
+            request.sink(StreamDelta(text, logprobs=request.pending))
+            request.pending = []
+
+    def _finish(self, request: _Request, reason: str, error: str | None = None) -> None:
+        self._scheduler.finish(request.seq, reason)
+        self._close(request, reason, request.detok.delta(final=True), error)
+
+    def _close(self, request: _Request, reason: str, text: str, error: str | None = None) -> None:
+        seq = request.seq
+        self._requests.pop(seq.request_id, None)
+        if self.metrics is not None:
+            self.metrics.observe_finished(self._labels(seq), reason, len(seq.prompt_ids), len(seq.output_ids),
+                                          time.monotonic() - request.arrival)
+        request.sink(StreamDelta(text, reason, len(seq.prompt_ids), len(seq.output_ids), list(seq.output_ids),
+                                 request.pending, error))
+        request.pending = []
+
+    def _fail_all(self, message: str) -> None:
+        for request in list(self._requests.values()):
+            self._finish(request, "error", message)
+        self._scheduler = self._new_scheduler()
+        self._update_gauges()
+
+    def _labels(self, seq: Sequence) -> dict[str, str]:
+        return {"model_name": self.model_name, "adapter": seq.adapter or ""}
+
+    def _update_gauges(self) -> None:
+        if self.metrics is not None:
+            self.metrics.set_load(self.model_name, self.num_running, len(self._scheduler.waiting), self.cache_usage())
+
+    # ---- the watchdog --------------------------------------------------------------------------
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            thread = self._thread
+            dead = thread is not None and not thread.is_alive()
+            if not dead and not self._stuck():
+                continue
+            why = "died" if dead else f"stuck in a step for over {self.limits.stuck_timeout:.0f} s"
+            console.print(f"[red]watchdog: the engine loop {why}; restarting it[/red]")
+            old = self._requests
+            self._requests = {}
+            self._scheduler = self._new_scheduler()
+            for request in old.values():
+                request.seq.status = Status.FINISHED
+                self._close(request, "error", "", f"engine restarted: the loop {why}")
+            self.restarts += 1
+            self._start_loop()

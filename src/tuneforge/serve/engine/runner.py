@@ -1,0 +1,182 @@
+"""The model runner: one forward pass over a step's decodes and prefill chunks, against the slot cache.
+
+All tokens of a step are flattened into one row for the projections and the MLP (the bulk of the
+work: one matmul per weight for the whole batch); attention is the only per-sequence part. Decodes
+attend together over a strided view of the occupied slots; each prefill chunk attends over its own
+slot with a causal mask offset by the chunk's start. Grouped-query attention needs no repeated keys:
+the query heads that share a key/value head are laid out as extra query rows of that head.
+
+The layer modules are the model's own (norms, projections, MLP), so LoRA-wrapped, int8 or bottleneck
+layers run unchanged; attention and rotary embedding are done here. Llama-family decoders
+(Llama, SmolLM2, Mistral, Qwen2, Qwen3) are supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tuneforge.core.errors import TuneforgeError
+from tuneforge.serve.engine.kv_cache import CacheShape, SlotCache
+from tuneforge.serve.engine.scheduler import SchedulerOutput
+
+SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+
+
+def decoder_of(model: Any) -> Any:
+    """The bare `*ForCausalLM` under PEFT wrappers."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+@dataclass
+class StepInputs:
+    """Tensors for one step, built from a scheduler plan."""
+
+    ids: Any  # (N,) token ids, decodes first, then prefill chunks in order
+    positions: Any  # (N,)
+    slots: Any  # (N,)
+    sample_index: Any  # (S,) rows of the flattened batch whose logits are sampled
+    num_decodes: int
+    decode_slots: list[int]
+    decode_len: int  # attention length of the decode group (longest decode position + 1)
+    prefills: list[tuple[int, int, int, int]]  # (row offset, n tokens, slot, start position)
+
+
+class ModelRunner:
+    """Owns the model and its slot cache; `forward(plan)` returns logits for the sampled rows."""
+
+    def __init__(self, model: Any, num_slots: int, max_model_len: int) -> None:
+        import torch
+
+        self.model = model
+        self.lm = decoder_of(model)
+        arch = type(self.lm).__name__
+        inner = getattr(self.lm, "model", None)
+        if arch not in SUPPORTED or inner is None or not hasattr(inner, "rotary_emb"):
+            raise TuneforgeError(f"the native engine runs {', '.join(SUPPORTED)}; this model is {arch}. "
+                                 "Serve it with backend: llamacpp (GGUF) or vllm")
+        self.inner = inner
+        cfg = self.lm.config
+        attn = inner.layers[0].self_attn
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = getattr(cfg, "num_key_value_heads", None) or self.num_heads
+        self.head_dim = getattr(attn, "head_dim", None) or cfg.hidden_size // self.num_heads
+        self.group = self.num_heads // self.num_kv_heads
+        self.scaling = getattr(attn, "scaling", self.head_dim ** -0.5)
+        self.dtype = next(model.parameters()).dtype
+        if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):  # int8 weights: scales say
+            self.dtype = torch.bfloat16
+        self.device = next(model.parameters()).device
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self._rope = apply_rotary_pos_emb
+        self.cache = SlotCache(CacheShape(len(inner.layers), num_slots, self.num_kv_heads, max_model_len,
+                                          self.head_dim), self._cache_dtype(), self.device)
+        self.vocab_size = self.lm.get_output_embeddings().weight.shape[0]
+
+    def _cache_dtype(self):
+        embed = self.inner.embed_tokens.weight
+        return embed.dtype
+
+    # ---- plan → tensors --------------------------------------------------------------------------
+    def inputs(self, plan: SchedulerOutput) -> StepInputs:
+        import torch
+
+        ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        sample_rows: list[int] = []
+        prefills = []
+        for chunk in plan.decodes:
+            ids += chunk.tokens
+            positions.append(chunk.start)
+            slots.append(chunk.seq.slot)
+            sample_rows.append(len(ids) - 1)
+        for chunk in plan.prefills:
+            offset, n = len(ids), len(chunk.tokens)
+            ids += chunk.tokens
+            positions += range(chunk.start, chunk.start + n)
+            slots += [chunk.seq.slot] * n
+            prefills.append((offset, n, chunk.seq.slot, chunk.start))
+            if chunk.samples:
+                sample_rows.append(len(ids) - 1)
+        as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
+        decode_slots = [c.seq.slot for c in plan.decodes]
+        decode_len = max((c.start for c in plan.decodes), default=-1) + 1
+        return StepInputs(as_tensor(ids), as_tensor(positions), as_tensor(slots), as_tensor(sample_rows),
+                          len(plan.decodes), decode_slots, decode_len, prefills)
+
+    # ---- the forward pass ----------------------------------------------------------------------
+    def forward(self, plan: SchedulerOutput):
+        """Logits (float32) for each chunk that samples, in plan order (decodes, then prefills)."""
+        import torch
+
+        step = self.inputs(plan)
+        with torch.inference_mode():
+            h = self.inner.embed_tokens(step.ids)[None]  # (1, N, hidden)
+            cos, sin = self.inner.rotary_emb(h, step.positions[None])
+            decode_mask = self._decode_mask(step)
+            prefill_masks = [self._causal_mask(n, start) for _, n, _, start in step.prefills]
+            for index, layer in enumerate(self.inner.layers):
+                h = h + self._attention(index, layer.self_attn, layer.input_layernorm(h), cos, sin, step,
+                                        decode_mask, prefill_masks)
+                h = h + layer.mlp(layer.post_attention_layernorm(h))
+            h = self.inner.norm(h[0, step.sample_index])
+            return self.lm.lm_head(h).float()
+
+    def _decode_mask(self, step: StepInputs):
+        """(slots in view, 1, 1, length): each decoding slot sees its positions; idle slots see position 0."""
+        import torch
+
+        if not step.num_decodes:
+            return None
+        width = max(step.decode_slots) + 1
+        limit = torch.zeros(width, dtype=torch.long, device=self.device)
+        limit[step.decode_slots] = step.positions[: step.num_decodes]
+        mask = torch.arange(step.decode_len, device=self.device)[None, :] <= limit[:, None]
+        return mask[:, None, None, :]
+
+    def _causal_mask(self, n: int, start: int):
+        """(1, 1, group·n, start + n): query row p of each head group sees positions ≤ start + p."""
+        import torch
+
+        keys = torch.arange(start + n, device=self.device)
+        queries = torch.arange(start, start + n, device=self.device)
+        mask = keys[None, :] <= queries[:, None]
+        return mask.repeat(self.group, 1)[None, None]
+
+    def _attention(self, index: int, attn, x, cos, sin, step: StepInputs, decode_mask, prefill_masks):
+        import torch
+        from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+        n_tokens = x.shape[1]
+        kv, g, d = self.num_kv_heads, self.group, self.head_dim
+        q = attn.q_proj(x).view(1, n_tokens, self.num_heads, d)
+        k = attn.k_proj(x).view(1, n_tokens, kv, d)
+        v = attn.v_proj(x).view(1, n_tokens, kv, d)
+        if hasattr(attn, "q_norm"):  # Qwen3 normalises queries and keys per head
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = self._rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)  # (1, heads, N, d)
+        k_rows = k[0].transpose(0, 1).to(self.cache.k.dtype)  # (N, kv, d)
+        self.cache.write(index, step.slots, step.positions, k_rows, v[0].to(self.cache.v.dtype))
+        q_rows = q[0].transpose(0, 1).to(self.cache.k.dtype)  # (N, heads, d)
+        out = torch.empty(n_tokens, self.num_heads * d, dtype=q_rows.dtype, device=x.device)
+        nd = step.num_decodes
+        if nd:
+            width = max(step.decode_slots) + 1
+            keys, values = self.cache.view(index, slice(0, width), step.decode_len)
+            grouped = q_rows[:nd].reshape(nd, kv, g, d)
+            in_order = step.decode_slots == list(range(nd))
+            if not in_order:  # queries go to their slot's row; idle rows attend to position 0 only
+                scattered = grouped.new_zeros(width, kv, g, d)
+                scattered[step.decode_slots] = grouped
+                grouped = scattered
+            o = sdpa(grouped, keys, values, attn_mask=decode_mask, scale=self.scaling)
+            out[:nd] = (o if in_order else o[step.decode_slots]).reshape(nd, -1)
+        for (offset, n, slot, start), mask in zip(step.prefills, prefill_masks, strict=True):
+            keys, values = self.cache.view(index, slice(slot, slot + 1), start + n)
+            grouped = q_rows[offset: offset + n].reshape(n, kv, g, d).permute(1, 2, 0, 3).reshape(1, kv, g * n, d)
+            o = sdpa(grouped, keys, values, attn_mask=mask, scale=self.scaling)  # (1, kv, g·n, d)
+            out[offset: offset + n] = o.reshape(kv, g, n, d).permute(2, 0, 1, 3).reshape(n, -1)
+        return attn.o_proj(out[None].to(x.dtype))

@@ -1,0 +1,98 @@
+"""Next-token choice for a batch of sequences, each with its own sampling parameters.
+
+Order of operations (as vLLM and HF): penalties on the raw logits, then temperature, top-k, top-p,
+then a draw. Greedy rows take the argmax of the penalised logits. A request with a `seed` draws
+from its own generator, so its output does not depend on what else shares the batch; requests
+without one share the engine's generator. Logprobs are those of the model's raw distribution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuneforge.models.generate import SamplingParams
+
+
+@dataclass
+class SampleState:
+    """Per-sequence sampling state: its parameters and, when seeded, its own random generator."""
+
+    params: SamplingParams
+    generator: Any = None
+
+    @classmethod
+    def create(cls, params: SamplingParams, device: Any = "cpu") -> SampleState:
+        generator = None
+        if params.seed is not None and not params.greedy:
+            import torch
+
+            generator = torch.Generator(device=device)
+            generator.manual_seed(params.seed)
+        return cls(params, generator)
+
+
+@dataclass
+class Sampled:
+    token: int
+    logprob: float | None = None
+    top: dict[int, float] = field(default_factory=dict)  # token id → logprob
+
+
+def apply_penalties(logits, params: SamplingParams, prompt_ids: list[int], output_ids: list[int]) -> None:
+    """In place, one row: repetition (prompt + output tokens), then presence and frequency (output)."""
+    import torch
+
+    if params.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(prompt_ids) | set(output_ids)), dtype=torch.long, device=logits.device)
+        chosen = logits[seen]
+        logits[seen] = torch.where(chosen > 0, chosen / params.repetition_penalty, chosen * params.repetition_penalty)
+    if output_ids and (params.presence_penalty or params.frequency_penalty):
+        counts = torch.bincount(torch.tensor(output_ids, device=logits.device), minlength=logits.shape[-1])
+        counts = counts[: logits.shape[-1]].to(logits.dtype)
+        logits -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0).to(logits.dtype)
+
+
+def filter_top_k_top_p(logits, top_k: int, top_p: float):
+    """One row of temperature-scaled logits with everything outside top-k / nucleus set to -inf."""
+    import torch
+
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ordered, index = torch.sort(logits, descending=True)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        drop = cumulative - ordered.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, index, drop), float("-inf"))
+    return logits
+
+
+def sample(logits, states: list[SampleState], histories: list[tuple[list[int], list[int]]],
+           generator: Any = None) -> list[Sampled]:
+    """One token per row of `logits` (float32, (rows, vocab)); histories are (prompt ids, output ids)."""
+    import torch
+
+    want_logprobs = any(s.params.logprobs is not None for s in states)
+    raw = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+    results = []
+    for row, (state, (prompt_ids, output_ids)) in enumerate(zip(states, histories, strict=True)):
+        p = state.params
+        scores = logits[row]
+        if p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
+            scores = scores.clone()
+            apply_penalties(scores, p, prompt_ids, output_ids)
+        if p.greedy:
+            token = int(scores.argmax())
+        else:
+            scores = filter_top_k_top_p(scores / p.temperature, p.top_k, p.top_p)
+            probs = scores.softmax(-1)
+            token = int(torch.multinomial(probs, 1, generator=state.generator or generator))
+        out = Sampled(token)
+        if raw is not None and p.logprobs is not None:
+            out.logprob = float(raw[row, token])
+            if p.logprobs > 0:
+                values, indices = raw[row].topk(p.logprobs)
+                out.top = {int(i): float(v) for v, i in zip(values, indices, strict=True)}
+        results.append(out)
+    return results
