@@ -59,10 +59,10 @@ def test_chat_one_shot_local():
     assert out.returncode == 0, out.stderr
     from tuneforge.models import load
     from tuneforge.models.generate import SamplingParams
-    from tuneforge.serve.engine.simple import SimpleEngine
+    from tuneforge.models.generate import generate_chat
 
-    expected = SimpleEngine(load("tiny-random-llama", dtype="bfloat16")).complete(
-        [{"role": "user", "content": "hello"}], SamplingParams(max_new_tokens=4))
+    expected = generate_chat(load("tiny-random-llama", dtype="bfloat16"), [[{"role": "user", "content": "hello"}]],
+                             SamplingParams(max_new_tokens=4))[0]
     assert expected.completion_tokens == 4
     assert out.stdout == expected.text + "\n"
 

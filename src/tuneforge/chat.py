@@ -10,14 +10,18 @@ from tuneforge.core.progress import console
 
 def _local_stream(model: str, max_tokens: int, temperature: float, dtype: str = "float32"):
     from tuneforge.models import load
-    from tuneforge.models.generate import SamplingParams
-    from tuneforge.serve.engine.simple import SimpleEngine
+    from tuneforge.models.generate import SamplingParams, render_prompt
+    from tuneforge.serve.engine.engine import Engine, EngineLimits
 
-    engine = SimpleEngine(load(model, dtype=dtype))
+    loaded = load(model, dtype=dtype)
+    engine = Engine(loaded, EngineLimits(max_num_seqs=1)).start()
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature)
 
     def ask(messages: list[dict[str, str]]) -> Iterator[str]:
-        for delta in engine.stream(messages, params):
+        ids = loaded.tokenizer(render_prompt(loaded.tokenizer, messages), add_special_tokens=False)["input_ids"]
+        for delta in engine.stream(ids, params):
+            if delta.error:
+                raise RuntimeError(delta.error)
             yield delta.text
 
     return ask

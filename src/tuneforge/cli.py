@@ -374,7 +374,7 @@ def serve_cmd(
     from tuneforge.serve.server import serve
 
     cfg = _config(config, overrides, serve__host=host, serve__port=port, serve__served_model_name=served_model_name)
-    serve(model, cfg.serve, cfg.model.dtype)
+    serve(model, cfg.serve)
 
 
 @app.command("chat")

@@ -10,9 +10,12 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from tuneforge.core.artifacts import Artifact, is_artifact, load_artifact
 from tuneforge.core.config import PipelineConfig, ServeConfig
@@ -54,13 +57,18 @@ def wait_ready(url: str, process: subprocess.Popen, deadline_s: float = 300.0) -
     raise TuneforgeError(f"the server did not answer {url} within {deadline_s:.0f} s")
 
 
-def start_server(model_ref: str, cfg: ServeConfig, dtype: str = "float32") -> tuple[subprocess.Popen, str]:
-    """Start `tuneforge serve` as a real process on a free loopback port; return it and its base URL."""
+def start_server(model_ref: str, cfg: ServeConfig, workdir: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `tuneforge serve` as a real process on a free loopback port; return it and its base URL.
+
+    The whole `serve:` section goes to the child as a config file (in `workdir`, a temp folder by default).
+    """
     port = free_port()
     name = cfg.served_model_name or "tuneforge-model"
-    command = [sys.executable, "-m", "tuneforge", "serve", model_ref, "--host", "127.0.0.1",
-               "--port", str(port), "--served-model-name", name, "--set", f"model.dtype={dtype}",
-               "--set", f"serve.max_tokens={cfg.max_tokens}", "--set", f"serve.max_waiting={cfg.max_waiting}"]
+    folder = Path(workdir or tempfile.mkdtemp(prefix="tuneforge-serve-"))
+    config_file = folder / "serve.yaml"
+    config_file.write_text(yaml.safe_dump({"serve": cfg.model_dump(mode="json")}))
+    command = [sys.executable, "-m", "tuneforge", "serve", model_ref, "--config", str(config_file),
+               "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         wait_ready(f"http://127.0.0.1:{port}/health", process)
@@ -81,11 +89,11 @@ def stop_server(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def smoke_test(model_ref: str, cfg: ServeConfig, questions: list[str], dtype: str = "float32") -> list[tuple[str, str]]:
+def smoke_test(model_ref: str, cfg: ServeConfig, questions: list[str]) -> list[tuple[str, str]]:
     """Serve `model_ref`, ask `questions` through the official openai SDK, stop the server."""
     from openai import OpenAI
 
-    process, base_url = start_server(model_ref, cfg, dtype)
+    process, base_url = start_server(model_ref, cfg)
     try:
         client = OpenAI(base_url=base_url, api_key=os.environ.get("TUNEFORGE_API_KEY", "not-needed"))
         name = client.models.list().data[0].id
@@ -160,6 +168,6 @@ def run_pipeline(cfg: PipelineConfig) -> RunResult:
         result.seconds["eval"] = time.perf_counter() - t
     if "serve" in cfg.stages and cfg.serve.smoke_questions:
         t = timed("serve")
-        result.answers = smoke_test(model_ref, cfg.serve, cfg.serve.smoke_questions, cfg.model.dtype)
+        result.answers = smoke_test(model_ref, cfg.serve, cfg.serve.smoke_questions)
         result.seconds["serve"] = time.perf_counter() - t
     return result

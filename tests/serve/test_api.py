@@ -5,14 +5,19 @@ from fastapi.testclient import TestClient
 
 from tuneforge.core.config import ServeConfig
 from tuneforge.serve.api.app import create_app
-from tuneforge.serve.engine.simple import SimpleEngine
+from tuneforge.serve.engine.engine import Engine, EngineLimits
 
 MESSAGES = [{"role": "user", "content": "What color is the Quokka lamp?"}]
 
 
+def _app(tiny, **serve):
+    engine = Engine(tiny, EngineLimits(max_num_seqs=4, max_model_len=512), model_name="tiny").start()
+    return create_app(engine, "tiny", ServeConfig(max_tokens=64, **serve))
+
+
 @pytest.fixture(scope="module")
 def client(tiny):
-    return TestClient(create_app(SimpleEngine(tiny), "tiny", max_tokens=64))
+    return TestClient(_app(tiny))
 
 
 def _body(**kw):
@@ -20,7 +25,8 @@ def _body(**kw):
 
 
 def test_health_and_models(client):
-    assert client.get("/health").json() == {"status": "ok", "model": "tiny"}
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == "tiny" and health["in_flight"] == 0
     data = client.get("/v1/models").json()
     assert [m["id"] for m in data["data"]] == ["tiny"]
     assert "/v1/chat/completions" in client.get("/openapi.json").json()["paths"]
@@ -64,9 +70,11 @@ def test_seeded_sampling_is_reproducible(client):
     (_body(model="gpt-4"), 404, "model", "does not exist"),
     (_body(temperature=3), 400, "temperature", "less than or equal to 2"),
     (_body(max_tokens=1000), 400, "max_tokens", "limit of 64"),
-    (_body(n=2), 400, "n", "less than or equal to 1"),
+    (_body(n=17), 400, "n", "less than or equal to 16"),
     (_body(messages=[]), 400, "messages", "at least 1"),
-    (_body(logprobs=True), 400, "logprobs", "not supported"),
+    (_body(logprobs=True, top_logprobs=21), 400, "top_logprobs", "less than or equal to 20"),
+    (_body(max_tokens=60, messages=[{"role": "user", "content": "word " * 470}]), 400, "max_tokens",
+     "context is 512"),
     ({"model": "tiny"}, 400, "messages", "Field required"),
 ])
 def test_errors_use_openai_shape(client, body, status, param, text):
@@ -101,21 +109,21 @@ def test_openai_sdk_against_real_server():
 
 def test_ready_and_prometheus_metrics(tiny):
     """/ready runs a self-test; /metrics counts what the requests did, with vLLM-style names."""
-    client = TestClient(create_app(SimpleEngine(tiny), "tiny", max_tokens=64))
+    client = TestClient(_app(tiny))
     assert client.get("/ready").json() == {"status": "ready", "model": "tiny"}
     out = client.post("/v1/chat/completions", json=_body(max_tokens=3)).json()
     with client.stream("POST", "/v1/chat/completions", json=_body(max_tokens=3, stream=True)) as resp:
         list(resp.iter_lines())
     text = client.get("/metrics").text
-    label = 'model_name="tiny"'
+    label = 'adapter="",model_name="tiny"'
     assert f'tuneforge:generation_tokens_total{{{label}}} {2 * out["usage"]["completion_tokens"]}.0' in text
     assert f'tuneforge:prompt_tokens_total{{{label}}} {2 * out["usage"]["prompt_tokens"]}.0' in text
     reason = out["choices"][0]["finish_reason"]
-    assert f'tuneforge:request_success_total{{finished_reason="{reason}",{label}}} 2.0' in text
+    assert f'tuneforge:request_success_total{{adapter="",finished_reason="{reason}",model_name="tiny"}} 2.0' in text
     assert f'tuneforge:time_to_first_token_seconds_count{{{label}}} 2.0' in text
     assert f'tuneforge:e2e_request_latency_seconds_count{{{label}}} 2.0' in text
-    assert f'tuneforge:num_requests_running{{{label}}} 0.0' in text
-    assert f'tuneforge:num_requests_waiting{{{label}}} 0.0' in text
+    assert 'tuneforge:num_requests_running{model_name="tiny"} 0.0' in text
+    assert 'tuneforge:num_requests_waiting{model_name="tiny"} 0.0' in text
 
 
 def test_completions_echo_logprobs_match_a_direct_forward(client, tiny):
@@ -156,8 +164,8 @@ def test_completions_greedy_matches_hf_generate(client, tiny):
                                                         "stream": True}) as resp:
         chunks = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: {")]
     assert "".join(c["choices"][0]["text"] for c in chunks) == out["choices"][0]["text"]
-    bad = client.post("/v1/completions", json={"model": "tiny", "prompt": prompt, "stream": True, "logprobs": 1})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "stream"
+    bad = client.post("/v1/completions", json={"model": "tiny", "prompt": prompt, "stream": True, "echo": True})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "echo"
 
 
 def test_lm_eval_local_completions_against_real_server(tmp_path):
@@ -185,16 +193,17 @@ def test_lm_eval_local_completions_against_real_server(tmp_path):
 
 
 def test_overload_is_refused_with_429_before_headers():
-    """One request generating, one waiting: the rest are refused with 429 + Retry-After, in OpenAI's shape."""
+    """One request generating (one slot), one waiting: the rest are refused with 429 + Retry-After."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
     from tuneforge.pipeline import start_server, stop_server
 
-    process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny", max_waiting=1))
+    process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny", max_waiting=1, max_num_seqs=1,
+                                                                  max_tokens=2000))
     try:
-        with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=512, stream=True),
+        with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=2000, ignore_eos=True, stream=True),
                           timeout=120) as running:
             lines = running.iter_lines()
             next(line for line in lines if line.startswith("data: "))  # it holds the engine now
@@ -207,9 +216,10 @@ def test_overload_is_refused_with_429_before_headers():
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["code"] == "rate_limit_exceeded"
         stream_refused = None
-        with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=512, stream=True),
+        with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=2000, ignore_eos=True, stream=True),
                           timeout=120) as again:
-            next(line for line in again.iter_lines() if line.startswith("data: "))
+            held = again.iter_lines()  # keep the iterator: dropping it closes the stream (a disconnect)
+            next(line for line in held if line.startswith("data: "))
             with ThreadPoolExecutor(2) as pool:
                 pair = list(pool.map(lambda _: httpx.post(f"{url}/chat/completions",
                                                           json=_body(max_tokens=8, stream=True), timeout=120),

@@ -385,7 +385,32 @@ class ServeConfig(_Section):
     served_model_name: str | None = Field(None, description="Name clients pass as `model`.")
     max_tokens: int = Field(512, ge=1, description="Upper bound on a request's max_tokens.")
     max_waiting: int = Field(
-        32, ge=0, description="Requests allowed to wait for the engine; more are refused with 429 + Retry-After."
+        32, ge=0, description="Requests allowed to wait for a free slot; more are refused with 429 + Retry-After."
+    )
+    backend: Literal["native", "llamacpp", "vllm"] = Field(
+        "native", description="Engine: native (continuous batching, tuneforge's own), llamacpp (a GGUF file "
+        "through llama-cpp-python), vllm (GPU)."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights and KV cache dtype of the served model; auto = bfloat16 (float16 where a "
+        "CUDA device lacks bf16)."
+    )
+    max_num_seqs: int = Field(16, ge=1, le=1024, description="Sequences generated together (KV-cache slots).")
+    max_model_len: int = Field(2048, ge=16, description="Prompt + output tokens per sequence (a slot's length); "
+                               "capped at the model's context.")
+    max_num_batched_tokens: int = Field(
+        512, ge=1, description="Tokens per engine step; longer prompts are prefilled in chunks between decodes."
+    )
+    request_timeout: float = Field(300.0, gt=0, description="Seconds a request may live, queue time included.")
+    drain_timeout: float = Field(30.0, ge=0, description="On SIGTERM: seconds in-flight requests get to finish "
+                                 "while new ones are refused with 503.")
+    stuck_timeout: float = Field(60.0, gt=0, description="Watchdog: an engine step longer than this restarts the "
+                                 "engine loop (its requests fail with an error).")
+    debug_faults: bool = Field(False, description="Testing: expose POST /admin/fault to make the engine raise "
+                               "or hang (to watch the watchdog). Never in production.")
+    adapters: dict[str, str] = Field(
+        default_factory=dict, description="Multi-LoRA: served name → LoRA adapter artifact; the request's `model` "
+        "picks one. More can be loaded at run time through POST /v1/load_lora_adapter."
     )
     smoke_questions: list[str] = Field(
         default_factory=list,

@@ -24,6 +24,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0  # − p × times the token appeared
     stop_token_ids: list[int] = field(default_factory=list)
     logprobs: int | None = None  # None: none; k ≥ 0: the chosen token's logprob and the top k
+    ignore_eos: bool = False  # keep generating past EOS (benchmarks with a fixed output length)
 
     @property
     def greedy(self) -> bool:

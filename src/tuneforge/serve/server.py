@@ -1,16 +1,24 @@
-"""`tuneforge serve MODEL`: load a model, build the app, run uvicorn."""
+"""`tuneforge serve MODEL`: load a model, start the engine, build the app, run uvicorn.
+
+SIGTERM (or Ctrl-C) drains: new requests get 503 + Retry-After and /ready says draining, in-flight
+requests get `serve.drain_timeout` seconds to finish, whatever is left is aborted, then the server
+stops. A second signal stops at once.
+"""
 
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
 
 from tuneforge.core.config import ServeConfig
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.progress import console
 from tuneforge.models import load
+from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api.app import create_app
-from tuneforge.serve.engine.simple import SimpleEngine
+from tuneforge.serve.engine.engine import Engine, EngineLimits
 
 
 def default_served_name(model_ref: str) -> str:
@@ -19,18 +27,68 @@ def default_served_name(model_ref: str) -> str:
     return path.name if path.exists() else model_ref
 
 
-def build_app(model_ref: str, cfg: ServeConfig, dtype: str = "float32"):
-    """Load `model_ref` and return (app, served name)."""
-    loaded = load(model_ref, dtype=dtype)
+def serve_dtype(cfg: ServeConfig) -> str:
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    import torch
+
+    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "float16"
+    return "bfloat16"
+
+
+def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMetrics | None = None) -> Engine:
+    """Load `model_ref` for serving and start the native engine over it, with `cfg.adapters` loaded."""
+    import torch
+
+    if cfg.backend != "native":
+        raise TuneforgeError(f"serve.backend={cfg.backend!r} is not available in this build; use native")
+    loaded = load(model_ref, dtype=serve_dtype(cfg))
+    if torch.cuda.is_available():
+        loaded.model.to("cuda")
+    limits = EngineLimits(cfg.max_num_seqs, cfg.max_model_len, cfg.max_num_batched_tokens, cfg.stuck_timeout)
+    engine = Engine(loaded, limits, metrics, name)
+    if cfg.adapters:
+        from tuneforge.models.loader import fingerprint
+
+        engine.base_fingerprint = fingerprint(model_ref)
+        for adapter, path in cfg.adapters.items():
+            try:
+                engine.load_adapter(adapter, path)
+            except ValueError as exc:
+                raise TuneforgeError(f"serve.adapters.{adapter}: {exc}") from None
+    return engine.start()
+
+
+def build_app(model_ref: str, cfg: ServeConfig):
+    """Load `model_ref`, start its engine and return (app, served name)."""
     name = cfg.served_model_name or default_served_name(model_ref)
-    return create_app(SimpleEngine(loaded), name, cfg.max_tokens, cfg.max_waiting), name
+    metrics = ServingMetrics()
+    engine = build_engine(model_ref, cfg, name, metrics)
+    return create_app(engine, name, cfg, metrics), name
 
 
-def serve(model_ref: str, cfg: ServeConfig, dtype: str = "float32") -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM)."""
+def _drain(server, app, grace: float) -> None:
+    """Refuse new work, let in-flight requests finish for `grace` seconds, abort the rest, stop."""
+    state, engine = app.state.serve, app.state.engine
+    state.draining = True
+    console.print(f"draining: {state.in_flight} request(s) in flight, up to {grace:g} s")
+    deadline = time.monotonic() + grace
+    while state.in_flight > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if state.in_flight > 0:
+        console.print(f"drain timeout: aborting {state.in_flight} request(s)")
+        engine.abort_all()
+        time.sleep(0.2)  # let the aborted streams send their last chunk
+    server.should_exit = True
+
+
+def serve(model_ref: str, cfg: ServeConfig) -> None:
+    """Serve until SIGTERM / Ctrl-C, then drain."""
     import uvicorn
 
-    app, name = build_app(model_ref, cfg, dtype)
+    app, name = build_app(model_ref, cfg)
+    engine = app.state.engine
     # Bind here so port 0 (any free port) can be reported before uvicorn takes the socket over.
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -42,7 +100,19 @@ def serve(model_ref: str, cfg: ServeConfig, dtype: str = "float32") -> None:
         raise TuneforgeError(f"serve: cannot bind {cfg.host}:{cfg.port} ({exc.strerror})") from None
     port = sock.getsockname()[1]
     console.print(f"serving [bold]{model_ref}[/bold] as model [bold]{name!r}[/bold] on "
-                  f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs)")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    with sock:
-        server.run(sockets=[sock])
+                  f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs) | native engine: {engine.limits.max_num_seqs} "
+                  f"slots × {engine.max_context} tokens, KV cache {engine.cache_bytes / 2**20:.0f} MiB, "
+                  f"{engine.runner.dtype}".replace("torch.", ""))
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:  # first signal drains, a second one exits now
+            if app.state.serve.draining:
+                return super().handle_exit(sig, frame)
+            threading.Thread(target=_drain, args=(self, app, cfg.drain_timeout), daemon=True).start()
+
+    server = DrainingServer(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    try:
+        with sock:
+            server.run(sockets=[sock])
+    finally:
+        engine.shutdown()

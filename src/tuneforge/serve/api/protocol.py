@@ -1,7 +1,6 @@
 """Request and response models of /v1/chat/completions, in the order of the OpenAI docs.
 
-Fields tuneforge does not implement yet are accepted only at their neutral value, so a client
-never gets silently different behaviour; anything else is a 400 that names the field.
+Out-of-range values are a 400 that names the field.
 """
 
 from __future__ import annotations
@@ -40,20 +39,28 @@ class StreamOptions(BaseModel):
 
 
 class _SamplingRequest(BaseModel):
-    """The decoding fields chat and text completions share, validated the same way for both."""
+    """The decoding fields chat and text completions share, validated the same way for both.
+
+    Besides OpenAI's fields, vLLM's extensions `top_k`, `repetition_penalty`, `stop_token_ids` and
+    `ignore_eos` are accepted.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    frequency_penalty: float | None = Field(0.0, ge=0.0, le=0.0, description="not supported yet: 0 only")
-    n: int | None = Field(1, ge=1, le=1, description="one choice per request")
-    presence_penalty: float | None = Field(0.0, ge=0.0, le=0.0, description="not supported yet: 0 only")
+    frequency_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(1.0, gt=0.0, le=10.0)
+    n: int | None = Field(1, ge=1, le=16, description="choices per prompt")
     seed: int | None = None
     stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool | None = False
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="default 0 (greedy) in tuneforge")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, description="-1 or 0: no top-k cut")
     user: str | None = None
 
     @field_validator("stop")
@@ -68,11 +75,18 @@ class _SamplingRequest(BaseModel):
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
-    def sampling_params(self, max_new_tokens: int) -> SamplingParams:
-        """Engine sampling parameters for this request."""
-        return SamplingParams(max_new_tokens=max_new_tokens, temperature=self.temperature or 0.0,
-                              top_p=self.top_p if self.top_p is not None else 1.0, stop=self.stop_list(),
-                              seed=self.seed)
+    def top_logprobs_wanted(self) -> int | None:
+        return None
+
+    def sampling_params(self, max_new_tokens: int, choice: int = 0) -> SamplingParams:
+        """Engine sampling parameters for choice `choice` of this request (seeded choices get seed + choice)."""
+        return SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=self.temperature or 0.0,
+            top_p=self.top_p if self.top_p is not None else 1.0, top_k=max(self.top_k or 0, 0),
+            stop=self.stop_list(), seed=None if self.seed is None else self.seed + choice,
+            repetition_penalty=self.repetition_penalty or 1.0, presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0, stop_token_ids=list(self.stop_token_ids or []),
+            logprobs=self.top_logprobs_wanted(), ignore_eos=bool(self.ignore_eos))
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
@@ -80,19 +94,16 @@ class _SamplingRequest(BaseModel):
 
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    logprobs: bool | None = Field(False, description="not supported yet: false only")
+    logprobs: bool | None = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1, description="deprecated OpenAI alias of max_completion_tokens")
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported by this server yet")
-        return value
-
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def top_logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 def completion_id() -> str:
@@ -104,27 +115,27 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_completion(cid: str, model: str, text: str, finish_reason: str, prompt_tokens: int,
+def chat_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
                     completion_tokens: int) -> dict[str, Any]:
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": None, "finish_reason": finish_reason}],
-        "usage": usage(prompt_tokens, completion_tokens),
-    }
+    """A whole chat answer; each choice is {index, message, logprobs, finish_reason}."""
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def chat_choice(index: int, text: str, finish_reason: str, logprobs: dict | None = None) -> dict[str, Any]:
+    return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
+            "finish_reason": finish_reason}
 
 
 def chat_chunk(cid: str, model: str, delta: dict[str, Any], finish_reason: str | None = None,
-               usage_block: dict[str, int] | None = None, with_choice: bool = True) -> dict[str, Any]:
+               usage_block: dict[str, int] | None = None, with_choice: bool = True, index: int = 0,
+               logprobs: dict | None = None) -> dict[str, Any]:
     chunk: dict[str, Any] = {
         "id": cid,
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]
         if with_choice else [],
     }
     if usage_block is not None:
@@ -145,6 +156,9 @@ class CompletionRequest(_SamplingRequest):
     echo: bool | None = False
     logprobs: int | None = Field(None, ge=0, le=20, description="top logprobs per token")
     max_tokens: int | None = Field(16, ge=0)
+
+    def top_logprobs_wanted(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: a string or a list of token ids."""

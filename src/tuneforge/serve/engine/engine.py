@@ -13,9 +13,10 @@ import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tuneforge.core.progress import console
@@ -57,6 +58,7 @@ class _Request:
     sink: Callable[[StreamDelta], None]
     detok: Detokenizer
     deadline: float | None
+    internal: bool = False
     arrival: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     last_token_at: float | None = None
@@ -80,6 +82,7 @@ class Engine:
         self.runner = ModelRunner(loaded.model, self.limits.max_num_seqs, self.max_context)
         self.metrics = metrics
         self.model_name = model_name
+        self.base_fingerprint: str | None = None  # set by the server: adapters must name this base
         self.stops = stop_strings(self.tokenizer)
         self.eos_ids = self._eos_ids()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -139,15 +142,17 @@ class Engine:
 
     # ---- requests in ---------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Callable[[StreamDelta], None],
-               adapter: str | None = None, timeout: float | None = None) -> str:
-        """Queue a generation; returns its request id. `timeout` (seconds) bounds its whole life."""
+               adapter: str | None = None, timeout: float | None = None, internal: bool = False) -> str:
+        """Queue a generation; returns its request id. `timeout` (seconds) bounds its whole life.
+
+        `internal` requests (health self-tests) are left out of the metrics."""
         rid = f"req-{next(self._ids)}"
         stops = [*self.stops, *params.stop]
-        seq = Sequence(rid, list(prompt_ids), params.max_new_tokens, adapter,
-                       stop_token_ids=self.eos_ids | frozenset(params.stop_token_ids))
+        ends = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_ids)
+        seq = Sequence(rid, list(prompt_ids), params.max_new_tokens, adapter, stop_token_ids=ends)
         deadline = time.monotonic() + timeout if timeout else None
         request = _Request(seq, SampleState.create(params, self.runner.device), sink,
-                           Detokenizer(self.tokenizer, stops), deadline)
+                           Detokenizer(self.tokenizer, stops), deadline, internal=internal)
         self._inbox.put(("add", request))
         self._wake.set()
         return rid
@@ -155,6 +160,25 @@ class Engine:
     def abort(self, request_id: str) -> None:
         """Cancel a request; its slot is freed before the next step."""
         self._inbox.put(("abort", request_id))
+        self._wake.set()
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+               ) -> Iterator[StreamDelta]:
+        """Blocking helper for scripts and the terminal chat: the deltas of one generation."""
+        deltas: queue.SimpleQueue[StreamDelta] = queue.SimpleQueue()
+        rid = self.submit(prompt_ids, params, deltas.put, adapter)
+        try:
+            while True:
+                delta = deltas.get()
+                yield delta
+                if delta.finish_reason:
+                    return
+        finally:
+            self.abort(rid)
+
+    def abort_all(self) -> None:
+        """Cancel every request in flight (drain timeout)."""
+        self._inbox.put(("abort_all", None))
         self._wake.set()
 
     def call(self, fn: Callable[[], Any]) -> Future:
@@ -170,6 +194,31 @@ class Engine:
             raise ValueError("fault kind is raise or hang")
         self._fault = kind
         self._wake.set()
+
+    # ---- adapters (call on the loop thread: `engine.call(lambda: engine.load_adapter(...))`) --------
+    def adapter_names(self) -> list[str]:
+        return list(self.runner.lora.names)
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Serve LoRA adapter artifact `path` as model `name`; its base must be the served model."""
+        from tuneforge.core.artifacts import is_artifact, load_artifact
+
+        folder = Path(path)
+        if not folder.is_dir():
+            raise ValueError(f"{path}: no such adapter folder")
+        if is_artifact(folder):
+            manifest = load_artifact(folder).manifest
+            expected = manifest.get("base_fingerprint")
+            if expected and self.base_fingerprint and expected != self.base_fingerprint:
+                raise ValueError(f"{path}: trained on base {manifest.get('base_model')} (fingerprint {expected}), "
+                                 f"not the served model (fingerprint {self.base_fingerprint})")
+        self.runner.lora.load(name, folder, self.runner.dtype, self.runner.device)
+
+    def unload_adapter(self, name: str) -> None:
+        for request in list(self._requests.values()):
+            if request.seq.adapter == name:
+                self._finish(request, "abort")
+        self.runner.lora.unload(name)
 
     # ---- state for the API ---------------------------------------------------------------------
     @property
@@ -227,6 +276,9 @@ class Engine:
                 request = self._requests.get(item)
                 if request is not None:
                     self._finish(request, "abort")
+            elif kind == "abort_all":
+                for request in list(self._requests.values()):
+                    self._finish(request, "abort")
             elif kind == "call":
                 fn, future = item
                 if future.set_running_or_notify_cancel():
@@ -251,8 +303,10 @@ class Engine:
         if not plan:
             return
         for seq in plan.admitted:
-            if self.metrics is not None:
-                self.metrics.observe_queue(self._labels(seq), seq.first_scheduled - self._requests[seq.request_id].arrival)
+            if self.metrics is not None and seq.first_scheduled is not None and not self._requests[
+                    seq.request_id].internal:
+                waited = seq.first_scheduled - self._requests[seq.request_id].arrival
+                self.metrics.observe_queue(self._labels(seq), waited)
         logits = self.runner.forward(plan)
         if generation != self._generation:  # the watchdog gave up on this loop meanwhile
             return
@@ -280,7 +334,7 @@ class Engine:
             self._scheduler.finish(seq, "stop")
         final = seq.status is Status.FINISHED
         text = request.detok.delta(final)
-        if self.metrics is not None and (text or final) and seq.output_ids:
+        if self.metrics is not None and (text or final) and seq.output_ids and not request.internal:
             labels = self._labels(seq)
             if request.first_token_at is None:
                 self.metrics.observe_first_token(labels, now - request.arrival)
@@ -301,7 +355,7 @@ class Engine:
     def _close(self, request: _Request, reason: str, text: str, error: str | None = None) -> None:
         seq = request.seq
         self._requests.pop(seq.request_id, None)
-        if self.metrics is not None:
+        if self.metrics is not None and not request.internal:
             self.metrics.observe_finished(self._labels(seq), reason, len(seq.prompt_ids), len(seq.output_ids),
                                           time.monotonic() - request.arrival)
         request.sink(StreamDelta(text, reason, len(seq.prompt_ids), len(seq.output_ids), list(seq.output_ids),
@@ -338,3 +392,33 @@ class Engine:
                 self._close(request, "error", "", f"engine restarted: the loop {why}")
             self.restarts += 1
             self._start_loop()
+
+
+def prompt_logprobs(engine: Engine, ids: list[int], top: int, adapter: str | None = None
+                    ) -> tuple[list[float | None], list[dict[int, float] | None]]:
+    """Log-probability of each token given the ones before it (None for the first), and the top-k.
+
+    One plain forward of the whole sequence (for `echo` + `logprobs` scoring); run it on the loop
+    thread with `engine.call`.
+    """
+    import torch
+
+    model, lora = engine.loaded.model, engine.runner.lora
+    device = engine.runner.device
+    if adapter is not None:
+        lora.step.rows = {adapter: torch.arange(len(ids), device=device)}
+    try:
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
+    finally:
+        lora.step.rows = {}
+    logprobs = torch.log_softmax(logits[:-1], dim=-1)
+    targets = torch.tensor(ids[1:], device=logprobs.device)
+    chosen: list[float | None] = [None, *logprobs.gather(1, targets[:, None])[:, 0].tolist()]
+    tops: list[dict[int, float] | None] = [None]
+    if top > 0:
+        values, indices = logprobs.topk(top, dim=-1)
+        tops += [dict(zip(i.tolist(), v.tolist(), strict=True)) for v, i in zip(values, indices, strict=True)]
+    else:
+        tops += [None] * (len(ids) - 1)
+    return chosen, tops

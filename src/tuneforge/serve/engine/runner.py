@@ -18,6 +18,7 @@ from typing import Any
 
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.serve.engine.kv_cache import CacheShape, SlotCache
+from tuneforge.serve.engine.lora import MultiLoRA
 from tuneforge.serve.engine.scheduler import SchedulerOutput
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
@@ -41,6 +42,7 @@ class StepInputs:
     decode_slots: list[int]
     decode_len: int  # attention length of the decode group (longest decode position + 1)
     prefills: list[tuple[int, int, int, int]]  # (row offset, n tokens, slot, start position)
+    adapter_rows: dict[str, Any]  # adapter name → row indices of its tokens
 
 
 class ModelRunner:
@@ -74,6 +76,7 @@ class ModelRunner:
         self.cache = SlotCache(CacheShape(len(inner.layers), num_slots, self.num_kv_heads, max_model_len,
                                           self.head_dim), self._cache_dtype(), self.device)
         self.vocab_size = self.lm.get_output_embeddings().weight.shape[0]
+        self.lora = MultiLoRA(self.lm)
 
     def _cache_dtype(self):
         embed = self.inner.embed_tokens.weight
@@ -88,13 +91,18 @@ class ModelRunner:
         slots: list[int] = []
         sample_rows: list[int] = []
         prefills = []
+        by_adapter: dict[str, list[int]] = {}
         for chunk in plan.decodes:
+            if chunk.seq.adapter is not None:
+                by_adapter.setdefault(chunk.seq.adapter, []).append(len(ids))
             ids += chunk.tokens
             positions.append(chunk.start)
             slots.append(chunk.seq.slot)
             sample_rows.append(len(ids) - 1)
         for chunk in plan.prefills:
             offset, n = len(ids), len(chunk.tokens)
+            if chunk.seq.adapter is not None:
+                by_adapter.setdefault(chunk.seq.adapter, []).extend(range(offset, offset + n))
             ids += chunk.tokens
             positions += range(chunk.start, chunk.start + n)
             slots += [chunk.seq.slot] * n
@@ -105,14 +113,23 @@ class ModelRunner:
         decode_slots = [c.seq.slot for c in plan.decodes]
         decode_len = max((c.start for c in plan.decodes), default=-1) + 1
         return StepInputs(as_tensor(ids), as_tensor(positions), as_tensor(slots), as_tensor(sample_rows),
-                          len(plan.decodes), decode_slots, decode_len, prefills)
+                          len(plan.decodes), decode_slots, decode_len, prefills,
+                          {name: as_tensor(rows) for name, rows in by_adapter.items()})
 
     # ---- the forward pass ----------------------------------------------------------------------
     def forward(self, plan: SchedulerOutput):
         """Logits (float32) for each chunk that samples, in plan order (decodes, then prefills)."""
-        import torch
 
         step = self.inputs(plan)
+        self.lora.step.rows = step.adapter_rows
+        try:
+            return self._forward(step)
+        finally:
+            self.lora.step.rows = {}
+
+    def _forward(self, step: StepInputs):
+        import torch
+
         with torch.inference_mode():
             h = self.inner.embed_tokens(step.ids)[None]  # (1, N, hidden)
             cos, sin = self.inner.rotary_emb(h, step.positions[None])
