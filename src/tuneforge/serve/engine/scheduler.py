@@ -56,11 +56,11 @@ class Chunk:
     seq: Sequence
     start: int
     tokens: list[int]
+    samples: bool  # the chunk reaches the sequence's last token: the step samples its next one
 
-    @property
-    def samples(self) -> bool:
-        """True when the chunk reaches the sequence's last token: the step samples its next one."""
-        return self.start + len(self.tokens) == self.seq.num_tokens
+    @classmethod
+    def of(cls, seq: Sequence, start: int, n: int) -> Chunk:
+        return cls(seq, start, [seq.token(p) for p in range(start, start + n)], start + n == seq.num_tokens)
 
 
 @dataclass
@@ -143,7 +143,7 @@ class Scheduler:
             n = min(seq.num_tokens - seq.num_computed, budget)
             if n <= 0:
                 continue
-            chunk = Chunk(seq, seq.num_computed, [seq.token(p) for p in range(seq.num_computed, seq.num_computed + n)])
+            chunk = Chunk.of(seq, seq.num_computed, n)
             (out.decodes if n == 1 and seq.num_computed >= len(seq.prompt_ids) else out.prefills).append(chunk)
             budget -= n
         while self.waiting and self._free_slots and budget > 0:
@@ -154,7 +154,7 @@ class Scheduler:
             self.running.append(seq)
             out.admitted.append(seq)
             n = min(seq.num_tokens, budget)
-            out.prefills.append(Chunk(seq, 0, seq.prompt_ids[:n]))
+            out.prefills.append(Chunk.of(seq, 0, n))
             budget -= n
         return out
 
