@@ -58,8 +58,7 @@ def test_chat_one_shot_local():
     out = tf("chat", "tiny-random-llama", "-p", "hello", "--max-tokens", "4", "--set", "model.dtype=bfloat16")
     assert out.returncode == 0, out.stderr
     from tuneforge.models import load
-    from tuneforge.models.generate import SamplingParams
-    from tuneforge.models.generate import generate_chat
+    from tuneforge.models.generate import SamplingParams, generate_chat
 
     expected = generate_chat(load("tiny-random-llama", dtype="bfloat16"), [[{"role": "user", "content": "hello"}]],
                              SamplingParams(max_new_tokens=4))[0]

@@ -200,8 +200,8 @@ def test_overload_is_refused_with_429_before_headers():
 
     from tuneforge.pipeline import start_server, stop_server
 
-    process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny", max_waiting=1, max_num_seqs=1,
-                                                                  max_tokens=2000))
+    cfg = ServeConfig(served_model_name="tiny", max_waiting=1, max_num_seqs=1, max_tokens=2000)
+    process, url = start_server("tiny-random-llama", cfg)
     try:
         with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=2000, ignore_eos=True, stream=True),
                           timeout=120) as running:

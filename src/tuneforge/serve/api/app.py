@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -456,8 +457,8 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
             if req.logprobs is not None:
                 scored = ids + generated if req.echo else generated
                 if req.echo:
-                    chosen, tops = await asyncio.wrap_future(
-                        engine.call(lambda s=ids + generated: prompt_logprobs(engine, s, req.logprobs or 0, adapter)))
+                    chosen, tops = await asyncio.wrap_future(engine.call(partial(
+                        prompt_logprobs, engine, scored, req.logprobs or 0, adapter)))
                     block = completion_logprobs(scored, chosen, tops)
                 else:
                     picks = results[index][2]

@@ -98,7 +98,7 @@ class Engine:
         self._scheduler = self._new_scheduler()
         self._thread: threading.Thread | None = None
         self._watchdog: threading.Thread | None = None
-        self._generator = None
+        self._generator: Any = None
 
     # ---- set-up --------------------------------------------------------------------------------
     def _eos_ids(self) -> frozenset[int]:

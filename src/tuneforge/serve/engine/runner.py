@@ -19,9 +19,14 @@ from typing import Any
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.serve.engine.kv_cache import CacheShape, SlotCache
 from tuneforge.serve.engine.lora import MultiLoRA
-from tuneforge.serve.engine.scheduler import SchedulerOutput
+from tuneforge.serve.engine.scheduler import Chunk, SchedulerOutput
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+
+
+def _slot(chunk: Chunk) -> int:
+    assert chunk.seq.slot is not None, "a scheduled sequence holds a slot"
+    return chunk.seq.slot
 
 
 def decoder_of(model: Any) -> Any:
@@ -97,7 +102,7 @@ class ModelRunner:
                 by_adapter.setdefault(chunk.seq.adapter, []).append(len(ids))
             ids += chunk.tokens
             positions.append(chunk.start)
-            slots.append(chunk.seq.slot)
+            slots.append(_slot(chunk))
             sample_rows.append(len(ids) - 1)
         for chunk in plan.prefills:
             offset, n = len(ids), len(chunk.tokens)
@@ -105,12 +110,12 @@ class ModelRunner:
                 by_adapter.setdefault(chunk.seq.adapter, []).extend(range(offset, offset + n))
             ids += chunk.tokens
             positions += range(chunk.start, chunk.start + n)
-            slots += [chunk.seq.slot] * n
-            prefills.append((offset, n, chunk.seq.slot, chunk.start))
+            slots += [_slot(chunk)] * n
+            prefills.append((offset, n, _slot(chunk), chunk.start))
             if chunk.samples:
                 sample_rows.append(len(ids) - 1)
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
-        decode_slots = [c.seq.slot for c in plan.decodes]
+        decode_slots = [_slot(c) for c in plan.decodes]
         decode_len = max((c.start for c in plan.decodes), default=-1) + 1
         return StepInputs(as_tensor(ids), as_tensor(positions), as_tensor(slots), as_tensor(sample_rows),
                           len(plan.decodes), decode_slots, decode_len, prefills,
