@@ -305,6 +305,65 @@ def bench_train(
     console.print(table)
 
 
+@bench_app.command("serve")
+def bench_serve(
+    url: Annotated[str | None, typer.Option(
+        help="Base URL of any OpenAI-compatible server (…/v1). Without it: tuneforge vs llama-server, both "
+        "started here.")] = None,
+    served_model: Annotated[str, typer.Option("--served-model", help="`model` field sent with --url.")] = "bench",
+    model: Annotated[str, typer.Option(help="What tuneforge serves in the comparison (llama-server always "
+                                            "serves the shipped SmolLM2 GGUF).")] = "smollm2-135m",
+    concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent clients, e.g. 1,16.")] = "1,16",
+    num_prompts: Annotated[int, typer.Option(help="Requests per client at each concurrency.")] = 4,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Output tokens per request (ignore_eos).")] = 128,
+    request_rate: Annotated[float, typer.Option(help="Poisson arrivals per second (default: closed loop).")] = float(
+        "inf"),
+    overrides: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where results.md/json go.")] = Path(
+        "runs/bench-serve"),
+) -> None:
+    """Load-test serving like `vllm bench serve`: streamed chat requests, TTFT / TPOT / ITL / E2E percentiles,
+    output tokens/s, failures. With no --url, tuneforge and llama.cpp's llama-server (built from the
+    llama-cpp-python sdist on first use) serve the same model in turn, and the ratios are printed.
+
+    Example:  tuneforge bench serve --concurrency 1,16 --max-tokens 128
+    Example:  tuneforge bench serve --url http://127.0.0.1:8000/v1 --served-model support-bot --concurrency 8
+    """
+    import asyncio
+    import json
+
+    from tuneforge.bench.serve import as_json, compare, default_prompts, ratios, render, run_load
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    if not levels or min(levels) < 1:
+        raise typer.BadParameter("--concurrency takes positive integers, e.g. 1,16")
+    output.mkdir(parents=True, exist_ok=True)
+    counts = {c: num_prompts * c for c in levels}
+    if url:
+        summaries = [asyncio.run(run_load(url.rstrip("/"), served_model, default_prompts(), counts[c], c, max_tokens,
+                                          request_rate, name=url)) for c in levels]
+    else:
+        serve_cfg = _config(None, overrides).serve
+        changed = serve_cfg.model_dump(exclude_defaults=True)
+        summaries = compare(model, levels, counts, max_tokens, output, changed)
+    table = render(summaries)
+    lines = [table, ""]
+    ours = {s.concurrency: s for s in summaries if s.name == "tuneforge"}
+    peer = {s.concurrency: s for s in summaries if s.name == "llama-server"}
+    for c in levels:
+        if c in ours and c in peer:
+            r = ratios(ours[c], peer[c])
+            lines.append(f"{c} client(s): tuneforge/llama-server output tok/s ×{r['output_throughput']:.2f}, "
+                         f"TTFT p50 ×{r['ttft_p50']:.2f}, TTFT p99 ×{r['ttft_p99']:.2f}, TPOT p50 ×{r['tpot_p50']:.2f}")
+    (output / "results.md").write_text("\n".join(lines) + "\n")
+    (output / "results.json").write_text(json.dumps(as_json(summaries), indent=2))
+    console.print("\n".join(lines))
+    if any(s.failed for s in summaries):
+        for s in summaries:
+            for error in s.errors:
+                console.print(f"[red]{s.name} ({s.concurrency} clients) failure:[/red] {error}")
+
+
 def _without_nproc(args: list[str]) -> list[str]:
     out, skip = [], False
     for arg in args:

@@ -182,7 +182,10 @@ def _lora(tiny, folder, seed):
 def test_multi_lora_requests_share_a_batch_and_each_gets_its_adapter(tiny, tmp_path):
     a = _lora(tiny, tmp_path / "a", 1)
     b = _lora(tiny, tmp_path / "b", 2)
-    eng = Engine(tiny, EngineLimits(max_num_seqs=4, max_model_len=128)).start()
+    from tuneforge.models import load
+
+    own = load("tiny-random-llama")  # the engine wraps the targeted layers: not the shared fixture's model
+    eng = Engine(own, EngineLimits(max_num_seqs=4, max_model_len=128)).start()
     try:
         eng.load_adapter("a", str(tmp_path / "a"))
         eng.load_adapter("b", str(tmp_path / "b"))

@@ -83,8 +83,7 @@ class Engine:
         self.metrics = metrics
         self.model_name = model_name
         self.base_fingerprint: str | None = None  # set by the server: adapters must name this base
-        self.stops = stop_strings(self.tokenizer)
-        self.eos_ids = self._eos_ids()
+        self.eos_ids, self.stops = self._ends()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._ids = itertools.count()
@@ -101,13 +100,17 @@ class Engine:
         self._generator: Any = None
 
     # ---- set-up --------------------------------------------------------------------------------
-    def _eos_ids(self) -> frozenset[int]:
-        ids = {self.tokenizer.eos_token_id}
-        for text in self.stops:  # chat-template stops that are single special tokens end by id
+    def _ends(self) -> tuple[frozenset[int], list[str]]:
+        """Token ids that end a turn (EOS, chat-template stops that are one special token) and the stop
+        strings left to match in text (special tokens never appear in decoded text)."""
+        ids, strings = {self.tokenizer.eos_token_id}, []
+        for text in stop_strings(self.tokenizer):
             token = self.tokenizer.convert_tokens_to_ids(text)
             if isinstance(token, int) and token != self.tokenizer.unk_token_id:
                 ids.add(token)
-        return frozenset(i for i in ids if i is not None)
+            else:
+                strings.append(text)
+        return frozenset(i for i in ids if i is not None), strings
 
     def _new_scheduler(self) -> Scheduler:
         return Scheduler(self.limits.max_num_seqs, self.max_context, self.limits.max_num_batched_tokens)

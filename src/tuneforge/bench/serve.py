@@ -1,0 +1,223 @@
+"""`tuneforge bench serve`: load-test OpenAI-compatible servers the way `vllm bench serve` does.
+
+Each request is a streamed chat completion with a fixed output length (`ignore_eos`), so every
+server does the same work. Arrivals are closed-loop at a given concurrency (each client sends its
+next request when the last one ends) or Poisson at a given rate with the concurrency as a cap.
+Per request: TTFT (first content chunk), ITL (gaps between content chunks), TPOT ((e2e - TTFT) /
+(output tokens - 1)), end-to-end latency; per run: output tokens/s, requests/s, failures, and
+percentiles. Output tokens come from the server's `usage` when it sends one, else the chunk count.
+
+With no `--url`, the comparison runs itself: tuneforge's server and llama.cpp's `llama-server`
+(built from the llama-cpp-python sdist's vendored sources, see `bench/llamacpp.py`) serve the
+same model, one after the other, and the ratios are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Any
+
+
+@dataclass
+class RequestResult:
+    ok: bool
+    ttft: float = 0.0
+    e2e: float = 0.0
+    output_tokens: int = 0
+    itl: list[float] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def tpot(self) -> float | None:
+        return (self.e2e - self.ttft) / (self.output_tokens - 1) if self.output_tokens > 1 else None
+
+
+@dataclass
+class RunSummary:
+    name: str
+    concurrency: int
+    duration: float
+    completed: int
+    failed: int
+    output_tokens: int
+    output_throughput: float
+    request_throughput: float
+    ttft_ms: dict[str, float]
+    tpot_ms: dict[str, float]
+    itl_ms: dict[str, float]
+    e2e_ms: dict[str, float]
+    errors: list[str] = field(default_factory=list)
+
+
+def default_prompts() -> list[str]:
+    """Questions of many kinds (shipped with tuneforge, not domain data): the benchmark's default prompts."""
+    text = resources.files("tuneforge.train").joinpath("data/general_prompts.jsonl").read_text()
+    return [json.loads(line)["messages"][-1]["content"] for line in text.splitlines() if line.strip()]
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"mean": 0.0, "p50": 0.0, "p90": 0.0, "p99": 0.0}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+    return {"mean": 1000 * statistics.fmean(ordered), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99)}
+
+
+async def _one(client, url: str, model: str, prompt: str, max_tokens: int) -> RequestResult:
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+            "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
+    start = time.perf_counter()
+    result = RequestResult(ok=False)
+    last = None
+    chunks = 0
+    try:
+        async with client.stream("POST", f"{url}/chat/completions", json=body) as resp:
+            if resp.status_code != 200:
+                result.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
+                return result
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                data = json.loads(line[6:])
+                if "error" in data:
+                    result.error = str(data["error"])[:200]
+                    return result
+                if data.get("usage"):
+                    result.output_tokens = int(data["usage"].get("completion_tokens") or 0)
+                for choice in data.get("choices") or []:
+                    if (choice.get("delta") or {}).get("content"):
+                        now = time.perf_counter()
+                        if last is None:
+                            result.ttft = now - start
+                        else:
+                            result.itl.append(now - last)
+                        last = now
+                        chunks += 1
+    except Exception as exc:  # a failed request is counted, not fatal
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+        return result
+    result.e2e = time.perf_counter() - start
+    result.output_tokens = result.output_tokens or chunks
+    result.ok = last is not None
+    if not result.ok:
+        result.error = "no content streamed"
+    return result
+
+
+async def run_load(url: str, model: str, prompts: list[str], num_prompts: int, concurrency: int,
+                   max_tokens: int, request_rate: float = float("inf"), seed: int = 0, name: str = "") -> RunSummary:
+    """Send `num_prompts` requests (prompts cycled) at `concurrency`; Poisson arrivals when `request_rate` is finite."""
+    import httpx
+
+    rng = random.Random(seed)
+    order = [prompts[i % len(prompts)] for i in range(num_prompts)]
+    rng.shuffle(order)
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+        async def limited(prompt: str) -> RequestResult:
+            async with gate:
+                return await _one(client, url, model, prompt, max_tokens)
+
+        await _one(client, url, model, "warm up", 4)  # first-request costs (connections, lazy init) out of the run
+        start = time.perf_counter()
+        tasks = []
+        for prompt in order:
+            tasks.append(asyncio.create_task(limited(prompt)))
+            if request_rate != float("inf"):
+                await asyncio.sleep(rng.expovariate(request_rate))
+        results = await asyncio.gather(*tasks)
+        duration = time.perf_counter() - start
+    good = [r for r in results if r.ok]
+    tokens = sum(r.output_tokens for r in good)
+    return RunSummary(
+        name=name or url, concurrency=concurrency, duration=duration, completed=len(good),
+        failed=len(results) - len(good), output_tokens=tokens, output_throughput=tokens / duration,
+        request_throughput=len(good) / duration, ttft_ms=_percentiles([r.ttft for r in good]),
+        tpot_ms=_percentiles([t for r in good if (t := r.tpot) is not None]),
+        itl_ms=_percentiles([x for r in good for x in r.itl]), e2e_ms=_percentiles([r.e2e for r in good]),
+        errors=sorted({r.error for r in results if not r.ok})[:5])
+
+
+def render(summaries: list[RunSummary]) -> str:
+    """A markdown table, one row per (server, concurrency)."""
+    lines = ["| server | clients | done/failed | output tok/s | req/s | TTFT p50 / p99 ms | TPOT p50 ms | "
+             "ITL p50 / p99 ms | E2E p50 ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s.name} | {s.concurrency} | {s.completed}/{s.failed} | {s.output_throughput:.1f} | "
+                     f"{s.request_throughput:.2f} | {s.ttft_ms['p50']:.0f} / {s.ttft_ms['p99']:.0f} | "
+                     f"{s.tpot_ms['p50']:.1f} | {s.itl_ms['p50']:.1f} / {s.itl_ms['p99']:.1f} | "
+                     f"{s.e2e_ms['p50']:.0f} |")
+    return "\n".join(lines)
+
+
+def ratios(ours: RunSummary, peer: RunSummary) -> dict[str, float]:
+    """ours ÷ peer for throughput (higher is better) and peer-relative latencies (lower is better)."""
+    def div(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
+    return {"output_throughput": div(ours.output_throughput, peer.output_throughput),
+            "ttft_p50": div(ours.ttft_ms["p50"], peer.ttft_ms["p50"]),
+            "ttft_p99": div(ours.ttft_ms["p99"], peer.ttft_ms["p99"]),
+            "tpot_p50": div(ours.tpot_ms["p50"], peer.tpot_ms["p50"])}
+
+
+def as_json(summaries: list[RunSummary]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in summaries]
+
+
+def _wait_http(url: str, process, seconds: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
+
+
+def compare(model_ref: str, concurrencies: list[int], num_prompts: dict[int, int], max_tokens: int,
+            workdir, serve_overrides: dict[str, Any] | None = None, threads: int = 2) -> list[RunSummary]:
+    """tuneforge serving `model_ref` vs llama-server serving the shipped GGUF, same prompts and load."""
+    from tuneforge.bench.llamacpp import start_llama_server
+    from tuneforge.core.config import ServeConfig
+    from tuneforge.models.loader import smollm2_gguf_path
+    from tuneforge.pipeline import free_port, start_server, stop_server
+
+    prompts = default_prompts()
+    slots = max(concurrencies)
+    summaries: list[RunSummary] = []
+    cfg = ServeConfig(served_model_name="bench", max_num_seqs=slots, max_tokens=max_tokens,
+                      **(serve_overrides or {}))
+    process, url = start_server(model_ref, cfg, workdir)
+    try:
+        for c in concurrencies:
+            summaries.append(asyncio.run(run_load(url, "bench", prompts, num_prompts[c], c, max_tokens,
+                                                  name="tuneforge")))
+    finally:
+        stop_server(process)
+    port = free_port()
+    peer = start_llama_server(smollm2_gguf_path(), port, slots, 2048, threads, workdir / "llama-server.log")
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health", peer)
+        for c in concurrencies:
+            summaries.append(asyncio.run(run_load(f"http://127.0.0.1:{port}/v1", "bench", prompts, num_prompts[c], c,
+                                                  max_tokens, name="llama-server")))
+    finally:
+        stop_server(peer)
+    return summaries
