@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuneforge.core.errors import TuneforgeError
+from tuneforge.serve.engine.fused import FusedLinear, fuse_layers, plain, rms_norm, rotate
 from tuneforge.serve.engine.kv_cache import CacheShape, SlotCache
 from tuneforge.serve.engine.lora import MultiLoRA
 from tuneforge.serve.engine.scheduler import Chunk, SchedulerOutput
@@ -82,6 +83,9 @@ class ModelRunner:
                                           self.head_dim), self._cache_dtype(), self.device)
         self.vocab_size = self.lm.get_output_embeddings().weight.shape[0]
         self.lora = MultiLoRA(self.lm)
+        self.fused = fuse_layers(inner.layers, getattr(cfg, "hidden_act", "silu"))
+        head = self.lm.lm_head
+        self.head = FusedLinear([head]) if self.fused is not None and plain(head) else None
 
     def _cache_dtype(self):
         embed = self.inner.embed_tokens.weight
@@ -140,12 +144,32 @@ class ModelRunner:
             cos, sin = self.inner.rotary_emb(h, step.positions[None])
             decode_mask = self._decode_mask(step)
             prefill_masks = [self._causal_mask(n, start) for _, n, _, start in step.prefills]
-            for index, layer in enumerate(self.inner.layers):
-                h = h + self._attention(index, layer.self_attn, layer.input_layernorm(h), cos, sin, step,
-                                        decode_mask, prefill_masks)
-                h = h + layer.mlp(layer.post_attention_layernorm(h))
+            if self.fused is not None and not self.lora.names:
+                h = self._fused_layers(h[0], cos[0][:, None], sin[0][:, None], step, decode_mask, prefill_masks)[None]
+            else:
+                for index, layer in enumerate(self.inner.layers):
+                    h = h + self._attention(index, layer.self_attn, layer.input_layernorm(h), cos, sin, step,
+                                            decode_mask, prefill_masks)
+                    h = h + layer.mlp(layer.post_attention_layernorm(h))
             h = self.inner.norm(h[0, step.sample_index])
-            return self.lm.lm_head(h).float()
+            return (self.head(h) if self.head is not None else self.lm.lm_head(h)).float()
+
+    def _fused_layers(self, h, cos, sin, step: StepInputs, decode_mask, prefill_masks):
+        """All layers on the fast path; h (N, hidden), cos/sin (N, 1, d)."""
+        from torch.nn.functional import silu
+
+        assert self.fused is not None
+        n_tokens, d = h.shape[0], self.head_dim
+        q_size, kv_size = self.num_heads * d, self.num_kv_heads * d
+        for index, layer in enumerate(self.fused):
+            qkv = layer.qkv(rms_norm(h, layer.input_norm))
+            q = rotate(qkv[:, :q_size].view(n_tokens, self.num_heads, d), cos, sin)
+            k = rotate(qkv[:, q_size: q_size + kv_size].view(n_tokens, self.num_kv_heads, d), cos, sin)
+            v = qkv[:, q_size + kv_size:].view(n_tokens, self.num_kv_heads, d)
+            h = h + layer.o(self._attend(index, q, k, v, step, decode_mask, prefill_masks).to(h.dtype))
+            gate, up = layer.gate_up(rms_norm(h, layer.post_norm)).chunk(2, dim=-1)
+            h = h + layer.down(silu(gate) * up)
+        return h
 
     def _decode_mask(self, step: StepInputs):
         """(slots in view, 1, 1, length): each decoding slot sees its positions; idle slots see position 0."""
@@ -169,21 +193,28 @@ class ModelRunner:
         return mask.repeat(self.group, 1)[None, None]
 
     def _attention(self, index: int, attn, x, cos, sin, step: StepInputs, decode_mask, prefill_masks):
-        import torch
-        from torch.nn.functional import scaled_dot_product_attention as sdpa
-
+        """The generic path: the layer's own projection modules (LoRA-wrapped, bottleneck, q/k norms)."""
         n_tokens = x.shape[1]
-        kv, g, d = self.num_kv_heads, self.group, self.head_dim
+        kv, d = self.num_kv_heads, self.head_dim
         q = attn.q_proj(x).view(1, n_tokens, self.num_heads, d)
         k = attn.k_proj(x).view(1, n_tokens, kv, d)
         v = attn.v_proj(x).view(1, n_tokens, kv, d)
         if hasattr(attn, "q_norm"):  # Qwen3 normalises queries and keys per head
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = self._rope(q.transpose(1, 2), k.transpose(1, 2), cos, sin)  # (1, heads, N, d)
-        k_rows = k[0].transpose(0, 1).to(self.cache.k.dtype)  # (N, kv, d)
-        self.cache.write(index, step.slots, step.positions, k_rows, v[0].to(self.cache.v.dtype))
-        q_rows = q[0].transpose(0, 1).to(self.cache.k.dtype)  # (N, heads, d)
-        out = torch.empty(n_tokens, self.num_heads * d, dtype=q_rows.dtype, device=x.device)
+        out = self._attend(index, q[0].transpose(0, 1), k[0].transpose(0, 1), v[0], step, decode_mask, prefill_masks)
+        return attn.o_proj(out[None].to(x.dtype))
+
+    def _attend(self, index: int, q, k, v, step: StepInputs, decode_mask, prefill_masks):
+        """Store k/v (N, kv_heads, d) in the cache, attend with q (N, heads, d); returns (N, heads·d)."""
+        import torch
+        from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+        kv, g, d = self.num_kv_heads, self.group, self.head_dim
+        n_tokens = q.shape[0]
+        self.cache.write(index, step.slots, step.positions, k.to(self.cache.k.dtype), v.to(self.cache.v.dtype))
+        q_rows = q.to(self.cache.k.dtype)
+        out = torch.empty(n_tokens, self.num_heads * d, dtype=q_rows.dtype, device=q.device)
         nd = step.num_decodes
         if nd:
             width = max(step.decode_slots) + 1
@@ -201,4 +232,4 @@ class ModelRunner:
             grouped = q_rows[offset: offset + n].reshape(n, kv, g, d).permute(1, 2, 0, 3).reshape(1, kv, g * n, d)
             o = sdpa(grouped, keys, values, attn_mask=mask, scale=self.scaling)  # (1, kv, g·n, d)
             out[offset: offset + n] = o.reshape(kv, g, n, d).permute(2, 0, 1, 3).reshape(n, -1)
-        return attn.o_proj(out[None].to(x.dtype))
+        return out
