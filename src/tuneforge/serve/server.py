@@ -1,5 +1,6 @@
 """`tuneforge serve MODEL`: load a model, start the engine, build the app, run uvicorn.
 
+The engine loop runs on the main thread (faster on CPU, see `Engine.start`), uvicorn on another.
 SIGTERM (or Ctrl-C) drains: new requests get 503 + Retry-After and /ready says draining, in-flight
 requests get `serve.drain_timeout` seconds to finish, whatever is left is aborted, then the server
 stops. A second signal stops at once.
@@ -7,6 +8,7 @@ stops. A second signal stops at once.
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -37,7 +39,8 @@ def serve_dtype(cfg: ServeConfig) -> str:
     return "bfloat16"
 
 
-def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMetrics | None = None) -> Engine:
+def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMetrics | None = None,
+                 loop_in_thread: bool = True) -> Engine:
     """Load `model_ref` for serving and start the native engine over it, with `cfg.adapters` loaded."""
     import torch
 
@@ -57,14 +60,14 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
                 engine.load_adapter(adapter, path)
             except ValueError as exc:
                 raise TuneforgeError(f"serve.adapters.{adapter}: {exc}") from None
-    return engine.start()
+    return engine.start(loop_in_thread)
 
 
-def build_app(model_ref: str, cfg: ServeConfig):
+def build_app(model_ref: str, cfg: ServeConfig, loop_in_thread: bool = True):
     """Load `model_ref`, start its engine and return (app, served name)."""
     name = cfg.served_model_name or default_served_name(model_ref)
     metrics = ServingMetrics()
-    engine = build_engine(model_ref, cfg, name, metrics)
+    engine = build_engine(model_ref, cfg, name, metrics, loop_in_thread)
     return create_app(engine, name, cfg, metrics), name
 
 
@@ -84,10 +87,10 @@ def _drain(server, app, grace: float) -> None:
 
 
 def serve(model_ref: str, cfg: ServeConfig) -> None:
-    """Serve until SIGTERM / Ctrl-C, then drain."""
+    """Serve until SIGTERM / Ctrl-C, then drain. The engine loop runs on the main thread, HTTP on another."""
     import uvicorn
 
-    app, name = build_app(model_ref, cfg)
+    app, name = build_app(model_ref, cfg, loop_in_thread=False)
     engine = app.state.engine
     # Bind here so port 0 (any free port) can be reported before uvicorn takes the socket over.
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
@@ -97,22 +100,32 @@ def serve(model_ref: str, cfg: ServeConfig) -> None:
         sock.bind((cfg.host, cfg.port))
     except OSError as exc:
         sock.close()
+        engine.shutdown()
         raise TuneforgeError(f"serve: cannot bind {cfg.host}:{cfg.port} ({exc.strerror})") from None
     port = sock.getsockname()[1]
     console.print(f"serving [bold]{model_ref}[/bold] as model [bold]{name!r}[/bold] on "
                   f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs) | native engine: {engine.limits.max_num_seqs} "
                   f"slots × {engine.max_context} tokens, KV cache {engine.cache_bytes / 2**20:.0f} MiB, "
                   f"{engine.runner.dtype}".replace("torch.", ""))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
 
-    class DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig, frame) -> None:  # first signal drains, a second one exits now
-            if app.state.serve.draining:
-                return super().handle_exit(sig, frame)
-            threading.Thread(target=_drain, args=(self, app, cfg.drain_timeout), daemon=True).start()
+    def http() -> None:
+        try:
+            with sock:
+                server.run(sockets=[sock])
+        finally:
+            engine.shutdown()  # the HTTP side is gone (drained or failed): end the engine loop too
 
-    server = DrainingServer(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    try:
-        with sock:
-            server.run(sockets=[sock])
-    finally:
-        engine.shutdown()
+    def on_signal(signum, frame) -> None:  # first signal drains, a second one exits now
+        if app.state.serve.draining:
+            server.force_exit = server.should_exit = True
+            engine.shutdown()
+            return
+        threading.Thread(target=_drain, args=(server, app, cfg.drain_timeout), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    http_thread = threading.Thread(target=http, name="tuneforge-http", daemon=True)
+    http_thread.start()
+    engine.run_loop()
+    http_thread.join(timeout=10)
