@@ -122,7 +122,9 @@ async def run_load(url: str, model: str, prompts: list[str], num_prompts: int, c
     order = [prompts[i % len(prompts)] for i in range(num_prompts)]
     rng.shuffle(order)
     gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+    # a fresh connection per request: reusing keep-alive connections that a server closed meanwhile fails
+    # requests on the client side (seen with llama-server), which would count against the server
+    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
         async def limited(prompt: str) -> RequestResult:
             async with gate:
