@@ -81,7 +81,6 @@ class ModelRunner:
         self._rope = apply_rotary_pos_emb
         self.cache = SlotCache(CacheShape(len(inner.layers), num_slots, self.num_kv_heads, max_model_len,
                                           self.head_dim), self._cache_dtype(), self.device)
-        self.vocab_size = self.lm.get_output_embeddings().weight.shape[0]
         self.lora = MultiLoRA(self.lm)
         self.fused = fuse_layers(inner.layers, getattr(cfg, "hidden_act", "silu"))
         head = self.lm.lm_head
