@@ -217,3 +217,22 @@ def _bad_adapter(eng, tmp_path):
                "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": torch.zeros(64, 2)},
               str(folder / "adapter_model.safetensors"))
     eng.load_adapter("bad", str(folder))
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_equals_hf_generate_in_a_shared_batch():
+    """The real model, fp32, three chats decoded together (chunked prefill on): HF generate's tokens exactly."""
+    from tuneforge.models import load
+    from tuneforge.models.generate import render_prompt
+
+    smol = load("smollm2-135m", dtype="float32")
+    chats = ["How do I reset my password?", "Write a haiku about autumn.", "What is 17 times 3?"]
+    prompts = [smol.tokenizer(render_prompt(smol.tokenizer, [{"role": "user", "content": q}]),
+                              add_special_tokens=False)["input_ids"] for q in chats]
+    eng = Engine(smol, EngineLimits(max_num_seqs=3, max_model_len=256, max_num_batched_tokens=16)).start()
+    try:
+        finals, _ = run_all(eng, [(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)) for ids in prompts])
+    finally:
+        eng.shutdown()
+    for ids, final in zip(prompts, finals, strict=True):
+        assert final.token_ids == hf_greedy(smol.model, ids, 24)

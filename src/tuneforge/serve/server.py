@@ -44,12 +44,21 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
     """Load `model_ref` for serving and start the native engine over it, with `cfg.adapters` loaded."""
     import torch
 
+    limits = EngineLimits(cfg.max_num_seqs, cfg.max_model_len, cfg.max_num_batched_tokens, cfg.stuck_timeout)
+    if cfg.backend == "llamacpp":
+        from tuneforge.serve.engine.llamacpp import llamacpp_engine_parts
+
+        if cfg.adapters:
+            raise TuneforgeError("serve.adapters (multi-LoRA) needs backend native")
+        limits.max_num_seqs = 1  # llama-cpp-python keeps one sequence's cache
+        loaded, runner = llamacpp_engine_parts(model_ref, cfg.max_model_len)
+        return Engine(loaded, limits, metrics, name, runner=runner).start(loop_in_thread)
     if cfg.backend != "native":
-        raise TuneforgeError(f"serve.backend={cfg.backend!r} is not available in this build; use native")
+        raise TuneforgeError(f"serve.backend={cfg.backend!r} is not available in this build (no GPU to test the "
+                             "vLLM backend on yet); use native or llamacpp")
     loaded = load(model_ref, dtype=serve_dtype(cfg))
     if torch.cuda.is_available():
         loaded.model.to("cuda")
-    limits = EngineLimits(cfg.max_num_seqs, cfg.max_model_len, cfg.max_num_batched_tokens, cfg.stuck_timeout)
     engine = Engine(loaded, limits, metrics, name)
     if cfg.adapters:
         from tuneforge.models.loader import fingerprint
@@ -106,7 +115,7 @@ def serve(model_ref: str, cfg: ServeConfig) -> None:
     console.print(f"serving [bold]{model_ref}[/bold] as model [bold]{name!r}[/bold] on "
                   f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs) | native engine: {engine.limits.max_num_seqs} "
                   f"slots × {engine.max_context} tokens, KV cache {engine.cache_bytes / 2**20:.0f} MiB, "
-                  f"{engine.runner.dtype}".replace("torch.", ""))
+                  f"{engine.runner.dtype} ({cfg.backend} backend)".replace("torch.", ""))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
 
     def http() -> None:

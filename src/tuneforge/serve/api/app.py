@@ -457,6 +457,9 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
             if req.logprobs is not None:
                 scored = ids + generated if req.echo else generated
                 if req.echo:
+                    if engine.loaded.model is None:
+                        raise APIError(400, "echo + logprobs (prompt scoring) needs serve.backend native",
+                                       param="echo")
                     chosen, tops = await asyncio.wrap_future(engine.call(partial(
                         prompt_logprobs, engine, scored, req.logprobs or 0, adapter)))
                     block = completion_logprobs(scored, chosen, tops)

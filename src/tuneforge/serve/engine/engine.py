@@ -72,14 +72,21 @@ class EngineDead(RuntimeError):
 class Engine:
     """Continuous batching over one model: many concurrent requests share every forward pass."""
 
-    def __init__(self, loaded, limits: EngineLimits | None = None, metrics=None, model_name: str = "model") -> None:
+    def __init__(self, loaded, limits: EngineLimits | None = None, metrics=None, model_name: str = "model",
+                 runner: Any = None) -> None:
+        """`runner` defaults to the native ModelRunner over `loaded.model`; another backend passes its own
+        (anything with `forward(plan) -> logits`, `device`, `dtype`, `cache.nbytes`, `lora`, `context`)."""
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.limits = limits or EngineLimits()
-        config = getattr(loaded.model, "config", None)
-        model_max = int(getattr(config, "max_position_embeddings", None) or self.limits.max_model_len)
-        self.max_context = min(self.limits.max_model_len, model_max)
-        self.runner = ModelRunner(loaded.model, self.limits.max_num_seqs, self.max_context)
+        if runner is None:
+            config = getattr(loaded.model, "config", None)
+            model_max = int(getattr(config, "max_position_embeddings", None) or self.limits.max_model_len)
+            self.max_context = min(self.limits.max_model_len, model_max)
+            runner = ModelRunner(loaded.model, self.limits.max_num_seqs, self.max_context)
+        else:
+            self.max_context = min(self.limits.max_model_len, int(runner.context))
+        self.runner = runner
         self.metrics = metrics
         self.model_name = model_name
         self.base_fingerprint: str | None = None  # set by the server: adapters must name this base

@@ -1,0 +1,107 @@
+"""The `llamacpp` backend: a GGUF file run by llama.cpp (through llama-cpp-python) under tuneforge's engine.
+
+llama.cpp computes the logits; everything else is the native engine's: scheduling, sampling
+(penalties, seeds, logprobs), stop strings, deadlines, cancellation, metrics, the API. Its
+high-level binding keeps one sequence's cache, so this backend runs one sequence at a time
+(`max_num_seqs` is forced to 1; the others wait) — the backend for edge and small-CPU deployments
+that already have a GGUF (`tuneforge compress export --format gguf`, or any llama.cpp model).
+Install: `pip install llama-cpp-python` (builds llama.cpp; a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuneforge.core.errors import TuneforgeError
+from tuneforge.models.loader import LoadedModel, _prepare_tokenizer
+from tuneforge.serve.engine.scheduler import SchedulerOutput
+
+
+def gguf_file(model_ref: str) -> Path:
+    """The GGUF a reference names: a .gguf file, a folder holding exactly one, or the built-in smollm2-135m."""
+    from tuneforge.models.loader import SMOLLM2, smollm2_gguf_path
+
+    if model_ref == SMOLLM2:
+        return smollm2_gguf_path()
+    path = Path(model_ref)
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    found = sorted(path.glob("*.gguf")) if path.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    raise TuneforgeError(f"backend llamacpp serves a GGUF file: {model_ref!r} is not a .gguf file or a folder with "
+                         f"exactly one (found {len(found)})")
+
+
+def load_gguf_tokenizer(gguf: Path):
+    """The Hugging Face tokenizer (with chat template) stored in a GGUF; cached for the built-in model."""
+    from transformers import AutoTokenizer
+
+    from tuneforge.models.loader import smollm2_gguf_path, smollm2_tokenizer_dir
+
+    if gguf.resolve() == smollm2_gguf_path().resolve():
+        return _prepare_tokenizer(AutoTokenizer.from_pretrained(smollm2_tokenizer_dir()))
+    return _prepare_tokenizer(AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
+
+
+@dataclass
+class _NoCache:
+    nbytes: int = 0
+
+
+@dataclass
+class _NoLoRA:
+    names: list[str] = field(default_factory=list)
+
+    def load(self, *_: Any) -> None:
+        raise ValueError("multi-LoRA needs backend native (llama.cpp adapters are merged at export time)")
+
+    def unload(self, name: str) -> None:
+        raise ValueError(f"no adapter {name!r}")
+
+
+class LlamaCppRunner:
+    """`forward(plan)` over llama.cpp: one sequence at a time, its cache kept between steps."""
+
+    def __init__(self, gguf: Path, max_model_len: int, threads: int | None = None) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise TuneforgeError("backend llamacpp needs llama-cpp-python: pip install llama-cpp-python") from None
+        import torch
+
+        self.llm = Llama(model_path=str(gguf), n_ctx=max_model_len, n_batch=512, logits_all=False, verbose=False,
+                         n_threads=threads or os.cpu_count())
+        self.n_vocab = self.llm.n_vocab()
+        self.device = torch.device("cpu")
+        self.dtype = "gguf"
+        self.cache = _NoCache()
+        self.lora = _NoLoRA()
+        self.context = self.llm.n_ctx()
+
+    def forward(self, plan: SchedulerOutput):
+        import numpy as np
+        import torch
+
+        rows = []
+        for chunk in plan.chunks:
+            if chunk.start == 0:
+                self.llm.reset()  # a new sequence owns the (single) cache
+            if self.llm.n_tokens != chunk.start:
+                raise RuntimeError(f"llama.cpp cache holds {self.llm.n_tokens} tokens; the plan starts at "
+                                   f"{chunk.start}")
+            self.llm.eval(chunk.tokens)
+            if chunk.samples:
+                pointer = self.llm._ctx.get_logits_ith(-1)
+                rows.append(torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()))
+        return torch.stack(rows).float() if rows else torch.empty(0, self.n_vocab)
+
+
+def llamacpp_engine_parts(model_ref: str, max_model_len: int) -> tuple[LoadedModel, LlamaCppRunner]:
+    """What the engine needs for a GGUF: its tokenizer (as a LoadedModel without torch weights) and a runner."""
+    gguf = gguf_file(model_ref)
+    runner = LlamaCppRunner(gguf, max_model_len)
+    return LoadedModel(None, load_gguf_tokenizer(gguf), model_ref, "gguf", info={"gguf": str(gguf)}), runner

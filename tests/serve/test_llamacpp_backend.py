@@ -1,0 +1,76 @@
+"""backend: llamacpp — the shipped SmolLM2 GGUF run by llama.cpp under tuneforge's engine and API."""
+
+import pytest
+
+pytest.importorskip("llama_cpp", reason="backend llamacpp needs llama-cpp-python (in the dev extra)")
+
+from tuneforge.core.config import ServeConfig  # noqa: E402
+from tuneforge.models.generate import SamplingParams, render_prompt  # noqa: E402
+
+pytestmark = pytest.mark.slow
+QUESTION = [{"role": "user", "content": "How do I reset my password?"}]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from tuneforge.serve.engine.engine import Engine, EngineLimits
+    from tuneforge.serve.engine.llamacpp import llamacpp_engine_parts
+
+    loaded, runner = llamacpp_engine_parts("smollm2-135m", 1024)
+    eng = Engine(loaded, EngineLimits(max_num_seqs=1, max_model_len=1024), runner=runner).start()
+    yield eng
+    eng.shutdown()
+
+
+def test_greedy_equals_llama_cpp_own_greedy(engine):
+    from llama_cpp import Llama
+
+    ids = engine.tokenizer(render_prompt(engine.tokenizer, QUESTION), add_special_tokens=False)["input_ids"]
+    deltas = list(engine.stream(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)))
+    ours = deltas[-1].token_ids
+    llm = Llama(model_path=engine.loaded.info["gguf"], n_ctx=1024, logits_all=False, verbose=False)
+    theirs = []
+    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+        theirs.append(token)
+        if len(theirs) == 24:
+            break
+    assert ours == theirs
+    assert "".join(d.text for d in deltas) == engine.tokenizer.decode(ours, skip_special_tokens=True)
+
+
+def test_seeded_sampling_and_stop_controls(engine):
+    ids = engine.tokenizer(render_prompt(engine.tokenizer, QUESTION), add_special_tokens=False)["input_ids"]
+    params = SamplingParams(max_new_tokens=16, temperature=0.9, top_p=0.9, seed=3, ignore_eos=True,
+                            repetition_penalty=1.2)
+    first = list(engine.stream(ids, params))[-1].token_ids
+    again = list(engine.stream(ids, params))[-1].token_ids
+    assert first == again and len(first) == 16
+    natural = list(engine.stream(ids, SamplingParams(max_new_tokens=200)))[-1]
+    assert natural.finish_reason == "stop"  # the chat template's end-of-turn token ends it by id
+
+
+def test_served_through_the_api_with_the_openai_sdk(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai import OpenAI
+
+    from tuneforge.pipeline import start_server, stop_server
+
+    process, url = start_server("smollm2-135m", ServeConfig(served_model_name="edge", backend="llamacpp",
+                                                            max_model_len=1024), tmp_path)
+    try:
+        client = OpenAI(base_url=url, api_key="x", max_retries=0)
+        reply = client.chat.completions.create(model="edge", messages=QUESTION, max_tokens=12)
+        stream = client.chat.completions.create(model="edge", messages=QUESTION, max_tokens=12, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == reply.choices[0].message.content
+        with ThreadPoolExecutor(4) as pool:  # one slot: the others wait their turn, none fails
+            replies = list(pool.map(lambda _: client.chat.completions.create(model="edge", messages=QUESTION,
+                                                                             max_tokens=8), range(4)))
+        assert all(r.choices[0].message.content for r in replies)
+        import httpx
+
+        bad = httpx.post(f"{url}/completions", json={"model": "edge", "prompt": "hi", "echo": True, "logprobs": 1,
+                                                     "max_tokens": 0})
+        assert bad.status_code == 400 and "backend native" in bad.json()["error"]["message"]
+    finally:
+        stop_server(process)
