@@ -45,8 +45,10 @@ def test_seeded_sampling_and_stop_controls(engine):
     first = list(engine.stream(ids, params))[-1].token_ids
     again = list(engine.stream(ids, params))[-1].token_ids
     assert first == again and len(first) == 16
+    short = [{"role": "user", "content": "Hi!"}]
+    ids = engine.tokenizer(render_prompt(engine.tokenizer, short), add_special_tokens=False)["input_ids"]
     natural = list(engine.stream(ids, SamplingParams(max_new_tokens=200)))[-1]
-    assert natural.finish_reason == "stop"  # the chat template's end-of-turn token ends it by id
+    assert natural.finish_reason == "stop" and natural.completion_tokens < 200  # end-of-turn token, by id
 
 
 def test_served_through_the_api_with_the_openai_sdk(tmp_path):

@@ -165,6 +165,9 @@ class Engine:
         thread = self._thread
         if thread is not None and thread not in (threading.current_thread(), threading.main_thread()):
             thread.join(timeout=5)
+        close = getattr(self.runner, "close", None)
+        if close is not None and (thread is None or not thread.is_alive() or thread is threading.current_thread()):
+            close()
 
     # ---- requests in ---------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Callable[[StreamDelta], None],

@@ -82,6 +82,10 @@ class LlamaCppRunner:
         self.lora = _NoLoRA()
         self.context = self.llm.n_ctx()
 
+    def close(self) -> None:
+        """Free llama.cpp's model now (its finaliser fails if it runs during interpreter shutdown)."""
+        self.llm.close()
+
     def forward(self, plan: SchedulerOutput):
         import numpy as np
         import torch
