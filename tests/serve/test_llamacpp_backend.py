@@ -64,7 +64,8 @@ def test_served_through_the_api_with_the_openai_sdk(tmp_path):
         client = OpenAI(base_url=url, api_key="x", max_retries=0)
         reply = client.chat.completions.create(model="edge", messages=QUESTION, max_tokens=12)
         stream = client.chat.completions.create(model="edge", messages=QUESTION, max_tokens=12, stream=True)
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == reply.choices[0].message.content
+        streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert streamed == reply.choices[0].message.content
         with ThreadPoolExecutor(4) as pool:  # one slot: the others wait their turn, none fails
             replies = list(pool.map(lambda _: client.chat.completions.create(model="edge", messages=QUESTION,
                                                                              max_tokens=8), range(4)))
