@@ -177,29 +177,13 @@ def as_json(summaries: list[RunSummary]) -> list[dict[str, Any]]:
     return [asdict(s) for s in summaries]
 
 
-def _wait_http(url: str, process, seconds: float = 180.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
-
-
 def compare(model_ref: str, concurrencies: list[int], num_prompts: dict[int, int], max_tokens: int,
             workdir, serve_overrides: dict[str, Any] | None = None, threads: int = 2) -> list[RunSummary]:
     """tuneforge serving `model_ref` vs llama-server serving the shipped GGUF, same prompts and load."""
     from tuneforge.bench.llamacpp import start_llama_server
     from tuneforge.core.config import ServeConfig
     from tuneforge.models.loader import smollm2_gguf_path
-    from tuneforge.pipeline import free_port, start_server, stop_server
+    from tuneforge.pipeline import free_port, start_server, stop_server, wait_ready
 
     prompts = default_prompts()
     slots = max(concurrencies)
@@ -216,7 +200,7 @@ def compare(model_ref: str, concurrencies: list[int], num_prompts: dict[int, int
     port = free_port()
     peer = start_llama_server(smollm2_gguf_path(), port, slots, 2048, threads, workdir / "llama-server.log")
     try:
-        _wait_http(f"http://127.0.0.1:{port}/health", peer)
+        wait_ready(f"http://127.0.0.1:{port}/health", peer)
         for c in concurrencies:
             summaries.append(asyncio.run(run_load(f"http://127.0.0.1:{port}/v1", "bench", prompts, num_prompts[c], c,
                                                   max_tokens, name="llama-server")))
