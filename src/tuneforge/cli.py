@@ -272,6 +272,28 @@ def compress_quantize(
     console.print(f"model artifact → {artifact.path}")
 
 
+@compress_app.command("export")
+def compress_export(
+    model: Annotated[str, typer.Argument(help="Model artifact (e.g. merged), HF folder, or smollm2-135m.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write (model.gguf).")],
+    type_: Annotated[str, typer.Option("--type", help="GGUF type: f16, q8_0, q4_k_m, q4_0.")] = "q8_0",
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Export to GGUF for llama.cpp / Ollama with llama.cpp's own converter (and llama-quantize for 4-bit
+    types), built from the llama-cpp-python sdist on first use; the chat template and llama.cpp's answers
+    are checked against the model before anything is written.
+
+    Example:  tuneforge compress export runs/cs/merged -o runs/cs/gguf --type q4_k_m
+    then:     tuneforge serve runs/cs/gguf --set serve.backend=llamacpp   (or llama-server -m runs/cs/gguf/model.gguf)
+    """
+    from tuneforge.compress.export import export_gguf
+
+    cfg = _config(config, overrides)
+    artifact = export_gguf(model, output, cfg.compress, outtype=type_)
+    console.print(f"model artifact → {artifact.path} ({artifact.metrics.get('size_bytes', 0) / 2**20:.0f} MiB)")
+
+
 @bench_app.command("train")
 def bench_train(
     dataset: Annotated[Path | None, typer.Option(

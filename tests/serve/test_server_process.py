@@ -104,10 +104,10 @@ def test_client_disconnects_free_capacity(server):
 
 
 def test_sigterm_drains_in_flight_and_refuses_new_requests(tmp_path):
-    process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny", max_tokens=1500,
+    process, url = start_server("tiny-random-llama", ServeConfig(served_model_name="tiny", max_tokens=400,
                                                                  drain_timeout=60), tmp_path)
     try:
-        with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=1500, ignore_eos=True,
+        with httpx.stream("POST", f"{url}/chat/completions", json=_body(max_tokens=400, ignore_eos=True,
                                                                          stream=True), timeout=120) as running:
             lines = running.iter_lines()
             next(line for line in lines if '"content": "' in line and '"content": ""' not in line)

@@ -8,7 +8,7 @@ Per request: TTFT (first content chunk), ITL (gaps between content chunks), TPOT
 percentiles. Output tokens come from the server's `usage` when it sends one, else the chunk count.
 
 With no `--url`, the comparison runs itself: tuneforge's server and llama.cpp's `llama-server`
-(built from the llama-cpp-python sdist's vendored sources, see `bench/llamacpp.py`) serve the
+(built from the llama-cpp-python sdist's vendored sources, see `models/llamacpp.py`) serve the
 same model, one after the other, and the ratios are printed.
 """
 
@@ -180,8 +180,8 @@ def as_json(summaries: list[RunSummary]) -> list[dict[str, Any]]:
 def compare(model_ref: str, concurrencies: list[int], num_prompts: dict[int, int], max_tokens: int,
             workdir, serve_overrides: dict[str, Any] | None = None, threads: int = 2) -> list[RunSummary]:
     """tuneforge serving `model_ref` vs llama-server serving the shipped GGUF, same prompts and load."""
-    from tuneforge.bench.llamacpp import start_llama_server
     from tuneforge.core.config import ServeConfig
+    from tuneforge.models.llamacpp import start_llama_server
     from tuneforge.models.loader import smollm2_gguf_path
     from tuneforge.pipeline import free_port, start_server, stop_server, wait_ready
 

@@ -49,6 +49,19 @@ def load_prompts(cfg: ParityConfig) -> list[list[dict[str, str]]]:
     return conversations[: cfg.max_prompts]
 
 
+class HFSide:
+    """A model to compare, run by transformers: greedy continuation and teacher-forced logits."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+
+    def greedy(self, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+        return _greedy(self.loaded, prompt_ids, max_new_tokens)
+
+    def logits(self, ids: list[int]):
+        return _logits(self.loaded, ids)
+
+
 def _greedy(loaded: LoadedModel, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
     import torch
 
@@ -73,25 +86,30 @@ def _logits(loaded: LoadedModel, ids: list[int]):
 TOLERANCES = {"lossless": (0.95, 0.02), "lossy": (0.7, 0.35)}
 
 
-def compare(parent: LoadedModel, child: LoadedModel, cfg: ParityConfig, kind: str = "lossless") -> dict[str, Any]:
-    """Parity metrics of `child` against `parent` and whether they are within tolerance."""
+def compare(parent: LoadedModel, child: Any, cfg: ParityConfig, kind: str = "lossless") -> dict[str, Any]:
+    """Parity metrics of `child` against `parent` and whether they are within tolerance.
+
+    `child` is a LoadedModel, or any object with `greedy(prompt_ids, n)` and `logits(ids)` (a GGUF run
+    by llama.cpp, say); the parent's tokenizer renders the prompts for both."""
     min_agreement = cfg.min_agreement if cfg.min_agreement is not None else TOLERANCES[kind][0]
     max_mean = cfg.max_mean_logit_diff if cfg.max_mean_logit_diff is not None else TOLERANCES[kind][1]
     tokenizer = parent.tokenizer
+    parent_side = HFSide(parent)
+    child_side = HFSide(child) if isinstance(child, LoadedModel) else child
     same_prompts = token_matches = token_total = 0
     max_diff, diff_sum, diff_count = 0.0, 0.0, 0
     examples = []
     conversations = load_prompts(cfg)
     for conversation in conversations:
         prompt_ids = tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False)["input_ids"]
-        want = _greedy(parent, prompt_ids, cfg.max_new_tokens)
-        got = _greedy(child, prompt_ids, cfg.max_new_tokens)
+        want = parent_side.greedy(prompt_ids, cfg.max_new_tokens)
+        got = child_side.greedy(prompt_ids, cfg.max_new_tokens)
         same_prompts += want == got
         token_total += len(want)
         token_matches += sum(a == b for a, b in zip(want, got, strict=False))
         ids = prompt_ids + want
         answer = slice(len(prompt_ids) - 1, len(ids) - 1)  # positions that predict the parent's answer
-        diff = (_logits(parent, ids)[answer] - _logits(child, ids)[answer]).abs()
+        diff = (parent_side.logits(ids)[answer] - child_side.logits(ids)[answer]).abs()
         if diff.numel():
             max_diff = max(max_diff, float(diff.max()))
             diff_sum += float(diff.mean(dim=-1).sum())

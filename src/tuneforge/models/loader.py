@@ -281,6 +281,9 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
             else:
                 model = PeftModel.from_pretrained(base.model, str(path))
             return LoadedModel(model.eval(), base.tokenizer, ref, "artifact-adapter", base_ref=base_ref)
+        if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("format") == "gguf":
+            raise ModelLoadError(f"{path} is a GGUF export (for llama.cpp): serve it with "
+                                 "`--set serve.backend=llamacpp`, or use its parent artifact")
         if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("operation") == "quantize":
             return _load_quantized(path, ref)
         if artifact.kind == "model":
