@@ -148,8 +148,12 @@ class Engine:
         return self
 
     def run_loop(self) -> None:
-        """Run the engine loop on the calling thread until `shutdown()` (see `start(loop_in_thread=False)`)."""
+        """Run the engine loop on the calling thread until `shutdown()` (see `start(loop_in_thread=False)`).
+
+        If the watchdog replaced this loop (it was stuck), the replacement runs on its own thread and
+        this call just waits for shutdown."""
         self._loop(self._generation)
+        self._stop.wait()
 
     def _start_loop(self) -> None:
         self._generation += 1
