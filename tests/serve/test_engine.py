@@ -236,3 +236,25 @@ def test_smollm2_greedy_equals_hf_generate_in_a_shared_batch():
         eng.shutdown()
     for ids, final in zip(prompts, finals, strict=True):
         assert final.token_ids == hf_greedy(smol.model, ids, 24)
+
+
+def test_a_loop_replaced_by_the_watchdog_keeps_its_caller_waiting(tiny):
+    """`run_loop()` (the main thread in `tuneforge serve`) must not return after the watchdog replaced it:
+    returning would end the server process."""
+    import threading
+
+    eng = Engine(tiny, EngineLimits(max_num_seqs=1, max_model_len=128, stuck_timeout=0.3)).start(loop_in_thread=False)
+    caller = threading.Thread(target=eng.run_loop, daemon=True)
+    caller.start()
+    try:
+        eng.inject_fault("hang")  # the step sleeps 3 × 0.3 + 1 s
+        stuck, _ = run_all(eng, [(PROMPTS[0], SamplingParams(max_new_tokens=2))])
+        assert stuck[0].finish_reason == "error" and eng.restarts == 1
+        time.sleep(2.5)  # the hung step has returned; its loop has seen it was replaced
+        assert caller.is_alive()
+        fine, _ = run_all(eng, [(PROMPTS[0], SamplingParams(max_new_tokens=2, ignore_eos=True))])
+        assert fine[0].finish_reason == "length"
+    finally:
+        eng.shutdown()
+    caller.join(timeout=5)
+    assert not caller.is_alive()

@@ -146,9 +146,6 @@ def test_watchdog_restarts_a_stuck_engine_and_fails_its_requests_cleanly(server)
     again = httpx.post(f"{url}/chat/completions", json=_body(max_tokens=3, ignore_eos=True), timeout=60)
     assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == 3
     assert httpx.get(f"{base}/ready").status_code == 200
-    time.sleep(4)  # the hung step has returned by now; the server must outlive the loop it abandoned
-    late = httpx.post(f"{url}/chat/completions", json=_body(max_tokens=2, ignore_eos=True), timeout=60)
-    assert late.status_code == 200 and server[0].poll() is None
 
 
 def test_multi_lora_over_http(tiny, tmp_path):
