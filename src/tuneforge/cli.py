@@ -255,7 +255,9 @@ def compress_merge(
 def compress_quantize(
     model: Annotated[Path, typer.Argument(help="Model artifact (e.g. from `tuneforge compress merge`).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
-    method: Annotated[str, typer.Option(help="int8: weight-only, per output channel, bf16 activations.")] = "int8",
+    method: Annotated[str, typer.Option(
+        help="int8: weight-only, per output channel, bf16 activations; dynamic-int8: int8 weights and "
+        "run-time int8 activations (CPU).")] = "int8",
     allow_requantize: Annotated[bool, typer.Option(
         "--allow-requantize", help="Quantize an already quantized artifact (the error compounds).")] = False,
     config: ConfigOpt = None,

@@ -54,3 +54,31 @@ def test_quantize_refuses_an_adapter(tiny_adapter, tmp_path):
     with pytest.raises(CompressError, match="compress merge` first"):
         quantize(tiny_adapter.path, tmp_path / "q", LOOSE)
     assert not (tmp_path / "q").exists()
+
+
+def test_dynamic_int8_artifact_keeps_float_weights_and_quantizes_at_load(merged, tmp_path):
+    """dynamic-int8: float weights on disk, int8 GEMM with run-time activation quantization after load; the
+    engine serves it (generic path) token for token like the loaded model's own generate."""
+    from tuneforge.models.generate import SamplingParams
+    from tuneforge.serve.engine.engine import Engine, EngineLimits
+
+    loose = CompressConfig(parity=ParityConfig(max_prompts=4, max_new_tokens=6, min_agreement=0.0,
+                                               max_mean_logit_diff=100.0))
+    artifact = quantize(merged.path, tmp_path / "dyn", loose, method="dynamic-int8")
+    assert artifact.manifest["compression"]["method"] == "dynamic-int8"
+    assert "model.safetensors" in artifact.manifest["files"]
+    loaded = load(str(artifact.path))
+    dynamic = torch.ao.nn.quantized.dynamic.Linear
+    assert isinstance(loaded.model.model.layers[0].self_attn.q_proj, dynamic)
+    assert isinstance(loaded.model.lm_head, dynamic)
+    ids = [1, 5, 9, 200, 3000]
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        want = loaded.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False,
+                                     eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+    engine = Engine(loaded, EngineLimits(max_num_seqs=2, max_model_len=64)).start()
+    try:
+        got = list(engine.stream(ids, SamplingParams(max_new_tokens=5, ignore_eos=True)))[-1].token_ids
+    finally:
+        engine.shutdown()
+    assert got == want

@@ -1,5 +1,10 @@
-"""Quantize: weight-only int8 (per output channel) of a full model artifact, checked against its parent.
+"""Quantize: int8 of a full model artifact, checked against its parent.
 
+`int8` (weight-only) is described below. `dynamic-int8` keeps the float weights on disk and, at load,
+gives every linear int8 per-channel weights with activations quantized per tensor at run time
+(PyTorch's x86 int8 GEMM, CPU only); its `quantization.json` says so.
+
+`int8`:
 Every linear layer (the vocabulary head included) keeps int8 weights and one bf16 scale per
 output channel; embeddings and norms stay bf16. The artifact holds `model.safetensors` with the
 int8 tensors, `config.json`, the tokenizer, `quantization.json` (method, bits, grouping, modules)
@@ -18,15 +23,14 @@ from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
-from tuneforge.models.int8 import QUANT_FILE, quantize_linears
+from tuneforge.models.int8 import QUANT_FILE, quantize_dynamic_int8, quantize_linears
 
-METHODS = ("int8",)
+METHODS = ("int8", "dynamic-int8")
 
 
 def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, method: str = "int8",
              allow_requantize: bool = False) -> Artifact:
     import torch
-    from safetensors.torch import save_file
 
     if method not in METHODS:
         raise CompressError(f"quantize method {method!r} is not built; available: {', '.join(METHODS)}")
@@ -40,22 +44,40 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
                             "compounds the error. Quantize its parent, or pass --allow-requantize.")
     parent = load(str(source.path))
     child = load(str(source.path))
+    if method == "dynamic-int8":
+        names = quantize_dynamic_int8(child.model)
+        spec = {"method": "dynamic-int8", "bits": 8, "group_size": "per-output-channel", "symmetric": True,
+                "activations": "int8 per tensor, at run time", "compute_dtype": "float32", "modules": names}
+        return _write(source, parent, child, spec, cfg, output, float_weights=parent.model)
     names = quantize_linears(child.model, dtype=torch.bfloat16)
     child.model.to(torch.bfloat16).eval()
     child.model.config.tie_word_embeddings = False
+    spec = {"method": f"{method}-weight-only", "bits": 8, "group_size": "per-output-channel", "symmetric": True,
+            "compute_dtype": "bfloat16", "modules": names}
+    return _write(source, parent, child, spec, cfg, output)
+
+
+def _write(source: Artifact, parent: LoadedModel, child: LoadedModel, spec: dict, cfg: CompressConfig,
+           output: str | Path, float_weights=None) -> Artifact:
+    """Parity-check `child` against `parent`, then write the artifact (the child's state dict, or with
+    `float_weights` the float model itself, for methods applied at load time)."""
+    from safetensors.torch import save_file
+
+    method = spec["method"]
     with console.status(f"parity check: {method} vs {source.path.name}"):
         report = compare(parent, LoadedModel(child.model, child.tokenizer, "quantized", "quantized"), cfg.parity,
                          "lossy")
     console.print(describe(report))
     if not report["passed"]:
         raise CompressError(f"quantize failed its parity check, nothing written:\n{describe(report)}")
-    spec = {"method": f"{method}-weight-only", "bits": 8, "group_size": "per-output-channel", "symmetric": True,
-            "compute_dtype": "bfloat16", "modules": names}
     config = {"compress": cfg.model_dump(mode="json"), "operation": "quantize", "method": method}
     with create_artifact(output, "model", config=config, parents=[source.ref()]) as writer:
-        child.model.config.save_pretrained(writer.path)
-        state = {k: v.contiguous() for k, v in child.model.state_dict().items()}
-        save_file(state, str(writer.path / "model.safetensors"), metadata={"format": "pt"})
+        if float_weights is not None:
+            float_weights.save_pretrained(writer.path)
+        else:
+            child.model.config.save_pretrained(writer.path)
+            state = {k: v.contiguous() for k, v in child.model.state_dict().items()}
+            save_file(state, str(writer.path / "model.safetensors"), metadata={"format": "pt"})
         child.tokenizer.save_pretrained(writer.path)
         (writer.path / QUANT_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         (writer.path / "parity.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -82,3 +82,20 @@ def quantize_linears(model, skip: tuple[str, ...] = (), dtype=None, from_weights
                        else cls(linear.in_features, linear.out_features, linear.bias is not None, dtype))
         setattr(parent, child, replacement)
     return names
+
+
+def quantize_dynamic_int8(model) -> list[str]:
+    """Dynamic int8 (CPU): every nn.Linear gets int8 weights (per output channel) and quantizes its float32
+    activations per tensor at run time; PyTorch's x86 int8 GEMM does the matmul. Returns the names replaced.
+
+    Nothing of it is stored: an artifact keeps float weights and `quantization.json` says to apply this
+    at load, so the same file also serves bf16 elsewhere.
+    """
+    import torch
+    from torch import nn
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    model.float()
+    quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    return names

@@ -322,6 +322,13 @@ def _load_quantized(path: Path, ref: str) -> LoadedModel:
     from tuneforge.models.int8 import QUANT_FILE, quantize_linears
 
     spec = json.loads((path / QUANT_FILE).read_text())
+    if spec["method"] == "dynamic-int8":
+        from tuneforge.models.int8 import quantize_dynamic_int8
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        quantize_dynamic_int8(model)
+        tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+        return LoadedModel(model.eval(), tokenizer, ref, "artifact-model", info={"quantization": spec["method"]})
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     quantize_linears(model, skip=(), dtype=torch.bfloat16, from_weights=False)
