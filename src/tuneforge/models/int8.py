@@ -37,11 +37,7 @@ def _module():
 
         def forward(self, x):
             shape = x.shape
-            x2 = x.reshape(-1, self.in_features).to(self.scale.dtype)
-            if x2.device.type == "cpu":
-                out = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.weight_int8, self.scale)
-            else:
-                out = x2 @ (self.weight_int8.to(self.scale.dtype) * self.scale[:, None]).T
+            out = int8_matmul(x.reshape(-1, self.in_features), self.weight_int8, self.scale)
             if self.bias is not None:
                 out = out + self.bias
             return out.reshape(*shape[:-1], self.out_features).to(x.dtype)
@@ -50,6 +46,16 @@ def _module():
             return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
 
     return Int8Linear
+
+
+def int8_matmul(x, weight_int8, scale):
+    """x (rows, in) @ int8 weight (out, in) with one scale per output row, in the scale's dtype."""
+    import torch
+
+    x = x.to(scale.dtype)
+    if x.device.type == "cpu":
+        return torch.ops.aten._weight_int8pack_mm(x.contiguous(), weight_int8, scale)
+    return x @ (weight_int8.to(scale.dtype) * scale[:, None]).T
 
 
 _INT8_LINEAR: Any = None

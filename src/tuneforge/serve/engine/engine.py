@@ -396,9 +396,16 @@ class Engine:
         request.pending = []
 
     def _fail_all(self, message: str) -> None:
-        for request in list(self._requests.values()):
-            self._finish(request, "error", message)
+        """Reset: every request in flight ends with `error`, and a fresh scheduler (all slots free) takes over.
+
+        State is swapped, not finished request by request, so the watchdog can call this while a stuck
+        loop still holds the old scheduler."""
+        old = self._requests
+        self._requests = {}
         self._scheduler = self._new_scheduler()
+        for request in old.values():
+            request.seq.status = Status.FINISHED
+            self._close(request, "error", "", message)
         self._update_gauges()
 
     def _labels(self, seq: Sequence) -> dict[str, str]:
@@ -417,12 +424,7 @@ class Engine:
                 continue
             why = "died" if dead else f"stuck in a step for over {self.limits.stuck_timeout:.0f} s"
             console.print(f"[red]watchdog: the engine loop {why}; restarting it[/red]")
-            old = self._requests
-            self._requests = {}
-            self._scheduler = self._new_scheduler()
-            for request in old.values():
-                request.seq.status = Status.FINISHED
-                self._close(request, "error", "", f"engine restarted: the loop {why}")
+            self._fail_all(f"engine restarted: the loop {why}")
             self.restarts += 1
             self._start_loop()
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tuneforge.models.int8 import int8_linear_class, int8_matmul
+
 
 class FusedLinear:
     """One matmul over the concatenation of several linear layers' weights (float, or int8 per channel)."""
@@ -20,8 +22,6 @@ class FusedLinear:
     def __init__(self, modules: list[Any]) -> None:
         import torch
         from torch import nn
-
-        from tuneforge.models.int8 import int8_linear_class
 
         int8 = int8_linear_class()
         self.sizes = [m.out_features for m in modules]
@@ -70,10 +70,7 @@ class FusedLinear:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         if not self.int8:
             return linear(x, self.weight, self.bias)
-        if x.device.type == "cpu":
-            out = torch.ops.aten._weight_int8pack_mm(x.to(self.scale.dtype).contiguous(), self.weight, self.scale)
-        else:
-            out = x.to(self.scale.dtype) @ (self.weight.to(self.scale.dtype) * self.scale[:, None]).T
+        out = int8_matmul(x, self.weight, self.scale)
         return out + self.bias if self.bias is not None else out
 
 
@@ -89,8 +86,6 @@ class FusedLayer:
 
 def plain(module: Any) -> bool:
     from torch import nn
-
-    from tuneforge.models.int8 import int8_linear_class
 
     return type(module) in (nn.Linear, int8_linear_class())
 

@@ -118,7 +118,7 @@ class ModelRunner:
             if chunk.samples:
                 sample_rows.append(len(ids) - 1)
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
-        decode_slots = [_slot(c) for c in plan.decodes]
+        decode_slots = slots[: len(plan.decodes)]  # one position per decode, in plan order
         decode_len = max((c.start for c in plan.decodes), default=-1) + 1
         return StepInputs(as_tensor(ids), as_tensor(positions), as_tensor(slots), as_tensor(sample_rows),
                           len(plan.decodes), decode_slots, decode_len, prefills,
