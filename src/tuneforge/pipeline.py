@@ -7,6 +7,7 @@ The orchestrator only passes artifacts between the stages' public functions. A s
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def wait_ready(url: str, process: subprocess.Popen, deadline_s: float = 300.0) -
 def start_server(model_ref: str, cfg: ServeConfig, workdir: Path | None = None) -> tuple[subprocess.Popen, str]:
     """Start `tuneforge serve` as a real process on a free loopback port; return it and its base URL.
 
-    The whole `serve:` section goes to the child as a config file (in `workdir`, a temp folder by default).
+    The whole `serve:` section goes to the child as a config file (in `workdir`, or a temp folder removed
+    once the child has read it).
     """
     port = free_port()
     name = cfg.served_model_name or "tuneforge-model"
@@ -75,6 +77,9 @@ def start_server(model_ref: str, cfg: ServeConfig, workdir: Path | None = None) 
     except BaseException:
         stop_server(process)
         raise
+    finally:
+        if workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
     return process, f"http://127.0.0.1:{port}/v1"
 
 

@@ -33,7 +33,7 @@ class Detokenizer:
         before = self._decode(ids[self._prefix: self._read])
         after = self._decode(ids[self._prefix:])
         if len(after) > len(before) and not after.endswith("\ufffd"):
-            start = max(len(self.text) - self.holdback - max((len(s) for s in self.stops), default=0), 0)
+            start = max(len(self.text) - self.holdback, 0)  # a stop can begin at most holdback chars back
             self.text += after[len(before):]
             self._prefix, self._read = self._read, len(ids)
             cuts = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
