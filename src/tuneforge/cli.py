@@ -256,8 +256,8 @@ def compress_quantize(
     model: Annotated[Path, typer.Argument(help="Model artifact (e.g. from `tuneforge compress merge`).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
     method: Annotated[str, typer.Option(
-        help="int8: weight-only, per output channel, bf16 activations; dynamic-int8: int8 weights and "
-        "run-time int8 activations (CPU).")] = "int8",
+        help="int8: weight-only, per output channel, bf16 activations; int4: weight-only, group-wise "
+        "(compress.group_size, default 32); dynamic-int8: int8 weights and run-time int8 activations (CPU).")] = "int8",
     allow_requantize: Annotated[bool, typer.Option(
         "--allow-requantize", help="Quantize an already quantized artifact (the error compounds).")] = False,
     config: ConfigOpt = None,
@@ -266,6 +266,7 @@ def compress_quantize(
     """Quantize a model artifact's linear layers, check it against its parent, write a model artifact.
 
     Example:  tuneforge compress quantize runs/cs/merged -o runs/cs/int8 && tuneforge serve runs/cs/int8
+              tuneforge compress quantize runs/cs/merged -o runs/cs/int4 --method int4 --set compress.group_size=64
     """
     from tuneforge.compress.quantize import quantize
 

@@ -82,3 +82,68 @@ def test_dynamic_int8_artifact_keeps_float_weights_and_quantizes_at_load(merged,
     finally:
         engine.shutdown()
     assert got == want
+
+
+def test_int4_layer_round_trips_a_grid_exactly_and_the_cpu_kernel_matches_dequantization():
+    """Weights already on a 4-bit group grid (as SmolLM2's shipped Q4_1 layers are) come back exactly;
+    PyTorch's int4 CPU kernel computes what dequantize-then-matmul computes."""
+    from tuneforge.models.int4 import int4_linear_class, pack_nibbles, quantize_groups, unpack_nibbles
+
+    torch.manual_seed(0)
+    codes = torch.randint(0, 16, (48, 64))
+    codes[:, ::32], codes[:, 1::32] = 0, 15  # every group spans the whole grid
+    scale, low = torch.rand(48, 2) * 0.01 + 0.001, torch.randn(48, 2) * 0.05
+    weight = (codes.float().reshape(48, 2, 32) * scale[..., None] + low[..., None]).reshape(48, 64)
+    got_codes, got_scale, got_zero = quantize_groups(weight, 32)
+    assert torch.equal(got_codes.long(), codes)
+    assert torch.equal(unpack_nibbles(pack_nibbles(got_codes)), got_codes)
+    linear = torch.nn.Linear(64, 48)
+    linear.weight.data = weight
+    q = int4_linear_class().from_linear(linear, torch.float32)
+    assert torch.allclose(q.dequantize(), weight, atol=1e-6)
+    x = torch.randn(3, 5, 64)
+    assert torch.allclose(q(x), linear(x), atol=1e-4)
+    qb = int4_linear_class().from_linear(linear, torch.bfloat16)
+    fallback = (x.reshape(-1, 64).bfloat16() @ qb.dequantize().bfloat16().T + qb.bias).reshape(3, 5, 48)
+    assert (qb(x.bfloat16()).float() - fallback.float()).abs().max() < 0.02 * fallback.float().abs().max()
+
+
+def test_int4_refuses_a_group_size_that_does_not_divide_the_layers(merged, tmp_path):
+    cfg = LOOSE.model_copy(update={"group_size": 48})
+    with pytest.raises(CompressError, match="group_size"):
+        quantize(merged.path, tmp_path / "int4", cfg, method="int4")
+    assert not (tmp_path / "int4").exists()
+
+
+def test_int4_artifact_reloads_and_the_engine_serves_it_like_generate(merged, tmp_path):
+    """int4 layers (head at int8) survive save → load, are smaller than int8, and the engine's fused path
+    (int4 q/k/v and gate/up concatenated) produces the loaded model's own greedy tokens."""
+    from tuneforge.models.generate import SamplingParams
+    from tuneforge.models.int4 import int4_linear_class
+    from tuneforge.serve.engine.engine import Engine, EngineLimits
+
+    artifact = quantize(merged.path, tmp_path / "int4", LOOSE, method="int4")
+    spec = artifact.manifest["compression"]
+    assert (spec["method"], spec["bits"], spec["group_size"]) == ("int4-weight-only", 4, 32)
+    int8 = quantize(merged.path, tmp_path / "int8", LOOSE)
+    size = (artifact.path / "model.safetensors").stat().st_size
+    assert size < (int8.path / "model.safetensors").stat().st_size
+    loaded, parent = load(str(artifact.path)), load(str(merged.path))
+    assert isinstance(loaded.model.model.layers[1].mlp.down_proj, int4_linear_class())
+    assert isinstance(loaded.model.lm_head, int8_linear_class())
+    ids = [1, 9690, 198, 2683, 359, 253]
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        got, want = loaded.model(input_ids=x).logits.float(), parent.model(input_ids=x).logits
+        # 4 bits on the tiny model's random Gaussian weights cost ~30 % of the logits' size (SmolLM2's trained
+        # weights: see docs/compression.md); a broken save/load costs all of it
+        assert (got - want).abs().mean() < 0.4 * want.abs().mean()
+        greedy = loaded.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=6, do_sample=False,
+                                       eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+    engine = Engine(loaded, EngineLimits(max_num_seqs=2, max_model_len=64)).start()
+    try:
+        assert engine.runner.fused is not None
+        served = list(engine.stream(ids, SamplingParams(max_new_tokens=6, ignore_eos=True)))[-1].token_ids
+    finally:
+        engine.shutdown()
+    assert served == greedy

@@ -339,6 +339,8 @@ class CompressConfig(_Section):
     """`tuneforge compress`: offline transforms of a tuned model, each checked against its parent."""
 
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of merged weights.")
+    group_size: int = Field(32, ge=2, le=4096, description="int4: input weights sharing one scale and zero "
+                            "(32 as llama.cpp's Q4_0/Q4_1; larger is smaller on disk and less exact).")
     parity: ParityConfig = Field(default_factory=ParityConfig)
 
 

@@ -35,6 +35,16 @@ def _module():
                 q.bias.copy_(linear.bias.detach().to(dtype))
             return q
 
+        @classmethod
+        def concat(cls, modules: list[Int8Linear]) -> Int8Linear:
+            """One layer computing all of `modules` (stacked outputs); their buffers become views of its own."""
+            first = modules[0]
+            fused = cls(first.in_features, sum(m.out_features for m in modules), first.bias is not None,
+                        first.scale.dtype)
+            names = ("weight_int8", "scale") + (("bias",) if first.bias is not None else ())
+            stack_buffers(fused, modules, names)
+            return fused
+
         def forward(self, x):
             shape = x.shape
             out = int8_matmul(x.reshape(-1, self.in_features), self.weight_int8, self.scale)
@@ -46,6 +56,20 @@ def _module():
             return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
 
     return Int8Linear
+
+
+def stack_buffers(fused, modules: list[Any], names: tuple[str, ...]) -> None:
+    """Give `fused` the row-wise concatenation of the modules' buffers `names`, and re-point each module's
+    buffers at its rows of it (so memory is not doubled and both compute the same)."""
+    import torch
+
+    for name in names:
+        setattr(fused, name, torch.cat([getattr(m, name) for m in modules]))
+    offset = 0
+    for m in modules:
+        for name in names:
+            setattr(m, name, getattr(fused, name)[offset: offset + m.out_features])
+        offset += m.out_features
 
 
 def int8_matmul(x, weight_int8, scale):
@@ -68,25 +92,39 @@ def int8_linear_class():
     return _INT8_LINEAR
 
 
-def quantize_linears(model, skip: tuple[str, ...] = (), dtype=None, from_weights: bool = True) -> list[str]:
-    """Replace every nn.Linear whose name does not end with an entry of `skip`; returns the names replaced.
+def quantize_linears(model, skip: tuple[str, ...] = (), dtype=None, from_weights: bool = True, bits: int = 8,
+                     group_size: int | None = None) -> list[str]:
+    """Replace every nn.Linear whose name does not end with an entry of `skip` by its int8 (per channel) or
+    int4 (group-wise) counterpart; returns the names replaced.
 
     With `from_weights=False` the replacements are empty shells to load a saved state dict into.
     """
     import torch
     from torch import nn
 
+    from tuneforge.models.int4 import DEFAULT_GROUP_SIZE, int4_linear_class
+
     dtype = dtype or torch.bfloat16
-    cls = int8_linear_class()
+    if bits == 4:
+        group, int4 = group_size or DEFAULT_GROUP_SIZE, int4_linear_class()
+
+        def make(linear):
+            return (int4.from_linear(linear, dtype, group) if from_weights else
+                    int4(linear.in_features, linear.out_features, linear.bias is not None, dtype, group))
+    elif bits == 8:
+        int8 = int8_linear_class()
+
+        def make(linear):
+            return (int8.from_linear(linear, dtype) if from_weights else
+                    int8(linear.in_features, linear.out_features, linear.bias is not None, dtype))
+    else:
+        raise ValueError(f"weight-only quantization to {bits} bits is not built (8 or 4)")
     names = [name for name, module in model.named_modules()
              if isinstance(module, nn.Linear) and not any(name.endswith(s) for s in skip)]
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        linear = getattr(parent, child)
-        replacement = (cls.from_linear(linear, dtype) if from_weights
-                       else cls(linear.in_features, linear.out_features, linear.bias is not None, dtype))
-        setattr(parent, child, replacement)
+        setattr(parent, child, make(getattr(parent, child)))
     return names
 
 

@@ -312,7 +312,8 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
 
 
 def _load_quantized(path: Path, ref: str) -> LoadedModel:
-    """A weight-only int8 model artifact: the architecture from config.json, int8 layers rebuilt."""
+    """A quantized model artifact: the architecture from config.json, int8/int4 layers rebuilt (or dynamic int8
+    applied to the float weights)."""
     import json
 
     import torch
@@ -331,7 +332,10 @@ def _load_quantized(path: Path, ref: str) -> LoadedModel:
         return LoadedModel(model.eval(), tokenizer, ref, "artifact-model", info={"quantization": spec["method"]})
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    quantize_linears(model, skip=(), dtype=torch.bfloat16, from_weights=False)
+    if spec.get("bits") == 4:
+        quantize_linears(model, skip=tuple(spec.get("int8_modules", [])), dtype=torch.bfloat16, from_weights=False,
+                         bits=4, group_size=spec["group_size"])
+    quantize_linears(model, dtype=torch.bfloat16, from_weights=False)  # int8: all (int4: what is left)
     missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
     if unexpected or [k for k in missing if "rotary" not in k]:
         raise ModelLoadError(f"{path}: quantized weights do not match the architecture "

@@ -1,6 +1,6 @@
 """The fast path for plain Llama-family layers: fused projections, fewer ops per layer.
 
-When every attention/MLP projection of a layer is a plain `nn.Linear` (or tuneforge's `Int8Linear`),
+When every attention/MLP projection of a layer is a plain `nn.Linear` (or tuneforge's int8/int4 layers),
 q/k/v become one matmul and gate/up another, over weights concatenated once at start-up. The
 modules' own weights are then re-pointed at slices of the fused tensors, so memory is unchanged
 and the generic module path (used while LoRA adapters are loaded) still sees the same numbers.
@@ -13,29 +13,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tuneforge.models.int8 import int8_linear_class, int8_matmul
+from tuneforge.models.int4 import int4_linear_class
+from tuneforge.models.int8 import int8_linear_class
 
 
 class FusedLinear:
-    """One matmul over the concatenation of several linear layers' weights (float, or int8 per channel)."""
+    """One matmul over the concatenation of several linear layers' weights (float, int8 or int4)."""
 
     def __init__(self, modules: list[Any]) -> None:
         import torch
         from torch import nn
 
-        int8 = int8_linear_class()
         self.sizes = [m.out_features for m in modules]
-        self.int8 = all(isinstance(m, int8) for m in modules)
-        if self.int8:
-            self.weight = torch.cat([m.weight_int8 for m in modules])
-            self.scale = torch.cat([m.scale for m in modules])
-            self.bias = torch.cat([m.bias for m in modules]) if all(m.bias is not None for m in modules) else None
-            offset = 0
-            for m, size in zip(modules, self.sizes, strict=True):
-                m.weight_int8, m.scale = self.weight[offset: offset + size], self.scale[offset: offset + size]
-                if self.bias is not None:
-                    m.bias = self.bias[offset: offset + size]
-                offset += size
+        quantized = quantized_classes()
+        kind = type(modules[0])
+        self.quantized = None
+        if kind in quantized and all(type(m) is kind for m in modules):
+            # int8/int4 layers: one layer of the same kind over the stacked outputs (its kernel, its layout)
+            self.quantized = modules[0] if len(modules) == 1 else kind.concat(modules)
         elif len(modules) == 1:  # nothing to fuse: the module's own weight (a tied lm_head stays tied)
             self.weight, self.bias = modules[0].weight.detach(), getattr(modules[0], "bias", None)
         else:
@@ -49,7 +44,7 @@ class FusedLinear:
                     m.bias = nn.Parameter(self.bias[offset: offset + size], requires_grad=False)
                 offset += size
 
-        self.packed = self._prepack() if not self.int8 else None
+        self.packed = self._prepack() if self.quantized is None else None
 
     def _prepack(self):
         """oneDNN's own layout for a bf16 weight on CPU: measured 1.2-1.6× faster per matmul than `F.linear`,
@@ -68,10 +63,9 @@ class FusedLinear:
 
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        if not self.int8:
-            return linear(x, self.weight, self.bias)
-        out = int8_matmul(x, self.weight, self.scale)
-        return out + self.bias if self.bias is not None else out
+        if self.quantized is not None:
+            return self.quantized.forward(x)
+        return linear(x, self.weight, self.bias)
 
 
 @dataclass
@@ -87,7 +81,11 @@ class FusedLayer:
 def plain(module: Any) -> bool:
     from torch import nn
 
-    return type(module) in (nn.Linear, int8_linear_class())
+    return type(module) is nn.Linear or type(module) in quantized_classes()
+
+
+def quantized_classes() -> tuple[Any, ...]:
+    return int8_linear_class(), int4_linear_class()
 
 
 def fuse_layers(layers: Any, hidden_act: str) -> list[FusedLayer] | None:
