@@ -275,6 +275,39 @@ def compress_quantize(
     console.print(f"model artifact → {artifact.path}")
 
 
+@compress_app.command("prune")
+def compress_prune(
+    model: Annotated[Path, typer.Argument(help="Model artifact with float weights (e.g. from `compress merge`).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
+    method: Annotated[str | None, typer.Option(
+        help="magnitude (zero the smallest weights), 2:4 (2 of every 4 inputs, for sparse tensor cores) or "
+        "structured (remove MLP channels / heads: a smaller dense model). [default: magnitude]")] = None,
+    sparsity: Annotated[float | None, typer.Option(
+        help="Share removed, in [0, 1): of the weights (magnitude), of the MLP channels and of the heads per "
+        "KV group (structured). [default: 0.3]")] = None,
+    scope: Annotated[str | None, typer.Option(help="magnitude: global or per-layer. [default: per-layer]")] = None,
+    target: Annotated[list[str] | None, typer.Option(
+        "--target", help="structured: mlp and/or heads (repeat the flag). [default: mlp]")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Prune a model artifact's decoder projections, check it against its parent, write a model artifact.
+
+    Pruned models usually lose quality: the parity check refuses what drifts beyond compress.parity's
+    tolerances; loosen them knowingly, then recover with `tuneforge train` on the pruned artifact.
+
+    Example:  tuneforge compress prune runs/cs/merged -o runs/cs/pruned --method structured --sparsity 0.25
+    """
+    from tuneforge.compress.prune import prune
+
+    cfg = _config(config, overrides, compress__prune__method=method, compress__prune__sparsity=sparsity,
+                  compress__prune__scope=scope, compress__prune__targets=target)
+    artifact = prune(model, output, cfg.compress)
+    spec = artifact.manifest["compression"]
+    console.print(f"model artifact → {artifact.path} (parameters {spec['parameters_before']:,} → "
+                  f"{spec['parameters_after']:,}, sparsity {spec['sparsity']:.3f})")
+
+
 @compress_app.command("export")
 def compress_export(
     model: Annotated[str, typer.Argument(help="Model artifact (e.g. merged), HF folder, or smollm2-135m.")],

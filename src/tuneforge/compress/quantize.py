@@ -14,16 +14,13 @@ and `parity.json`; `models.load` rebuilds the int8 layers from it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tuneforge.compress.parity import compare, describe
-from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact
+from tuneforge.compress.step import write_checked
+from tuneforge.core.artifacts import Artifact, load_artifact
 from tuneforge.core.config import CompressConfig
 from tuneforge.core.errors import CompressError
-from tuneforge.core.progress import console
-from tuneforge.models import LoadedModel, load
-from tuneforge.models.chat_template import template_hash, tokenizer_hash
+from tuneforge.models import load
 from tuneforge.models.int8 import QUANT_FILE, quantize_dynamic_int8, quantize_linears
 
 METHODS = ("int8", "int4", "dynamic-int8")
@@ -49,7 +46,7 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
         names = quantize_dynamic_int8(child.model)
         spec = {"method": "dynamic-int8", "bits": 8, "group_size": "per-output-channel", "symmetric": True,
                 "activations": "int8 per tensor, at run time", "compute_dtype": "float32", "modules": names}
-        return _write(source, parent, child, spec, cfg, output, float_weights=parent.model)
+        return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model)
     bits = 4 if method == "int4" else 8
     try:
         names = quantize_linears(child.model, dtype=torch.bfloat16, bits=bits, group_size=cfg.group_size,
@@ -64,38 +61,4 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
     spec = {"method": f"{method}-weight-only", "bits": bits,
             "group_size": cfg.group_size if bits == 4 else "per-output-channel", "symmetric": bits == 8,
             "compute_dtype": "bfloat16", "modules": names, "int8_modules": int8_names}
-    return _write(source, parent, child, spec, cfg, output)
-
-
-def _write(source: Artifact, parent: LoadedModel, child: LoadedModel, spec: dict, cfg: CompressConfig,
-           output: str | Path, float_weights=None) -> Artifact:
-    """Parity-check `child` against `parent`, then write the artifact (the child's state dict, or with
-    `float_weights` the float model itself, for methods applied at load time)."""
-    from safetensors.torch import save_file
-
-    method = spec["method"]
-    with console.status(f"parity check: {method} vs {source.path.name}"):
-        report = compare(parent, LoadedModel(child.model, child.tokenizer, "quantized", "quantized"), cfg.parity,
-                         "lossy")
-    console.print(describe(report))
-    if not report["passed"]:
-        raise CompressError(f"quantize failed its parity check, nothing written:\n{describe(report)}")
-    config = {"compress": cfg.model_dump(mode="json"), "operation": "quantize", "method": method}
-    with create_artifact(output, "model", config=config, parents=[source.ref()]) as writer:
-        if float_weights is not None:
-            float_weights.save_pretrained(writer.path)
-        else:
-            child.model.config.save_pretrained(writer.path)
-            state = {k: v.contiguous() for k, v in child.model.state_dict().items()}
-            save_file(state, str(writer.path / "model.safetensors"), metadata={"format": "pt"})
-        child.tokenizer.save_pretrained(writer.path)
-        (writer.path / QUANT_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-        (writer.path / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
-        writer.metrics.update({"parity": {k: v for k, v in report.items() if k != "disagreements"}})
-        writer.extra.update({
-            "base_model": source.manifest.get("base_model", str(source.path)),
-            "compression": {"operation": "quantize", **{k: v for k, v in spec.items() if k != "modules"},
-                            "parent": source.content_hash},
-            "chat_template_hash": template_hash(child.tokenizer), "tokenizer_hash": tokenizer_hash(child.tokenizer),
-        })
-    return load_artifact(output, kind="model")
+    return write_checked(source, parent, child, spec, cfg, output, "quantize")

@@ -335,12 +335,30 @@ class ParityConfig(_Section):
     )
 
 
+class PruneConfig(_Section):
+    """`tuneforge compress prune`: which weights are removed, and how many."""
+
+    method: Literal["magnitude", "2:4", "structured"] = Field(
+        "magnitude", description="magnitude: zero the smallest weights; 2:4: zero the 2 smallest of every 4 "
+        "consecutive inputs (NVIDIA sparse tensor cores); structured: remove whole MLP channels / attention heads."
+    )
+    sparsity: float = Field(0.3, ge=0.0, lt=1.0, description="Share of the weights (magnitude) or of the MLP "
+                            "channels and heads per group (structured) removed; 2:4 is always 0.5.")
+    scope: Literal["global", "per-layer"] = Field(
+        "per-layer", description="magnitude: one threshold over all layers, or the same share in every matrix."
+    )
+    targets: list[Literal["mlp", "heads"]] = Field(
+        default_factory=lambda: ["mlp"], description="structured: what is removed (MLP channels, query heads)."
+    )
+
+
 class CompressConfig(_Section):
     """`tuneforge compress`: offline transforms of a tuned model, each checked against its parent."""
 
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of merged weights.")
     group_size: int = Field(32, ge=2, le=4096, description="int4: input weights sharing one scale and zero "
                             "(32 as llama.cpp's Q4_0/Q4_1; larger is smaller on disk and less exact).")
+    prune: PruneConfig = Field(default_factory=PruneConfig)
     parity: ParityConfig = Field(default_factory=ParityConfig)
 
 

@@ -1,0 +1,59 @@
+"""What every compression step ends with: check the child against its parent, then write it, or nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tuneforge.compress.parity import compare, describe
+from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact
+from tuneforge.core.config import CompressConfig
+from tuneforge.core.errors import CompressError
+from tuneforge.core.progress import console
+from tuneforge.models import LoadedModel
+from tuneforge.models.chat_template import template_hash, tokenizer_hash
+from tuneforge.models.int8 import QUANT_FILE
+
+
+def write_checked(source: Artifact, parent: LoadedModel, child: LoadedModel, spec: dict[str, Any],
+                  cfg: CompressConfig, output: str | Path, operation: str, float_weights: Any = None,
+                  kind: str = "lossy") -> Artifact:
+    """Parity-check `child` against `parent`; when it passes, write a model artifact whose manifest's
+    `compression` is `{operation, **spec, parent}`.
+
+    Weights written: the child's state dict with its config (quantized layers), or with `float_weights`
+    that float model itself (methods applied at load time). A spec with `bits` is a quantization and
+    also goes to `quantization.json`, which the loader reads to rebuild the layers.
+    """
+    from safetensors.torch import save_file
+
+    method = spec.get("method", operation)
+    with console.status(f"parity check: {method} vs {source.path.name}"):
+        report = compare(parent, LoadedModel(child.model, child.tokenizer, operation, operation), cfg.parity, kind)
+    console.print(describe(report))
+    if not report["passed"]:
+        raise CompressError(f"{operation} failed its parity check, nothing written:\n{describe(report)}")
+    config = {"compress": cfg.model_dump(mode="json"), "operation": operation, "method": method}
+    with create_artifact(output, "model", config=config, parents=[source.ref()]) as writer:
+        if float_weights is not None:
+            float_weights.save_pretrained(writer.path)
+        elif "bits" in spec:
+            child.model.config.save_pretrained(writer.path)
+            state = {k: v.contiguous() for k, v in child.model.state_dict().items()}
+            save_file(state, str(writer.path / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            child.model.save_pretrained(writer.path)
+        child.tokenizer.save_pretrained(writer.path)
+        if "bits" in spec:
+            (writer.path / QUANT_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        (writer.path / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
+        writer.metrics.update({"parity": {k: v for k, v in report.items() if k != "disagreements"}})
+        writer.extra.update({
+            "base_model": source.manifest.get("base_model", str(source.path)),
+            "compression": {"operation": operation, **{k: v for k, v in spec.items() if k not in ("modules",
+                                                                                               "int8_modules")},
+                            "parent": source.content_hash},
+            "chat_template_hash": template_hash(child.tokenizer), "tokenizer_hash": tokenizer_hash(child.tokenizer),
+        })
+    return load_artifact(output, kind="model")
