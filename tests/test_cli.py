@@ -18,7 +18,8 @@ def tf(*args, cwd=None):
 
 
 @pytest.mark.parametrize("command", [["run"], ["data", "prepare"], ["train"], ["eval"], ["serve"], ["chat"],
-                                     ["config", "show"], ["config", "schema"]])
+                                     ["config", "show"], ["config", "schema"],
+                                     ["compress", "prune"], ["compress", "quantize"]])
 def test_every_command_has_help_with_example(command):
     out = tf(*command, "--help")
     assert out.returncode == 0

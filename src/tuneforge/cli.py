@@ -308,6 +308,37 @@ def compress_prune(
                   f"{spec['parameters_after']:,}, sparsity {spec['sparsity']:.3f})")
 
 
+@compress_app.command("distill")
+def compress_distill(
+    teacher: Annotated[Path, typer.Argument(help="Teacher model artifact (the tuned model, merged).")],
+    dataset: Annotated[Path, typer.Option("--dataset", "-d", help="Prepared dataset artifact to train on.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
+    layers: Annotated[int | None, typer.Option(
+        help="Student = this many of the teacher's layers (evenly spaced), initialised from them.")] = None,
+    student: Annotated[str | None, typer.Option(
+        help="Student = this model instead (a built-in name, folder or artifact; same tokenizer).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Softmax temperature of the KL term. [default: 2.0]")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Weight of KL vs cross-entropy (1 - alpha). [default: 0.5]")] = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+) -> None:
+    """Distil a teacher into a smaller student through the training loop (train.* settings, full
+    fine-tune), check the student against the teacher, write a model artifact.
+
+    Example:  tuneforge compress distill runs/cs/merged -d runs/cs/dataset -o runs/cs/student --layers 15 \\
+                  --set train.epochs=2 --set compress.parity.min_agreement=0
+    """
+    from tuneforge.compress.distill import distill
+
+    cfg = _config(config, overrides, compress__student_layers=layers, compress__student=student,
+                  train__distill__teacher=str(teacher), train__distill__temperature=temperature,
+                  train__distill__alpha=alpha)
+    artifact = distill(teacher, dataset, output, cfg)
+    spec = artifact.manifest["compression"]
+    console.print(f"model artifact → {artifact.path} (parameters {spec['parameters_before']:,} → "
+                  f"{spec['parameters_after']:,})")
+
+
 @compress_app.command("export")
 def compress_export(
     model: Annotated[str, typer.Argument(help="Model artifact (e.g. merged), HF folder, or smollm2-135m.")],

@@ -133,7 +133,6 @@ def structured(loaded: LoadedModel, sparsity: float, targets: list[str]) -> Load
     import copy
 
     import torch
-    from transformers import AutoModelForCausalLM
 
     model = loaded.model
     config = copy.deepcopy(model.config)
@@ -176,15 +175,22 @@ def structured(loaded: LoadedModel, sparsity: float, targets: list[str]) -> Load
             _take(state, prefix + "o_proj", kept, rows=False)
         config.num_attention_heads = kv_heads * keep_per_group
         config.head_dim = head_dim
-    dtype = next(model.parameters()).dtype
-    smaller = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    missing, unexpected = smaller.load_state_dict(state, strict=False)
+    smaller = from_state(config, state, next(model.parameters()).dtype, "structured pruning")
+    return LoadedModel(smaller, loaded.tokenizer, loaded.ref, loaded.source)
+
+
+def from_state(config: Any, state: dict[str, Any], dtype: Any, what: str) -> Any:
+    """A model of `config` holding exactly `state` (a tied head follows its embeddings)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if "rotary" not in k and k != "lm_head.weight"]:
-        raise CompressError(f"structured pruning produced weights that do not fit the smaller config "
+        raise CompressError(f"{what} produced weights that do not fit its config "
                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
     if getattr(config, "tie_word_embeddings", False):
-        smaller.tie_weights()
-    return LoadedModel(smaller.eval(), loaded.tokenizer, loaded.ref, loaded.source)
+        model.tie_weights()
+    return model.eval()
 
 
 def _take(state: dict[str, Any], prefix: str, index: Any, rows: bool) -> None:

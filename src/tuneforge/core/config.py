@@ -260,6 +260,15 @@ class SearchConfig(_Section):
     seed: int = Field(0)
 
 
+class DistillConfig(_Section):
+    """Knowledge distillation: the model trained (the student) also matches a teacher's softened logits."""
+
+    teacher: str = Field(description="Teacher model (a model artifact, built-in name or folder); its tokenizer "
+                         "must be the student's.")
+    temperature: float = Field(2.0, gt=0, le=100, description="Softmax temperature of both sides in the KL term.")
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the KL term; cross-entropy gets 1 - alpha.")
+
+
 class TrainConfig(_Section):
     """How a model is fine-tuned."""
 
@@ -307,6 +316,8 @@ class TrainConfig(_Section):
     forgetting: ForgettingConfig = Field(default_factory=ForgettingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    distill: DistillConfig | None = Field(None, description="Distil a teacher into the model trained "
+                                          "(see `tuneforge compress distill`).")
 
     @field_validator("batch_size")
     @classmethod
@@ -359,6 +370,9 @@ class CompressConfig(_Section):
     group_size: int = Field(32, ge=2, le=4096, description="int4: input weights sharing one scale and zero "
                             "(32 as llama.cpp's Q4_0/Q4_1; larger is smaller on disk and less exact).")
     prune: PruneConfig = Field(default_factory=PruneConfig)
+    student_layers: int | None = Field(None, ge=1, description="distill: a student of this many of the teacher's "
+                                       "layers (evenly spaced, first and last kept), initialised from them.")
+    student: str | None = Field(None, description="distill: start from this model instead (same tokenizer).")
     parity: ParityConfig = Field(default_factory=ParityConfig)
 
 

@@ -110,9 +110,7 @@ def forward_logits(model, batch: dict[str, Any]):
 
 def target_logits(model, batch: dict[str, Any]):
     """(N, V) logits at exactly the batch's N target positions (packed batches only)."""
-    logits = forward_logits(model, batch)
-    targets = batch["targets"]
-    return logits[targets[:, (targets != IGNORE_INDEX).any(0)] != IGNORE_INDEX]
+    return forward_logits(model, batch)[aligned_targets(batch) != IGNORE_INDEX]
 
 
 def batch_loss(model, batch: dict[str, Any]):
@@ -120,11 +118,16 @@ def batch_loss(model, batch: dict[str, Any]):
     import torch.nn.functional as F
 
     logits = forward_logits(model, batch)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), aligned_targets(batch).reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def aligned_targets(batch: dict[str, Any]):
+    """The batch's targets in the shape `forward_logits` returns (packed rows keep only target columns)."""
     targets = batch["targets"]
     if "position_ids" in batch:
         targets = targets[:, (targets != IGNORE_INDEX).any(0)]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return targets
 
 
 def to_device(batch: dict[str, Any], device) -> dict[str, Any]:

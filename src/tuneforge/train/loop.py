@@ -37,6 +37,7 @@ from tuneforge.train.batching import (
     real_tokens,
     to_device,
 )
+from tuneforge.train.distill import Distiller
 from tuneforge.train.forgetting import EWC, KLToBase, general_rows, replay_mix
 from tuneforge.train.memory import available_bytes, plan_batch, weight_bytes
 from tuneforge.train.methods import (
@@ -186,7 +187,8 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
         loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         loaded.model.enable_input_require_grads()
     attention = cfg.attention if cfg.attention != "auto" else ("sdpa" if device.type == "cuda" else "segments")
-    set_attention(loaded.model, register_segments() if attention == "segments" else attention)
+    attention = register_segments() if attention == "segments" else attention
+    set_attention(loaded.model, attention)
     model = make_trainable(loaded, cfg)
     amp_dtype = _autocast_dtype(cfg)
     loaded_bytes = weight_bytes(model)
@@ -209,6 +211,9 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
 
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    distiller = Distiller(cfg.distill, loaded.tokenizer, device) if cfg.distill is not None else None
+    if distiller is not None:
+        set_attention(distiller.teacher, attention)  # packed rows: the teacher must not attend across examples
     kl = KLToBase(model, general, batch_size, cfg.forgetting.kl_weight) if "kl" in cfg.forgetting.methods else None
     ewc = (EWC(model, general, batch_size, cfg.forgetting.ewc_weight, device, amp_dtype)
            if "ewc" in cfg.forgetting.methods else None)
@@ -284,8 +289,11 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
                         sync = contextlib.nullcontext() if i == len(mine) - 1 else accelerator.no_sync(model)
                         with sync, torch.autocast(device.type, dtype=amp_dtype or torch.float32,
                                                   enabled=amp_dtype is not None):
-                            summed = batch_loss(model, batch)
-                            loss = summed * (0.0 if idle else world / n_targets)
+                            if distiller is None:
+                                summed = objective = batch_loss(model, batch)
+                            else:
+                                objective, summed = distiller.loss(model, batch)
+                            loss = objective * (0.0 if idle else world / n_targets)
                             if kl is not None and i == 0:
                                 loss = loss + kl.loss(model, state.step, device)
                             if ewc is not None and i == 0:
