@@ -317,8 +317,10 @@ def compress_distill(
         help="Student = this many of the teacher's layers (evenly spaced), initialised from them.")] = None,
     student: Annotated[str | None, typer.Option(
         help="Student = this model instead (a built-in name, folder or artifact; same tokenizer).")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Softmax temperature of the KL term. [default: 2.0]")] = None,
-    alpha: Annotated[float | None, typer.Option(help="Weight of KL vs cross-entropy (1 - alpha). [default: 0.5]")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help="Softmax temperature of the KL term. [default: 2.0]")] = None,
+    alpha: Annotated[float | None, typer.Option(
+        help="Weight of KL vs cross-entropy (1 - alpha). [default: 0.5]")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:

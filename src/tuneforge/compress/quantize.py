@@ -1,9 +1,9 @@
 """Quantize: int8 of a full model artifact, checked against its parent.
 
 `int8` (weight-only) is described below; `int4` is the same with 4-bit codes, asymmetric, one bf16
-scale and zero per `compress.group_size` inputs (models/int4.py). `dynamic-int8` keeps the float weights on disk and, at load,
-gives every linear int8 per-channel weights with activations quantized per tensor at run time
-(PyTorch's x86 int8 GEMM, CPU only); its `quantization.json` says so.
+scale and zero per `compress.group_size` inputs (models/int4.py). `dynamic-int8` keeps the float
+weights on disk and, at load, gives every linear int8 per-channel weights with activations quantized
+per tensor at run time (PyTorch's x86 int8 GEMM, CPU only); its `quantization.json` says so.
 
 `int8`:
 Every linear layer (the vocabulary head included) keeps int8 weights and one bf16 scale per
@@ -21,7 +21,7 @@ from tuneforge.core.artifacts import Artifact, load_artifact
 from tuneforge.core.config import CompressConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.models import load
-from tuneforge.models.int8 import QUANT_FILE, quantize_dynamic_int8, quantize_linears
+from tuneforge.models.int8 import quantize_dynamic_int8, quantize_linears
 
 METHODS = ("int8", "int4", "dynamic-int8")
 
@@ -52,7 +52,8 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
         names = quantize_linears(child.model, dtype=torch.bfloat16, bits=bits, group_size=cfg.group_size,
                                  skip=("lm_head",) if bits == 4 else ())
     except ValueError as exc:
-        raise CompressError(f"{method}: {exc}; set compress.group_size to a divisor of every layer's input size")
+        raise CompressError(f"{method}: {exc}; set compress.group_size to a divisor of every layer's input "
+                            "size") from exc
     # int4 keeps the vocabulary head at int8, as llama.cpp's 4-bit types keep output.weight at 6-8 bits:
     # on SmolLM2 an int4 head alone moves the mean |Δlogit| from 0.16 to 0.42 and changes answers.
     int8_names = quantize_linears(child.model, dtype=torch.bfloat16, bits=8)

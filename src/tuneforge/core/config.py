@@ -359,7 +359,7 @@ class PruneConfig(_Section):
         "per-layer", description="magnitude: one threshold over all layers, or the same share in every matrix."
     )
     targets: list[Literal["mlp", "heads"]] = Field(
-        default_factory=lambda: ["mlp"], description="structured: what is removed (MLP channels, query heads)."
+        ["mlp"], description="structured: what is removed (MLP channels, query heads)."
     )
 
 
