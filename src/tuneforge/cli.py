@@ -247,7 +247,7 @@ def compress_merge(
     from tuneforge.compress.merge import merge
 
     cfg = _config(config, overrides)
-    artifact = merge(adapter, output, cfg.compress, base=base)
+    artifact = merge(adapter, output, cfg.compress, base=base, eval_cfg=cfg.eval)
     console.print(f"model artifact → {artifact.path}")
 
 
@@ -257,7 +257,8 @@ def compress_quantize(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
     method: Annotated[str, typer.Option(
         help="int8: weight-only, per output channel, bf16 activations; int4: weight-only, group-wise "
-        "(compress.group_size, default 32); dynamic-int8: int8 weights and run-time int8 activations (CPU).")] = "int8",
+        "(compress.group_size, default 32); dynamic-int8: int8 weights and run-time int8 activations (CPU); "
+        "nf4: bitsandbytes NF4 at load (CUDA; CPU works, slowly).")] = "int8",
     allow_requantize: Annotated[bool, typer.Option(
         "--allow-requantize", help="Quantize an already quantized artifact (the error compounds).")] = False,
     config: ConfigOpt = None,
@@ -271,7 +272,8 @@ def compress_quantize(
     from tuneforge.compress.quantize import quantize
 
     cfg = _config(config, overrides)
-    artifact = quantize(model, output, cfg.compress, method=method, allow_requantize=allow_requantize)
+    artifact = quantize(model, output, cfg.compress, method=method, allow_requantize=allow_requantize,
+                        eval_cfg=cfg.eval)
     console.print(f"model artifact → {artifact.path}")
 
 
@@ -302,7 +304,7 @@ def compress_prune(
 
     cfg = _config(config, overrides, compress__prune__method=method, compress__prune__sparsity=sparsity,
                   compress__prune__scope=scope, compress__prune__targets=target)
-    artifact = prune(model, output, cfg.compress)
+    artifact = prune(model, output, cfg.compress, eval_cfg=cfg.eval)
     spec = artifact.manifest["compression"]
     console.print(f"model artifact → {artifact.path} (parameters {spec['parameters_before']:,} → "
                   f"{spec['parameters_after']:,}, sparsity {spec['sparsity']:.3f})")

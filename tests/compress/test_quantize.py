@@ -147,3 +147,17 @@ def test_int4_artifact_reloads_and_the_engine_serves_it_like_generate(merged, tm
     finally:
         engine.shutdown()
     assert served == greedy
+
+
+def test_nf4_artifact_loads_through_bitsandbytes(merged, tmp_path):
+    """nf4: float weights on disk, bitsandbytes Linear4bit layers after load (its CPU backend here)."""
+    artifact = quantize(merged.path, tmp_path / "nf4", LOOSE, method="nf4")
+    spec = artifact.manifest["compression"]
+    assert (spec["method"], spec["bits"], spec["library"]) == ("nf4", 4, "bitsandbytes")
+    loaded, parent = load(str(artifact.path)), load(str(merged.path))
+    assert loaded.info["quantization"] == "nf4"
+    assert type(loaded.model.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 253]])
+    with torch.no_grad():
+        got, want = loaded.model(input_ids=ids).logits.float(), parent.model(input_ids=ids).logits
+    assert (got - want).abs().mean() < 0.4 * want.abs().mean()

@@ -68,7 +68,7 @@ def distill(teacher_path: str | Path, dataset_path: str | Path, output: str | Pa
             "dataset": dataset.content_hash, "train_steps": trained_art.metrics.get("steps"),
             "val_loss": trained_art.metrics.get("val_loss"),
         }
-        return write_checked(teacher_art, teacher, child, spec, comp, output, "distill")
+        return write_checked(teacher_art, teacher, child, spec, comp, output, "distill", eval_cfg=cfg.eval)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuneforge.compress.parity import compare, describe
+from tuneforge.compress.parity import check, describe
 from tuneforge.core.artifacts import Artifact, create_artifact, is_artifact, load_artifact
 from tuneforge.core.config import CompressConfig
 from tuneforge.core.errors import CompressError
@@ -140,7 +140,7 @@ def export_gguf(model_ref: str, output: str | Path, cfg: CompressConfig, outtype
         side = GGUFSide(final)
         try:
             with console.status(f"parity check: GGUF {outtype} through llama.cpp vs {folder.name}"):
-                report = compare(parent, side, cfg.parity, "lossy")
+                report = check(parent, side, cfg.parity, "lossy")
         finally:
             side.close()
         console.print(describe(report))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tuneforge.compress.parity import compare, describe
+from tuneforge.compress.parity import check, describe
 from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact
-from tuneforge.core.config import CompressConfig
+from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
@@ -30,7 +30,8 @@ def _with_adapter(base_ref: str, adapter: Artifact, dtype: str) -> LoadedModel:
     return LoadedModel(model, base.tokenizer, str(adapter.path), "artifact-adapter", base_ref=base_ref)
 
 
-def merge(adapter_path: str | Path, output: str | Path, cfg: CompressConfig, base: str | None = None) -> Artifact:
+def merge(adapter_path: str | Path, output: str | Path, cfg: CompressConfig, base: str | None = None,
+          eval_cfg: EvalConfig | None = None) -> Artifact:
     """Fold the adapter at `adapter_path` into its base (or `base`, which must be the same weights)."""
     adapter = load_artifact(adapter_path, kind="adapter")
     method = adapter.manifest.get("method", "lora")
@@ -54,7 +55,7 @@ def merge(adapter_path: str | Path, output: str | Path, cfg: CompressConfig, bas
     merged = fresh.model.merge_and_unload().to(_torch_dtype(cfg.dtype)).eval()
     child = LoadedModel(merged, fresh.tokenizer, "merged", "merged")
     with console.status("parity check: merged model vs adapter"):
-        report = compare(parent, child, cfg.parity, "lossless" if cfg.dtype == "float32" else "lossy")
+        report = check(parent, child, cfg.parity, "lossless" if cfg.dtype == "float32" else "lossy", eval_cfg)
     console.print(describe(report))
     if not report["passed"]:
         raise CompressError(f"merge failed its parity check, nothing written:\n{describe(report)}")

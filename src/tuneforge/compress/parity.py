@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.core.config import ParityConfig
+from tuneforge.core.config import EvalConfig, ParityConfig
 from tuneforge.core.errors import ConfigError
 from tuneforge.models import LoadedModel
 from tuneforge.models.generate import render_prompt
@@ -138,10 +138,47 @@ def compare(parent: LoadedModel, child: Any, cfg: ParityConfig, kind: str = "los
     return report
 
 
+def check(parent: LoadedModel, child: Any, cfg: ParityConfig, kind: str = "lossless",
+          eval_cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """`compare`, then with `cfg.eval` the eval sets answered by both (accuracy per set, parent vs child):
+    a drop beyond `cfg.max_accuracy_drop` on any set fails the step too."""
+    report = compare(parent, child, cfg, kind)
+    if not cfg.eval:
+        return report
+    if not isinstance(child, LoadedModel):
+        raise ConfigError("compress.parity.eval: this step's output is not run by transformers; evaluate it with "
+                          "`tuneforge eval` once served")
+    deltas = eval_delta(parent, child, eval_cfg or EvalConfig())
+    report["eval"] = deltas
+    for name, values in deltas.items():
+        if values["parent"] - values["child"] > cfg.max_accuracy_drop:
+            report["failures"].append(f"{name} accuracy {values['child']:.3f} vs {values['parent']:.3f}: a drop "
+                                      f"over compress.parity.max_accuracy_drop {cfg.max_accuracy_drop}")
+    report["passed"] = not report["failures"]
+    return report
+
+
+def eval_delta(parent: LoadedModel, child: LoadedModel, eval_cfg: EvalConfig) -> dict[str, dict[str, float]]:
+    """Accuracy of parent and child on each configured question set (the evaluation stage's scoring)."""
+    from tuneforge.eval.evaluate import evaluate_loaded, question_sets
+
+    sets = question_sets(eval_cfg)
+    if not sets:
+        raise ConfigError("compress.parity.eval: the eval section names no question set "
+                          "(eval.questions, eval.general)")
+    before = evaluate_loaded(parent, "parent", eval_cfg, sets, [])["metrics"]
+    after = evaluate_loaded(child, "child", eval_cfg, sets, [])["metrics"]
+    return {name: {"parent": before[f"{name}_accuracy"], "child": after[f"{name}_accuracy"],
+                   "delta": after[f"{name}_accuracy"] - before[f"{name}_accuracy"]}
+            for name in sets if f"{name}_accuracy" in before}
+
+
 def describe(report: dict[str, Any]) -> str:
     lines = [f"parity on {report['prompts']} prompts: greedy agreement {report['agreement']:.3f} "
              f"(tokens {report['token_agreement']:.3f}), |Δlogit| mean {report['mean_logit_diff']:.5f} "
              f"max {report['max_logit_diff']:.4f}"]
+    for name, values in report.get("eval", {}).items():
+        lines.append(f"  {name} accuracy {values['parent']:.3f} → {values['child']:.3f} ({values['delta']:+.3f})")
     lines += [f"  FAILED: {f}" for f in report["failures"]]
     for ex in report["disagreements"][:3]:
         lines.append(f"  e.g. {ex['prompt']!r}: parent {ex['parent']!r} vs child {ex['child']!r}")

@@ -23,7 +23,7 @@ from typing import Any
 
 from tuneforge.compress.step import write_checked
 from tuneforge.core.artifacts import Artifact, load_artifact
-from tuneforge.core.config import CompressConfig
+from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.models import LoadedModel, load
 
@@ -31,7 +31,8 @@ PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
-def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig) -> Artifact:
+def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig,
+          eval_cfg: EvalConfig | None = None) -> Artifact:
     opts = cfg.prune
     source = load_artifact(model_path)
     if source.kind != "model":
@@ -56,7 +57,7 @@ def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig) -> Ar
         child = structured(child, opts.sparsity, opts.targets)
         spec.update(targets=list(opts.targets), sparsity=opts.sparsity)
     spec.update(parameters_before=before, parameters_after=parameter_count(child.model))
-    return write_checked(source, parent, child, spec, cfg, output, "prune")
+    return write_checked(source, parent, child, spec, cfg, output, "prune", eval_cfg=eval_cfg)
 
 
 def decoder_layers(model: Any) -> list[Any]:

@@ -3,7 +3,9 @@
 `int8` (weight-only) is described below; `int4` is the same with 4-bit codes, asymmetric, one bf16
 scale and zero per `compress.group_size` inputs (models/int4.py). `dynamic-int8` keeps the float
 weights on disk and, at load, gives every linear int8 per-channel weights with activations quantized
-per tensor at run time (PyTorch's x86 int8 GEMM, CPU only); its `quantization.json` says so.
+per tensor at run time (PyTorch's x86 int8 GEMM, CPU only); its `quantization.json` says so. `nf4`
+also keeps float weights and loads them as bitsandbytes NF4 (QLoRA's format, double-quantized, blocks
+of 64): the 4-bit route for CUDA users, which bitsandbytes' CPU backend also runs here.
 
 `int8`:
 Every linear layer (the vocabulary head included) keeps int8 weights and one bf16 scale per
@@ -18,16 +20,16 @@ from pathlib import Path
 
 from tuneforge.compress.step import write_checked
 from tuneforge.core.artifacts import Artifact, load_artifact
-from tuneforge.core.config import CompressConfig
+from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.models import load
 from tuneforge.models.int8 import quantize_dynamic_int8, quantize_linears
 
-METHODS = ("int8", "int4", "dynamic-int8")
+METHODS = ("int8", "int4", "dynamic-int8", "nf4")
 
 
 def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, method: str = "int8",
-             allow_requantize: bool = False) -> Artifact:
+             allow_requantize: bool = False, eval_cfg: EvalConfig | None = None) -> Artifact:
     import torch
 
     if method not in METHODS:
@@ -42,11 +44,21 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
                             "compounds the error. Quantize its parent, or pass --allow-requantize.")
     parent = load(str(source.path))
     child = load(str(source.path))
+    if method == "nf4":
+        from tuneforge.models.loader import load_4bit
+
+        child = load_4bit(str(source.path))
+        spec = {"method": "nf4", "bits": 4, "group_size": 64, "double_quant": True, "library": "bitsandbytes",
+                "compute_dtype": "bfloat16", "modules": [n for n, m in child.model.named_modules()
+                                                         if type(m).__name__ == "Linear4bit"]}
+        return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model,
+                             eval_cfg=eval_cfg)
     if method == "dynamic-int8":
         names = quantize_dynamic_int8(child.model)
         spec = {"method": "dynamic-int8", "bits": 8, "group_size": "per-output-channel", "symmetric": True,
                 "activations": "int8 per tensor, at run time", "compute_dtype": "float32", "modules": names}
-        return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model)
+        return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model,
+                             eval_cfg=eval_cfg)
     bits = 4 if method == "int4" else 8
     try:
         names = quantize_linears(child.model, dtype=torch.bfloat16, bits=bits, group_size=cfg.group_size,
@@ -62,4 +74,4 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
     spec = {"method": f"{method}-weight-only", "bits": bits,
             "group_size": cfg.group_size if bits == 4 else "per-output-channel", "symmetric": bits == 8,
             "compute_dtype": "bfloat16", "modules": names, "int8_modules": int8_names}
-    return write_checked(source, parent, child, spec, cfg, output, "quantize")
+    return write_checked(source, parent, child, spec, cfg, output, "quantize", eval_cfg=eval_cfg)

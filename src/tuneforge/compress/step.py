@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tuneforge.compress.parity import compare, describe
+from tuneforge.compress.parity import check, describe
 from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact
-from tuneforge.core.config import CompressConfig
+from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel
@@ -18,19 +18,21 @@ from tuneforge.models.int8 import QUANT_FILE
 
 def write_checked(source: Artifact, parent: LoadedModel, child: LoadedModel, spec: dict[str, Any],
                   cfg: CompressConfig, output: str | Path, operation: str, float_weights: Any = None,
-                  kind: str = "lossy") -> Artifact:
+                  kind: str = "lossy", eval_cfg: EvalConfig | None = None) -> Artifact:
     """Parity-check `child` against `parent`; when it passes, write a model artifact whose manifest's
     `compression` is `{operation, **spec, parent}`.
 
     Weights written: the child's state dict with its config (quantized layers), or with `float_weights`
     that float model itself (methods applied at load time). A spec with `bits` is a quantization and
-    also goes to `quantization.json`, which the loader reads to rebuild the layers.
+    also goes to `quantization.json`, which the loader reads to rebuild the layers. With
+    `compress.parity.eval`, `eval_cfg`'s question sets are answered by both as well.
     """
     from safetensors.torch import save_file
 
     method = spec.get("method", operation)
     with console.status(f"parity check: {method} vs {source.path.name}"):
-        report = compare(parent, LoadedModel(child.model, child.tokenizer, operation, operation), cfg.parity, kind)
+        report = check(parent, LoadedModel(child.model, child.tokenizer, operation, operation), cfg.parity, kind,
+                       eval_cfg)
     console.print(describe(report))
     if not report["passed"]:
         raise CompressError(f"{operation} failed its parity check, nothing written:\n{describe(report)}")

@@ -344,6 +344,10 @@ class ParityConfig(_Section):
         None, ge=0.0, description="Largest allowed mean |Δlogit| (teacher-forced on the parent's continuation; "
         "default per operation: 0.02 for an fp32 merge, 0.35 for bf16/int8)."
     )
+    eval: bool = Field(False, description="Also answer the eval section's question sets (eval.questions, the "
+                       "general set) with parent and child and compare accuracy (minutes on CPU).")
+    max_accuracy_drop: float = Field(0.01, ge=0.0, le=1.0, description="With parity.eval: the largest allowed "
+                                     "accuracy drop on any set (0.01 = one point).")
 
 
 class PruneConfig(_Section):

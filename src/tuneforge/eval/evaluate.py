@@ -130,6 +130,12 @@ def evaluate_model(ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any
         raise
     except Exception as exc:  # a broken folder fails in many ways inside transformers
         raise ModelLoadError(f"eval: cannot load model {ref!r}: {type(exc).__name__}: {exc}") from exc
+    return evaluate_loaded(loaded, ref, cfg, sets, validation)
+
+
+def evaluate_loaded(loaded, ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any]]],
+                    validation: list[dict[str, Any]]) -> dict[str, Any]:
+    """`evaluate_model` for a model already in memory (a compression step's parent and child)."""
     result: dict[str, Any] = {"model": ref, "metrics": {}, "sets": {}}
     if validation:
         lm = mean_loss(loaded.model, validation, loaded.tokenizer.pad_token_id, cfg.batch_size)
@@ -196,6 +202,16 @@ def _judge(results: list[dict[str, Any]], sets: dict[str, list[dict[str, Any]]],
     return records
 
 
+def question_sets(cfg: EvalConfig) -> dict[str, list[dict[str, Any]]]:
+    """The configured question sets by name: `domain` (eval.questions) and `general` (shipped or given)."""
+    sets: dict[str, list[dict[str, Any]]] = {}
+    if cfg.questions:
+        sets["domain"] = load_questions(cfg.questions)
+    if cfg.general:
+        sets["general"] = load_questions(cfg.general_questions or general_set_path())
+    return sets
+
+
 def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artifact | None = None,
              dtype: str = "float32") -> Artifact:
     """Evaluate `model_ref` (and its base) and write an eval-report artifact."""
@@ -203,11 +219,7 @@ def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artif
 
     for name, rule in cfg.gates.items():  # fail on a bad gate before spending minutes generating
         parse_gate(name, rule)
-    sets: dict[str, list[dict[str, Any]]] = {}
-    if cfg.questions:
-        sets["domain"] = load_questions(cfg.questions)
-    if cfg.general:
-        sets["general"] = load_questions(cfg.general_questions or general_set_path())
+    sets = question_sets(cfg)
     validation = read_split(dataset, "validation") if dataset is not None else []
     if not sets and not validation and not cfg.lm_eval_tasks:
         raise DataError("eval: nothing to evaluate; set eval.questions, eval.general, eval.lm_eval_tasks "

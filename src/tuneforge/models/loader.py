@@ -323,6 +323,9 @@ def _load_quantized(path: Path, ref: str) -> LoadedModel:
     from tuneforge.models.int8 import QUANT_FILE, quantize_linears
 
     spec = json.loads((path / QUANT_FILE).read_text())
+    if spec["method"] == "nf4":
+        loaded = load_4bit(path)
+        return LoadedModel(loaded.model.eval(), loaded.tokenizer, ref, "artifact-model", info={"quantization": "nf4"})
     if spec["method"] == "dynamic-int8":
         from tuneforge.models.int8 import quantize_dynamic_int8
 
