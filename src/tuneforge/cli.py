@@ -457,6 +457,31 @@ def bench_serve(
                 console.print(f"[red]{s.name} ({s.concurrency} clients) failure:[/red] {error}")
 
 
+@bench_app.command("compress")
+def bench_compress(
+    parent: Annotated[Path, typer.Argument(help="The float model artifact the variants were made from.")],
+    variant: Annotated[list[Path], typer.Option(
+        "--variant", "-v", help="A variant artifact (compress quantize/prune/distill/export); repeat.")],
+    eval_pipeline: Annotated[Path | None, typer.Option(
+        "--eval", help="Pipeline YAML whose eval sets every variant answers (minutes per variant).")] = None,
+    max_tokens: Annotated[int, typer.Option(min=8, help="Output tokens per stream (ignore_eos).")] = 64,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where tradeoff.md/json/png go.")] = Path(
+        "runs/bench-compress"),
+) -> None:
+    """The trade-off table of a model's compressed variants: size on disk, peak RAM at load, decode
+    tokens/s at 1 and 16 streams in tuneforge's engine (llama.cpp for GGUF), parity and accuracy vs
+    the parent. Each variant runs in its own process; the parent is measured in bf16.
+
+    Example:  tuneforge bench compress runs/cs/merged -v runs/cs/int8 -v runs/cs/int4 \\
+                  --eval examples/customer-service/pipeline.yaml
+    """
+    from tuneforge.bench.compress import render, run_bench
+
+    rows = run_bench(parent, list(variant), output, max_tokens, eval_pipeline)
+    console.print(render(rows))
+    console.print(f"→ {output}/tradeoff.md, tradeoff.json, tradeoff.png")
+
+
 def _without_nproc(args: list[str]) -> list[str]:
     out, skip = [], False
     for arg in args:

@@ -1,0 +1,34 @@
+"""`bench compress`: every variant measured in its own process; the table, JSON and chart are written."""
+
+import json
+
+import pytest
+
+from tuneforge.bench.compress import render, run_bench
+from tuneforge.compress.merge import merge
+from tuneforge.compress.quantize import quantize
+from tuneforge.core.config import CompressConfig, ParityConfig
+
+LOOSE = CompressConfig(parity=ParityConfig(max_prompts=2, max_new_tokens=4, min_agreement=0.0,
+                                           max_mean_logit_diff=100.0))
+
+
+@pytest.fixture(scope="module")
+def merged(tiny_adapter, tmp_path_factory):
+    return merge(tiny_adapter.path, tmp_path_factory.mktemp("bc") / "merged", LOOSE)
+
+
+def test_bench_compress_measures_parent_and_variants(merged, tmp_path):
+    int4 = quantize(merged.path, tmp_path / "int4", LOOSE, method="int4")
+    rows = run_bench(merged.path, [int4.path], tmp_path / "out", max_tokens=8)
+    assert [r["name"] for r in rows] == ["bf16 (parent, cast at load)", "int4-weight-only, g32"]
+    parent, small = rows
+    assert small["size_mib"] < parent["size_mib"]
+    for row in rows:
+        assert row["tok_s_1"] > 0 and row["tok_s_16"] > 0 and row["peak_ram_mib"] > 100
+    assert small["agreement"] == int4.metrics["parity"]["agreement"] and "agreement" not in parent
+    table = (tmp_path / "out" / "tradeoff.md").read_text()
+    assert table.strip() == render(rows) and "int4-weight-only, g32" in table
+    assert json.loads((tmp_path / "out" / "tradeoff.json").read_text()) == rows
+    assert (tmp_path / "out" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list((tmp_path / "out").glob(".measure-*"))
