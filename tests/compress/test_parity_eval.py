@@ -45,6 +45,7 @@ def test_eval_step_reports_accuracy_of_parent_and_child(merged, own_answers, tmp
 def test_eval_step_fails_a_child_that_loses_accuracy(merged, own_answers, tmp_path):
     cfg = CompressConfig(parity=ParityConfig(**LOOSE, eval=True, max_accuracy_drop=0.01),
                          prune=PruneConfig(method="magnitude", sparsity=0.9))
-    with pytest.raises(CompressError, match=r"domain accuracy 0.000 vs 1.000: a drop over compress.parity.max_accuracy_drop 0.01"):
+    with pytest.raises(CompressError,
+                       match=r"domain accuracy 0.000 vs 1.000: a drop over compress.parity.max_accuracy_drop 0.01"):
         prune(merged.path, tmp_path / "pruned", cfg, eval_cfg=own_answers)
     assert not (tmp_path / "pruned").exists()
