@@ -347,7 +347,8 @@ def compress_distill(
 def compress_export(
     model: Annotated[str, typer.Argument(help="Model artifact (e.g. merged), HF folder, or smollm2-135m.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write (model.gguf).")],
-    type_: Annotated[str, typer.Option("--type", help="GGUF type: f16, q8_0, q4_k_m, q4_0.")] = "q8_0",
+    type_: Annotated[str, typer.Option("--type", help="GGUF type: f16, q8_0, q4_k_m, q4_0; or onnx (an ONNX "
+                                                    "graph run by onnxruntime).")] = "q8_0",
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
@@ -357,11 +358,17 @@ def compress_export(
 
     Example:  tuneforge compress export runs/cs/merged -o runs/cs/gguf --type q4_k_m
     then:     tuneforge serve runs/cs/gguf --set serve.backend=llamacpp   (or llama-server -m runs/cs/gguf/model.gguf)
+    Example:  tuneforge compress export runs/cs/merged -o runs/cs/onnx --type onnx   (model.onnx, no KV cache)
     """
-    from tuneforge.compress.export import export_gguf
-
     cfg = _config(config, overrides)
-    artifact = export_gguf(model, output, cfg.compress, outtype=type_)
+    if type_ == "onnx":
+        from tuneforge.compress.onnx import export_onnx
+
+        artifact = export_onnx(model, output, cfg.compress)
+    else:
+        from tuneforge.compress.export import export_gguf
+
+        artifact = export_gguf(model, output, cfg.compress, outtype=type_)
     console.print(f"model artifact → {artifact.path} ({artifact.metrics.get('size_bytes', 0) / 2**20:.0f} MiB)")
 
 

@@ -69,3 +69,4 @@ def test_bad_exports_are_refused_with_the_reason(tiny_folder, tmp_path, tiny_ada
     with pytest.raises(CompressError, match="does not know FrobnicatorForCausalLM.*LlamaForCausalLM"):
         export_gguf(str(alien), tmp_path / "c", CompressConfig(), "f16")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+

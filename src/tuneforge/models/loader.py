@@ -284,6 +284,9 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
         if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("format") == "gguf":
             raise ModelLoadError(f"{path} is a GGUF export (for llama.cpp): serve it with "
                                  "`--set serve.backend=llamacpp`, or use its parent artifact")
+        if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("format") == "onnx":
+            raise ModelLoadError(f"{path} is an ONNX export: run model.onnx with onnxruntime "
+                                 "(tuneforge.compress.onnx.ONNXSide), or use its parent artifact")
         if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("operation") == "quantize":
             return _load_quantized(path, ref)
         if artifact.kind == "model":
