@@ -76,13 +76,14 @@ def export_onnx(model_ref: str, output: str | Path, cfg: CompressConfig) -> Arti
 
     example = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
     with tempfile.TemporaryDirectory(prefix="tuneforge-onnx-") as tmp:
         onnx_path = Path(tmp) / ONNX_FILE
         with console.status(f"exporting {folder.name} to ONNX (opset {OPSET}, dynamo exporter)"):
             try:
                 torch.onnx.export(Logits(), (example, torch.ones_like(example)), str(onnx_path), dynamo=True,
                                   input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                                  dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+                                  dynamic_shapes=dynamic,
                                   opset_version=OPSET, external_data=False, verbose=False)
             except Exception as exc:  # the exporter fails in many classes, all with a useful message
                 raise CompressError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: "
