@@ -45,3 +45,27 @@ def assets(tmp_path) -> Path:
     target = tmp_path / "assets"
     shutil.copytree(ASSETS, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def engine_vs_generate():
+    """fn(loaded, ids, n) → (the engine's greedy tokens, the model's own `generate` greedy tokens, engine's runner)."""
+
+    def run(loaded, ids: list[int], n: int):
+        import torch
+
+        from tuneforge.models.generate import SamplingParams
+        from tuneforge.serve.engine.engine import Engine, EngineLimits
+
+        with torch.no_grad():
+            x = torch.tensor([ids])
+            want = loaded.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False,
+                                         eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
+        engine = Engine(loaded, EngineLimits(max_num_seqs=2, max_model_len=64)).start()
+        try:
+            got = list(engine.stream(ids, SamplingParams(max_new_tokens=n, ignore_eos=True)))[-1].token_ids
+        finally:
+            engine.shutdown()
+        return got, want, engine.runner
+
+    return run

@@ -62,12 +62,9 @@ def test_two_four_keeps_two_largest_of_every_four(merged, tmp_path):
     assert artifact.manifest["compression"]["sparsity"] == 0.5
 
 
-def test_structured_removes_channels_and_heads_for_real(merged, tmp_path):
+def test_structured_removes_channels_and_heads_for_real(merged, tmp_path, engine_vs_generate):
     """The pruned model is smaller in parameters and config, loads on its own, and the engine serves it
     token for token like its own generate (the runner reads head counts from the smaller config)."""
-    from tuneforge.models.generate import SamplingParams
-    from tuneforge.serve.engine.engine import Engine, EngineLimits
-
     artifact = prune(merged.path, tmp_path / "p", cfg(method="structured", sparsity=0.5, targets=["mlp", "heads"]))
     spec = artifact.manifest["compression"]
     assert spec["parameters_after"] < spec["parameters_before"]
@@ -77,16 +74,7 @@ def test_structured_removes_channels_and_heads_for_real(merged, tmp_path):
     assert child.model.model.layers[0].mlp.down_proj.weight.shape == (64, 64)
     assert child.model.model.layers[0].self_attn.q_proj.weight.shape == (2 * 16, 64)
     assert sum(p.numel() for p in child.model.parameters()) == spec["parameters_after"]
-    ids = [1, 5, 9, 200, 3000]
-    with torch.no_grad():
-        x = torch.tensor([ids])
-        want = child.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False,
-                                    eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
-    engine = Engine(child, EngineLimits(max_num_seqs=2, max_model_len=64)).start()
-    try:
-        got = list(engine.stream(ids, SamplingParams(max_new_tokens=5, ignore_eos=True)))[-1].token_ids
-    finally:
-        engine.shutdown()
+    got, want, _ = engine_vs_generate(child, [1, 5, 9, 200, 3000], 5)
     assert got == want
 
 

@@ -56,12 +56,9 @@ def test_quantize_refuses_an_adapter(tiny_adapter, tmp_path):
     assert not (tmp_path / "q").exists()
 
 
-def test_dynamic_int8_artifact_keeps_float_weights_and_quantizes_at_load(merged, tmp_path):
+def test_dynamic_int8_artifact_keeps_float_weights_and_quantizes_at_load(merged, tmp_path, engine_vs_generate):
     """dynamic-int8: float weights on disk, int8 GEMM with run-time activation quantization after load; the
     engine serves it (generic path) token for token like the loaded model's own generate."""
-    from tuneforge.models.generate import SamplingParams
-    from tuneforge.serve.engine.engine import Engine, EngineLimits
-
     loose = CompressConfig(parity=ParityConfig(max_prompts=4, max_new_tokens=6, min_agreement=0.0,
                                                max_mean_logit_diff=100.0))
     artifact = quantize(merged.path, tmp_path / "dyn", loose, method="dynamic-int8")
@@ -71,16 +68,7 @@ def test_dynamic_int8_artifact_keeps_float_weights_and_quantizes_at_load(merged,
     dynamic = torch.ao.nn.quantized.dynamic.Linear
     assert isinstance(loaded.model.model.layers[0].self_attn.q_proj, dynamic)
     assert isinstance(loaded.model.lm_head, dynamic)
-    ids = [1, 5, 9, 200, 3000]
-    with torch.no_grad():
-        x = torch.tensor([ids])
-        want = loaded.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False,
-                                     eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
-    engine = Engine(loaded, EngineLimits(max_num_seqs=2, max_model_len=64)).start()
-    try:
-        got = list(engine.stream(ids, SamplingParams(max_new_tokens=5, ignore_eos=True)))[-1].token_ids
-    finally:
-        engine.shutdown()
+    got, want, _ = engine_vs_generate(loaded, [1, 5, 9, 200, 3000], 5)
     assert got == want
 
 
@@ -115,12 +103,10 @@ def test_int4_refuses_a_group_size_that_does_not_divide_the_layers(merged, tmp_p
     assert not (tmp_path / "int4").exists()
 
 
-def test_int4_artifact_reloads_and_the_engine_serves_it_like_generate(merged, tmp_path):
+def test_int4_artifact_reloads_and_the_engine_serves_it_like_generate(merged, tmp_path, engine_vs_generate):
     """int4 layers (head at int8) survive save → load, are smaller than int8, and the engine's fused path
     (int4 q/k/v and gate/up concatenated) produces the loaded model's own greedy tokens."""
-    from tuneforge.models.generate import SamplingParams
     from tuneforge.models.int4 import int4_linear_class
-    from tuneforge.serve.engine.engine import Engine, EngineLimits
 
     artifact = quantize(merged.path, tmp_path / "int4", LOOSE, method="int4")
     spec = artifact.manifest["compression"]
@@ -138,14 +124,8 @@ def test_int4_artifact_reloads_and_the_engine_serves_it_like_generate(merged, tm
         # 4 bits on the tiny model's random Gaussian weights cost ~30 % of the logits' size (SmolLM2's trained
         # weights: see docs/compression.md); a broken save/load costs all of it
         assert (got - want).abs().mean() < 0.4 * want.abs().mean()
-        greedy = loaded.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=6, do_sample=False,
-                                       eos_token_id=None, pad_token_id=0)[0, len(ids):].tolist()
-    engine = Engine(loaded, EngineLimits(max_num_seqs=2, max_model_len=64)).start()
-    try:
-        assert engine.runner.fused is not None
-        served = list(engine.stream(ids, SamplingParams(max_new_tokens=6, ignore_eos=True)))[-1].token_ids
-    finally:
-        engine.shutdown()
+    served, greedy, runner = engine_vs_generate(loaded, ids, 6)
+    assert runner.fused is not None
     assert served == greedy
 
 

@@ -154,12 +154,16 @@ def export_gguf(model_ref: str, output: str | Path, cfg: CompressConfig, outtype
         with create_artifact(output, "model", config=config, parents=parents) as writer:
             shutil.copyfile(final, writer.path / GGUF_FILE)
             parent.tokenizer.save_pretrained(writer.path)
-            (writer.path / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
-            writer.metrics.update({"parity": {k: v for k, v in report.items() if k != "disagreements"},
-                                   "size_bytes": final.stat().st_size})
-            writer.extra.update({
-                "base_model": str(model_ref),
-                "compression": {**spec, "parent": parents[0].content_hash if parents else str(model_ref)},
-                "chat_template_hash": template_hash(parent.tokenizer),
-                "tokenizer_hash": tokenizer_hash(parent.tokenizer)})
+            record_export(writer, report, spec, parents, model_ref, parent.tokenizer, final.stat().st_size)
     return load_artifact(output, kind="model")
+
+
+def record_export(writer: Any, report: dict[str, Any], spec: dict[str, Any], parents: list[Any], model_ref: str,
+                  tokenizer: Any, size: int) -> None:
+    """What an export artifact records besides its file: the parity report, size, spec, parent, template."""
+    (writer.path / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
+    writer.metrics.update({"parity": {k: v for k, v in report.items() if k != "disagreements"}, "size_bytes": size})
+    writer.extra.update({
+        "base_model": str(model_ref),
+        "compression": {**spec, "parent": parents[0].content_hash if parents else str(model_ref)},
+        "chat_template_hash": template_hash(tokenizer), "tokenizer_hash": tokenizer_hash(tokenizer)})

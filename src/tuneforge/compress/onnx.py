@@ -10,19 +10,17 @@ The tokenizer (with the chat template the model was trained with) is saved next 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuneforge.compress.export import hf_folder
+from tuneforge.compress.export import hf_folder, record_export
 from tuneforge.compress.parity import check, describe
 from tuneforge.core.artifacts import Artifact, create_artifact, is_artifact, load_artifact
 from tuneforge.core.config import CompressConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import load
-from tuneforge.models.chat_template import template_hash, tokenizer_hash
 
 ONNX_FILE = "model.onnx"
 OPSET = 18
@@ -105,14 +103,8 @@ def export_onnx(model_ref: str, output: str | Path, cfg: CompressConfig) -> Arti
             saved = _saved_template(writer.path)
             if saved != parent.tokenizer.chat_template:
                 raise CompressError("the exported tokenizer's chat template differs from the model's; nothing written")
-            (writer.path / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
-            writer.metrics.update({"parity": {k: v for k, v in report.items() if k != "disagreements"},
-                                   "size_bytes": (writer.path / ONNX_FILE).stat().st_size})
-            writer.extra.update({
-                "base_model": str(model_ref),
-                "compression": {**spec, "parent": parents[0].content_hash if parents else str(model_ref)},
-                "chat_template_hash": template_hash(parent.tokenizer),
-                "tokenizer_hash": tokenizer_hash(parent.tokenizer)})
+            record_export(writer, report, spec, parents, model_ref, parent.tokenizer,
+                          (writer.path / ONNX_FILE).stat().st_size)
     return load_artifact(output, kind="model")
 
 
