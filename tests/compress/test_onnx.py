@@ -27,5 +27,8 @@ def test_onnx_export_runs_in_onnxruntime_like_its_parent(tmp_path):
     with torch.no_grad():
         want = parent.model(input_ids=torch.from_numpy(ids)).logits.numpy()
     assert np.abs(got - want).max() < 1e-4
+    first = int(got[0, -1].argmax())
+    stopping = ONNXSide(artifact.path / "model.onnx", {first})  # greedy stops at an end token, as generate does
+    assert stopping.greedy([1, 5, 9, 200, 3000, 7], 5) == [first]
     with pytest.raises(ModelLoadError, match="onnxruntime"):
         load(str(artifact.path))

@@ -29,9 +29,10 @@ OPSET = 18
 class ONNXSide:
     """An ONNX model run by ONNX Runtime, for the parity check: greedy continuation and logits."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, eos_ids: set[int] | frozenset[int] = frozenset()) -> None:
         import onnxruntime as ort
 
+        self.eos_ids = set(eos_ids)  # greedy stops where transformers' generate stops
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def logits(self, ids: list[int]):
@@ -46,6 +47,8 @@ class ONNXSide:
         ids = list(prompt_ids)
         for _ in range(max_new_tokens):
             ids.append(int(self.logits(ids)[-1].argmax()))
+            if ids[-1] in self.eos_ids:
+                break
         return ids[len(prompt_ids):]
 
 
@@ -79,14 +82,14 @@ def export_onnx(model_ref: str, output: str | Path, cfg: CompressConfig) -> Arti
         onnx_path = Path(tmp) / ONNX_FILE
         with console.status(f"exporting {folder.name} to ONNX (opset {OPSET}, dynamo exporter)"):
             try:
-                torch.onnx.export(Logits(), (example, torch.ones_like(example)), str(onnx_path), dynamo=True,
+                torch.onnx.export(Logits().eval(), (example, torch.ones_like(example)), str(onnx_path), dynamo=True,
                                   input_names=["input_ids", "attention_mask"], output_names=["logits"],
                                   dynamic_shapes=dynamic,
                                   opset_version=OPSET, external_data=False, verbose=False)
             except Exception as exc:  # the exporter fails in many classes, all with a useful message
                 raise CompressError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        side = ONNXSide(onnx_path)
+        side = ONNXSide(onnx_path, eos_ids(model))
         with console.status(f"parity check: ONNX through onnxruntime vs {folder.name}"):
             report = check(parent, side, cfg.parity, "lossless")
         console.print(describe(report))
@@ -106,6 +109,15 @@ def export_onnx(model_ref: str, output: str | Path, cfg: CompressConfig) -> Arti
             record_export(writer, report, spec, parents, model_ref, parent.tokenizer,
                           (writer.path / ONNX_FILE).stat().st_size)
     return load_artifact(output, kind="model")
+
+
+def eos_ids(model: Any) -> set[int]:
+    """The token ids `generate` stops at (the generation config's, else the model config's)."""
+    config = getattr(model, "generation_config", None) or model.config
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
 
 
 def _saved_template(folder: Path) -> str | None:
