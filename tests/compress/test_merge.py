@@ -49,15 +49,15 @@ def test_merge_into_another_base_is_refused(tiny_adapter, tmp_path):
 def test_parity_failure_writes_nothing(tiny_adapter, tmp_path, monkeypatch):
     import tuneforge.compress.merge as merge_module
 
-    real = merge_module.compare
+    real = merge_module.check
 
-    def drifted(parent, child, cfg, kind="lossless"):
+    def drifted(parent, child, cfg, kind="lossless", eval_cfg=None):
         with torch.no_grad():
             for p in child.model.parameters():
                 p.add_(torch.randn_like(p) * 0.5)
-        return real(parent, child, cfg, kind)
+        return real(parent, child, cfg, kind, eval_cfg)
 
-    monkeypatch.setattr(merge_module, "compare", drifted)
+    monkeypatch.setattr(merge_module, "check", drifted)
     cfg = CompressConfig(parity=ParityConfig(max_prompts=4, max_new_tokens=6))
     with pytest.raises(CompressError, match="(?s)parity check.*FAILED"):
         merge(tiny_adapter.path, tmp_path / "merged", cfg)
