@@ -146,8 +146,9 @@ def check(parent: LoadedModel, child: Any, cfg: ParityConfig, kind: str = "lossl
     if not cfg.eval:
         return report
     if not isinstance(child, LoadedModel):
-        raise ConfigError("compress.parity.eval: this step's output is not run by transformers; evaluate it with "
-                          "`tuneforge eval` once served")
+        raise ConfigError("compress.parity.eval: this step's output is not run by transformers, so the eval sets "
+                          "cannot be answered here; turn compress.parity.eval off for it (greedy agreement and "
+                          "logit drift are still checked)")
     deltas = eval_delta(parent, child, eval_cfg or EvalConfig())
     report["eval"] = deltas
     for name, values in deltas.items():

@@ -43,7 +43,6 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
         raise CompressError(f"{source.path} is already quantized ({previous.get('method')}); quantizing it again "
                             "compounds the error. Quantize its parent, or pass --allow-requantize.")
     parent = load(str(source.path))
-    child = load(str(source.path))
     if method == "nf4":
         from tuneforge.models.loader import load_4bit
 
@@ -53,6 +52,7 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
                                                          if type(m).__name__ == "Linear4bit"]}
         return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model,
                              eval_cfg=eval_cfg)
+    child = load(str(source.path))  # the copy the method changes in place
     if method == "dynamic-int8":
         names = quantize_dynamic_int8(child.model)
         spec = {"method": "dynamic-int8", "bits": 8, "group_size": "per-output-channel", "symmetric": True,
