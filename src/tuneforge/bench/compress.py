@@ -69,12 +69,11 @@ def _decode_rate(engine: Any, tokenizer: Any, streams: int, max_tokens: int) -> 
 def measure(variant: str, max_tokens: int, out: Path) -> None:
     """Child process: load `variant`, measure, write JSON to `out`. The engine loop runs on the main
     thread (as in `tuneforge serve`); the measurements drive it from a second thread."""
-    from tuneforge.core.artifacts import load_artifact
     from tuneforge.core.config import ServeConfig
     from tuneforge.serve.server import build_engine
 
     path = Path(variant.removesuffix("@bf16"))
-    gguf = "model.gguf" in load_artifact(path).manifest["files"]
+    gguf = (path / "model.gguf").is_file()  # the parent process verified the artifact; loading checks it again
     result: dict[str, Any] = {"variant": variant, "size_mib": weight_bytes(path) / 2**20}
     cfg = ServeConfig(backend="llamacpp" if gguf else "native", max_num_seqs=16, max_model_len=1024)
     engine = build_engine(str(path), cfg, "bench", loop_in_thread=False)  # native: dtype auto = bf16
