@@ -141,3 +141,30 @@ def test_nf4_artifact_loads_through_bitsandbytes(merged, tmp_path):
     with torch.no_grad():
         got, want = loaded.model(input_ids=ids).logits.float(), parent.model(input_ids=ids).logits
     assert (got - want).abs().mean() < 0.4 * want.abs().mean()
+
+
+def test_quantize_takes_a_model_reference_and_serves_its_adapters(tiny_adapter, tmp_path):
+    """A base named as `models.load` takes it (no artifact) quantizes as it is; the result records the float
+    weights it stands for, so an adapter trained on them is served over it (QLoRA-style) and others are not."""
+    from tuneforge.core.config import ServeConfig
+    from tuneforge.core.errors import TuneforgeError
+    from tuneforge.models.loader import fingerprint
+    from tuneforge.serve.server import build_engine
+
+    base = tiny_adapter.manifest["base_model"]
+    artifact = quantize(base, tmp_path / "int8-base", LOOSE)
+    m = artifact.manifest
+    assert m["parents"] == [] and m["base_model"] == base
+    assert m["compression"]["weights_of"] == [fingerprint(base)]
+    assert m["compression"]["parent"] == fingerprint(base)
+    cfg = ServeConfig(adapters={"support": str(tiny_adapter.path)}, max_num_seqs=2, max_model_len=64)
+    engine = build_engine(str(artifact.path), cfg, "base")
+    try:
+        assert engine.adapter_names() == ["support"]
+    finally:
+        engine.shutdown()
+    other = quantize(artifact.path, tmp_path / "int8-again", LOOSE, allow_requantize=True)
+    assert other.manifest["compression"]["weights_of"] == [fingerprint(artifact.path), fingerprint(base)]
+    merged = merge(tiny_adapter.path, tmp_path / "merged", LOOSE)  # other weights than the adapter's base
+    with pytest.raises(TuneforgeError, match="serve.adapters.support: .*trained on base"):
+        build_engine(str(merged.path), cfg, "merged")

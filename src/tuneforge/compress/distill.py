@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.compress.prune import from_state, parameter_count
-from tuneforge.compress.step import write_checked
+from tuneforge.compress.step import model_source, write_checked
 from tuneforge.core.artifacts import Artifact, load_artifact
 from tuneforge.core.config import DistillConfig, ModelConfig, PipelineConfig
 from tuneforge.core.errors import CompressError
@@ -27,7 +27,7 @@ from tuneforge.models import LoadedModel, load
 def distill(teacher_path: str | Path, dataset_path: str | Path, output: str | Path, cfg: PipelineConfig) -> Artifact:
     from tuneforge.train.loop import train
 
-    teacher_art = load_artifact(teacher_path)
+    teacher_art = model_source(teacher_path)
     if teacher_art.kind != "model":
         raise CompressError(f"{teacher_art.path} is a {teacher_art.kind} artifact; the teacher must be a model "
                             "artifact (for an adapter: `tuneforge compress merge` first)")
@@ -38,7 +38,7 @@ def distill(teacher_path: str | Path, dataset_path: str | Path, output: str | Pa
     if (comp.student is None) == (comp.student_layers is None):
         raise CompressError("distill needs exactly one of compress.student_layers (drop teacher layers) or "
                             "compress.student (another model with the teacher's tokenizer)")
-    teacher = load(str(teacher_art.path))
+    teacher = load(teacher_art.reference)
     output = Path(output).absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.distill-", dir=output.parent))
@@ -51,7 +51,7 @@ def distill(teacher_path: str | Path, dataset_path: str | Path, output: str | Pa
         else:
             student_ref = str(comp.student)
         settings = DistillConfig(**{**(cfg.train.distill.model_dump() if cfg.train.distill else {}),
-                                    "teacher": str(teacher_art.path)})
+                                    "teacher": teacher_art.reference})
         train_cfg = cfg.train.model_copy(update={"method": "full", "distill": settings})
         console.print(f"distilling {teacher_art.path.name} ({parameter_count(teacher.model):,} parameters) into "
                       f"{student_ref if comp.student else f'{comp.student_layers} of its layers'}: "

@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.compress.step import write_checked
-from tuneforge.core.artifacts import Artifact, load_artifact
+from tuneforge.compress.step import model_source, write_checked
+from tuneforge.core.artifacts import Artifact
 from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.models import LoadedModel, load
@@ -34,7 +34,7 @@ PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
 def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig,
           eval_cfg: EvalConfig | None = None) -> Artifact:
     opts = cfg.prune
-    source = load_artifact(model_path)
+    source = model_source(model_path)
     if source.kind != "model":
         raise CompressError(f"{source.path} is a {source.kind} artifact; prune a model artifact "
                             "(for an adapter: `tuneforge compress merge` first)")
@@ -42,8 +42,8 @@ def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig,
     if previous.get("operation") == "quantize":
         raise CompressError(f"{source.path} is quantized ({previous.get('method')}); prune its float parent, "
                             "then quantize the pruned model")
-    parent = load(str(source.path))
-    child = load(str(source.path))
+    parent = load(source.reference)
+    child = load(source.reference)
     layers = decoder_layers(child.model)
     before = parameter_count(child.model)
     spec: dict[str, Any] = {"method": opts.method}

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tuneforge.compress.step import write_checked
-from tuneforge.core.artifacts import Artifact, load_artifact
+from tuneforge.compress.step import model_source, write_checked
+from tuneforge.core.artifacts import Artifact
 from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.models import load
@@ -34,7 +34,7 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
 
     if method not in METHODS:
         raise CompressError(f"quantize method {method!r} is not built; available: {', '.join(METHODS)}")
-    source = load_artifact(model_path)
+    source = model_source(model_path)
     if source.kind != "model":
         raise CompressError(f"{source.path} is a {source.kind} artifact; quantize a model artifact "
                             "(for an adapter: `tuneforge compress merge` first)")
@@ -42,17 +42,17 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
     if previous.get("operation") == "quantize" and not allow_requantize:
         raise CompressError(f"{source.path} is already quantized ({previous.get('method')}); quantizing it again "
                             "compounds the error. Quantize its parent, or pass --allow-requantize.")
-    parent = load(str(source.path))
+    parent = load(source.reference)
     if method == "nf4":
         from tuneforge.models.loader import load_4bit
 
-        child = load_4bit(str(source.path))
+        child = load_4bit(source.reference)
         spec = {"method": "nf4", "bits": 4, "group_size": 64, "double_quant": True, "library": "bitsandbytes",
                 "compute_dtype": "bfloat16", "modules": [n for n, m in child.model.named_modules()
                                                          if type(m).__name__ == "Linear4bit"]}
         return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model,
                              eval_cfg=eval_cfg)
-    child = load(str(source.path))  # the copy the method changes in place
+    child = load(source.reference)  # the copy the method changes in place
     if method == "dynamic-int8":
         names = quantize_dynamic_int8(child.model)
         spec = {"method": "dynamic-int8", "bits": 8, "group_size": "per-output-channel", "symmetric": True,

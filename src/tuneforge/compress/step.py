@@ -3,20 +3,63 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuneforge.compress.parity import check, describe
-from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact
+from tuneforge.core.artifacts import Artifact, ParentRef, create_artifact, is_artifact, load_artifact
 from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
 from tuneforge.models.int8 import QUANT_FILE
+from tuneforge.models.loader import fingerprint, weights_fingerprints
 
 
-def write_checked(source: Artifact, parent: LoadedModel, child: LoadedModel, spec: dict[str, Any],
+@dataclass
+class Source:
+    """What a compression step starts from: a model artifact, or any model reference `models.load` takes
+    (a built-in name such as smollm2-135m, a Hugging Face folder): a base can be quantized as it is."""
+
+    reference: str  # what `models.load` takes
+    manifest: dict[str, Any] = field(default_factory=dict)
+    artifact: Artifact | None = None
+    fingerprint: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.reference)
+
+    @property
+    def kind(self) -> str:
+        return self.artifact.kind if self.artifact is not None else "model"
+
+    @property
+    def content_hash(self) -> str:
+        return self.artifact.content_hash if self.artifact is not None else self.fingerprint
+
+    def parents(self) -> list[ParentRef]:
+        return [self.artifact.ref()] if self.artifact is not None else []
+
+    def weights_of(self) -> list[str]:
+        """Fingerprints of the weights this model stands for: its own and, for a quantized model, those its
+        quantization approximates (an adapter trained on any of them may be served over it)."""
+        return weights_fingerprints(self.reference)
+
+
+def model_source(model_ref: str | Path) -> Source:
+    path = Path(model_ref)
+    if is_artifact(path):
+        artifact = load_artifact(path)
+        return Source(str(artifact.path), artifact.manifest, artifact, fingerprint(path))
+    if path.exists() and not (path / "config.json").is_file():
+        raise CompressError(f"{model_ref}: neither an artifact nor a Hugging Face model folder (no config.json)")
+    return Source(str(model_ref), {"base_model": str(model_ref)}, None, fingerprint(str(model_ref)))
+
+
+def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec: dict[str, Any],
                   cfg: CompressConfig, output: str | Path, operation: str, float_weights: Any = None,
                   kind: str = "lossy", eval_cfg: EvalConfig | None = None) -> Artifact:
     """Parity-check `child` against `parent`; when it passes, write a model artifact whose manifest's
@@ -37,7 +80,7 @@ def write_checked(source: Artifact, parent: LoadedModel, child: LoadedModel, spe
     if not report["passed"]:
         raise CompressError(f"{operation} failed its parity check, nothing written:\n{describe(report)}")
     config = {"compress": cfg.model_dump(mode="json"), "operation": operation, "method": method}
-    with create_artifact(output, "model", config=config, parents=[source.ref()]) as writer:
+    with create_artifact(output, "model", config=config, parents=source.parents()) as writer:
         if float_weights is not None:
             float_weights.save_pretrained(writer.path)
         elif "bits" in spec:
@@ -55,7 +98,8 @@ def write_checked(source: Artifact, parent: LoadedModel, child: LoadedModel, spe
             "base_model": source.manifest.get("base_model", str(source.path)),
             "compression": {"operation": operation, **{k: v for k, v in spec.items() if k not in ("modules",
                                                                                                "int8_modules")},
-                            "parent": source.content_hash},
+                            "parent": source.content_hash,
+                            **({"weights_of": source.weights_of()} if "bits" in spec else {})},
             "chat_template_hash": template_hash(child.tokenizer), "tokenizer_hash": tokenizer_hash(child.tokenizer),
         })
     return load_artifact(output, kind="model")

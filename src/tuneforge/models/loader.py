@@ -372,6 +372,18 @@ def _load_from_hub(ref: str, torch_dtype) -> LoadedModel:
     return LoadedModel(model.eval(), _prepare_tokenizer(tokenizer), ref, "hub")
 
 
+def weights_fingerprints(ref: str | Path) -> list[str]:
+    """The fingerprints of the weights `ref` stands for: its own and, for a quantized model artifact, those
+    of the float weights its quantization approximates (recorded by `compress quantize` as `weights_of`).
+    An adapter trained on any of them may be served over it, as QLoRA trains over a 4-bit base."""
+    own = fingerprint(ref)
+    path = Path(str(ref))
+    if not is_artifact(path):
+        return [own]
+    compression = load_artifact(path, verify=False).manifest.get("compression", {})
+    return [own, *compression.get("weights_of", [])]
+
+
 def fingerprint(ref: str | Path) -> str:
     """A short hash identifying a model's weights from their source, without loading them.
 

@@ -61,9 +61,9 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
         loaded.model.to("cuda")
     engine = Engine(loaded, limits, metrics, name)
     if cfg.adapters:
-        from tuneforge.models.loader import fingerprint
+        from tuneforge.models.loader import weights_fingerprints
 
-        engine.base_fingerprint = fingerprint(model_ref)
+        engine.base_fingerprints = weights_fingerprints(model_ref)
         for adapter, path in cfg.adapters.items():
             try:
                 engine.load_adapter(adapter, path)

@@ -89,7 +89,9 @@ class Engine:
         self.runner = runner
         self.metrics = metrics
         self.model_name = model_name
-        self.base_fingerprint: str | None = None  # set by the server: adapters must name this base
+        # set by the server: adapters must name one of these (the served weights, or the float weights a
+        # quantized base stands for)
+        self.base_fingerprints: list[str] = []
         self.eos_ids, self.stops = self._ends()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -242,9 +244,9 @@ class Engine:
         if is_artifact(folder):
             manifest = load_artifact(folder).manifest
             expected = manifest.get("base_fingerprint")
-            if expected and self.base_fingerprint and expected != self.base_fingerprint:
+            if expected and self.base_fingerprints and expected not in self.base_fingerprints:
                 raise ValueError(f"{path}: trained on base {manifest.get('base_model')} (fingerprint {expected}), "
-                                 f"not the served model (fingerprint {self.base_fingerprint})")
+                                 f"not the served model (fingerprint {', '.join(self.base_fingerprints)})")
         self.runner.lora.load(name, folder, self.runner.dtype, self.runner.device)
 
     def unload_adapter(self, name: str) -> None:
