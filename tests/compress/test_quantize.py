@@ -50,10 +50,35 @@ def test_quantize_writes_a_smaller_int8_model_that_reloads(merged, tmp_path):
         quantize(artifact.path, tmp_path / "again", LOOSE)
 
 
-def test_quantize_refuses_an_adapter(tiny_adapter, tmp_path):
+def test_quantize_refuses_an_adapter_for_methods_applied_at_load(tiny_adapter, tmp_path):
     with pytest.raises(CompressError, match="compress merge` first"):
-        quantize(tiny_adapter.path, tmp_path / "q", LOOSE)
+        quantize(tiny_adapter.path, tmp_path / "q", LOOSE, method="dynamic-int8")
     assert not (tmp_path / "q").exists()
+
+
+def test_int4_under_an_adapter_keeps_the_adapter_unmerged(tiny_adapter, tmp_path, engine_vs_generate):
+    """The adapter's base is quantized, the LoRA update stays on top in bf16: closer to the adapter than the
+    quantized base alone, reloads with the adapter attached, and the engine serves it like `generate`."""
+    from tuneforge.models.int4 import int4_linear_class
+
+    artifact = quantize(tiny_adapter.path, tmp_path / "int4", LOOSE, method="int4")
+    m = artifact.manifest
+    assert m["compression"]["adapter"]["parent"] == tiny_adapter.content_hash
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(m["files"])
+    child, parent = load(str(artifact.path)), load(str(tiny_adapter.path))
+    assert child.info["adapter_modules"] > 0
+    assert isinstance(child.model.model.layers[0].self_attn.q_proj, int4_linear_class())
+    bare = load(str(artifact.path))
+    for module in bare.model.modules():
+        module._forward_hooks.clear()  # the same quantized base without its adapter
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 253, 314, 28]])
+    with torch.no_grad():
+        want = parent.model(input_ids=ids).logits
+        got, without = (x.model(input_ids=ids).logits.float() for x in (child, bare))
+    assert (got - want).abs().mean() < 0.5 * (without - want).abs().mean()
+    tokens, reference, runner = engine_vs_generate(child, ids[0].tolist(), 8)
+    assert runner.fused is None  # hooked projections run on the module path
+    assert tokens == reference
 
 
 def test_dynamic_int8_artifact_keeps_float_weights_and_quantizes_at_load(merged, tmp_path, engine_vs_generate):

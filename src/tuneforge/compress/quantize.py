@@ -17,8 +17,9 @@ and `parity.json`; `models.load` rebuilds the int8 layers from it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from tuneforge.compress.step import model_source, write_checked
+from tuneforge.compress.step import Source, model_source, write_checked
 from tuneforge.core.artifacts import Artifact
 from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
@@ -30,14 +31,16 @@ METHODS = ("int8", "int4", "dynamic-int8", "nf4")
 
 def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, method: str = "int8",
              allow_requantize: bool = False, eval_cfg: EvalConfig | None = None) -> Artifact:
-    import torch
 
     if method not in METHODS:
         raise CompressError(f"quantize method {method!r} is not built; available: {', '.join(METHODS)}")
     source = model_source(model_path)
+    if source.kind == "adapter" and method in ("int8", "int4"):
+        return quantize_under_adapter(source, output, cfg, method, eval_cfg)
     if source.kind != "model":
-        raise CompressError(f"{source.path} is a {source.kind} artifact; quantize a model artifact "
-                            "(for an adapter: `tuneforge compress merge` first)")
+        raise CompressError(f"{source.path} is a {source.kind} artifact; {method} quantizes a model artifact "
+                            "(for an adapter: `tuneforge compress merge` first, or --method int8/int4 to quantize "
+                            "its base and keep the adapter)")
     previous = source.manifest.get("compression", {})
     if previous.get("operation") == "quantize" and not allow_requantize:
         raise CompressError(f"{source.path} is already quantized ({previous.get('method')}); quantizing it again "
@@ -59,19 +62,63 @@ def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, me
                 "activations": "int8 per tensor, at run time", "compute_dtype": "float32", "modules": names}
         return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model,
                              eval_cfg=eval_cfg)
+    spec = weight_only(child.model, method, cfg)
+    return write_checked(source, parent, child, spec, cfg, output, "quantize", eval_cfg=eval_cfg)
+
+
+def weight_only(model, method: str, cfg: CompressConfig) -> dict[str, Any]:
+    """Replace `model`'s linear layers by int8 or int4 ones in place; returns the quantization spec."""
+    import torch
+
     bits = 4 if method == "int4" else 8
     try:
-        names = quantize_linears(child.model, dtype=torch.bfloat16, bits=bits, group_size=cfg.group_size,
+        names = quantize_linears(model, dtype=torch.bfloat16, bits=bits, group_size=cfg.group_size,
                                  skip=("lm_head",) if bits == 4 else ())
     except ValueError as exc:
         raise CompressError(f"{method}: {exc}; set compress.group_size to a divisor of every layer's input "
                             "size") from exc
     # int4 keeps the vocabulary head at int8, as llama.cpp's 4-bit types keep output.weight at 6-8 bits:
     # on SmolLM2 an int4 head alone moves the mean |Δlogit| from 0.16 to 0.42 and changes answers.
-    int8_names = quantize_linears(child.model, dtype=torch.bfloat16, bits=8)
-    child.model.to(torch.bfloat16).eval()
-    child.model.config.tie_word_embeddings = False
-    spec = {"method": f"{method}-weight-only", "bits": bits,
+    int8_names = quantize_linears(model, dtype=torch.bfloat16, bits=8)
+    model.to(torch.bfloat16).eval()
+    model.config.tie_word_embeddings = False
+    return {"method": f"{method}-weight-only", "bits": bits,
             "group_size": cfg.group_size if bits == 4 else "per-output-channel", "symmetric": bits == 8,
             "compute_dtype": "bfloat16", "modules": names, "int8_modules": int8_names}
-    return write_checked(source, parent, child, spec, cfg, output, "quantize", eval_cfg=eval_cfg)
+
+
+def quantize_under_adapter(source: Source, output: str | Path, cfg: CompressConfig, method: str,
+                           eval_cfg: EvalConfig | None) -> Artifact:
+    """Quantize a LoRA adapter's base and keep the adapter unmerged on top (QLoRA's inference setting).
+
+    Merging first and then quantizing rounds the fine-tune away when the update is smaller than the
+    4-bit step (measured on the demo model: the LoRA moved the weights by 1.9 % of ‖W‖, int4's error is
+    2.3 %). Here the base is quantized as it is and the adapter's low-rank update stays in bf16: the
+    artifact holds the quantized base plus PEFT's two adapter files, and is checked against the adapter
+    over its float base.
+    """
+    import torch
+
+    from tuneforge.models.loader import fingerprint
+    from tuneforge.models.lora import ADAPTER_FILES, attach_adapter
+
+    adapter_method = source.manifest.get("method", "lora")
+    if adapter_method not in ("lora", "qlora"):
+        raise CompressError(f"{source.path}: a {adapter_method!r} adapter cannot stay unmerged over a quantized "
+                            "base; merge it (tuneforge compress merge) and quantize the merged model")
+    base_ref = str(source.manifest.get("base_model", ""))
+    expected = source.manifest.get("base_fingerprint")
+    if not base_ref or (expected is not None and fingerprint(base_ref) != expected):
+        raise CompressError(f"{source.path}: its base {base_ref!r} is not the model it was trained on "
+                            f"(fingerprint {expected})")
+    parent = load(source.reference)  # the adapter over its float base (PEFT)
+    child = load(base_ref)
+    spec = weight_only(child.model, method, cfg)
+    try:
+        targets = attach_adapter(child.model, source.path, dtype=torch.bfloat16)
+    except ValueError as exc:
+        raise CompressError(str(exc)) from None
+    spec["adapter"] = {"method": adapter_method, "parent": source.content_hash, "modules": len(targets),
+                       "dtype": "bfloat16"}
+    return write_checked(source, parent, child, spec, cfg, output, "quantize", eval_cfg=eval_cfg,
+                         extra_files=[source.path / name for name in ADAPTER_FILES])

@@ -61,15 +61,19 @@ def model_source(model_ref: str | Path) -> Source:
 
 def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec: dict[str, Any],
                   cfg: CompressConfig, output: str | Path, operation: str, float_weights: Any = None,
-                  kind: str = "lossy", eval_cfg: EvalConfig | None = None) -> Artifact:
+                  kind: str = "lossy", eval_cfg: EvalConfig | None = None,
+                  extra_files: list[Path] | None = None) -> Artifact:
     """Parity-check `child` against `parent`; when it passes, write a model artifact whose manifest's
     `compression` is `{operation, **spec, parent}`.
 
     Weights written: the child's state dict with its config (quantized layers), or with `float_weights`
     that float model itself (methods applied at load time). A spec with `bits` is a quantization and
     also goes to `quantization.json`, which the loader reads to rebuild the layers. With
-    `compress.parity.eval`, `eval_cfg`'s question sets are answered by both as well.
+    `compress.parity.eval`, `eval_cfg`'s question sets are answered by both as well. `extra_files` are
+    copied in as they are (an adapter kept over a quantized base).
     """
+    import shutil
+
     from safetensors.torch import save_file
 
     method = spec.get("method", operation)
@@ -90,6 +94,8 @@ def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec:
         else:
             child.model.save_pretrained(writer.path)
         child.tokenizer.save_pretrained(writer.path)
+        for extra in extra_files or []:
+            shutil.copyfile(extra, writer.path / extra.name)
         if "bits" in spec:
             (writer.path / QUANT_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         (writer.path / "parity.json").write_text(json.dumps(report, indent=2) + "\n")

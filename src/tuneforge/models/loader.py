@@ -346,8 +346,16 @@ def _load_quantized(path: Path, ref: str) -> LoadedModel:
     if unexpected or [k for k in missing if "rotary" not in k]:
         raise ModelLoadError(f"{path}: quantized weights do not match the architecture "
                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    info: dict[str, Any] = {"quantization": spec["method"]}
+    if spec.get("adapter"):  # a LoRA adapter kept unmerged over the quantized base
+        from tuneforge.models.lora import attach_adapter
+
+        try:
+            info["adapter_modules"] = len(attach_adapter(model, path, dtype=torch.bfloat16))
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from None
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
-    return LoadedModel(model.eval(), tokenizer, ref, "artifact-model", info={"quantization": spec["method"]})
+    return LoadedModel(model.eval(), tokenizer, ref, "artifact-model", info=info)
 
 
 def _hub_offline() -> bool:

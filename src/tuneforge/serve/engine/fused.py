@@ -79,9 +79,11 @@ class FusedLayer:
 
 
 def plain(module: Any) -> bool:
+    """A bare float/int8/int4 linear: no wrapper, no hooks (an unmerged LoRA over a quantized base is a hook)."""
     from torch import nn
 
-    return type(module) is nn.Linear or type(module) in quantized_classes()
+    hooked = bool(module._forward_hooks or module._forward_pre_hooks)
+    return (type(module) is nn.Linear or type(module) in quantized_classes()) and not hooked
 
 
 def quantized_classes() -> tuple[Any, ...]:

@@ -12,13 +12,11 @@ change more than an additive low-rank term: merge them (`tuneforge compress merg
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
+from tuneforge.models.lora import adapter_targets
 
 
 @dataclass
@@ -57,37 +55,6 @@ def _wrapper_class():
     return MultiLoRALinear
 
 
-def read_adapter(path: str | Path) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, float]]]:
-    """(adapter config, module name → (A, B, scale)) from a LoRA adapter folder or artifact."""
-    from safetensors.torch import load_file
-
-    folder = Path(path)
-    config_file = folder / "adapter_config.json"
-    if not config_file.is_file():
-        raise ValueError(f"{folder}: not a LoRA adapter (no adapter_config.json)")
-    config = json.loads(config_file.read_text())
-    if config.get("peft_type") != "LORA" or config.get("use_dora"):
-        kind = "DoRA" if config.get("use_dora") else config.get("peft_type")
-        raise ValueError(f"{folder}: a {kind} adapter cannot be served as one of many LoRAs; merge it into its "
-                         "base (tuneforge compress merge) or serve it on its own")
-    rank, alpha = int(config["r"]), float(config.get("lora_alpha", config["r"]))
-    scale = alpha / rank ** 0.5 if config.get("use_rslora") else alpha / rank
-    tensors = load_file(str(folder / "adapter_model.safetensors"))
-    pairs: dict[str, dict[str, Any]] = {}
-    for key, tensor in tensors.items():
-        match = _KEY.match(key)
-        if match:
-            pairs.setdefault(match["module"], {})[match["ab"]] = tensor
-    weights = {}
-    for module, ab in pairs.items():
-        if set(ab) != {"A", "B"}:
-            raise ValueError(f"{folder}: {module} has lora_{'A' if 'A' in ab else 'B'} only")
-        weights[module] = (ab["A"], ab["B"], scale)
-    if not weights:
-        raise ValueError(f"{folder}: adapter_model.safetensors holds no LoRA weights")
-    return config, weights
-
-
 class MultiLoRA:
     """The adapters served over one base model (`decoder`: the bare *ForCausalLM)."""
 
@@ -112,20 +79,13 @@ class MultiLoRA:
 
     def load(self, name: str, path: str | Path, dtype: Any, device: Any) -> None:
         """Add adapter `name`; checks every target module exists and shapes match before touching the model."""
-        _, weights = read_adapter(path)
-        targets = {}
-        for module_name, (a, b, scale) in weights.items():
-            try:
-                module = self._wrappers.get(module_name) or self.decoder.get_submodule(module_name)
-            except AttributeError:
-                raise ValueError(f"{path}: targets {module_name!r}, which the served model does not have "
-                                 "(adapter for another architecture?)") from None
-            base = getattr(module, "base", module)
-            in_f, out_f = getattr(base, "in_features", None), getattr(base, "out_features", None)
-            if (in_f, out_f) != (a.shape[1], b.shape[0]):
-                raise ValueError(f"{path}: {module_name} is {in_f}→{out_f} in the served model but "
-                                 f"{a.shape[1]}→{b.shape[0]} in the adapter (another base model?)")
-            targets[module_name] = (a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype), scale)
+
+        def lookup(module_name: str):
+            module = self._wrappers.get(module_name) or self.decoder.get_submodule(module_name)
+            return getattr(module, "base", module)
+
+        targets = {module_name: (a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype), scale)
+                   for module_name, _, a, b, scale in adapter_targets(self.decoder, path, lookup)}
         for module_name, triple in targets.items():
             self._wrapper(module_name).adapters[name] = triple
         self.names.append(name)
