@@ -76,9 +76,12 @@ def test_int4_under_an_adapter_keeps_the_adapter_unmerged(tiny_adapter, tmp_path
         want = parent.model(input_ids=ids).logits
         got, without = (x.model(input_ids=ids).logits.float() for x in (child, bare))
     assert (got - want).abs().mean() < 0.5 * (without - want).abs().mean()
-    tokens, reference, runner = engine_vs_generate(child, ids[0].tolist(), 8)
-    assert runner.fused is None  # hooked projections run on the module path
-    assert tokens == reference
+    tokens, _, runner = engine_vs_generate(child, ids[0].tolist(), 8)
+    assert runner.fused is not None and runner.fused[0].qkv.lora is not None  # the update rides the fused path
+    with torch.no_grad():  # each engine token is the model's own greedy choice, up to bf16 rounding
+        logits = child.model(input_ids=torch.tensor([ids[0].tolist() + tokens])).logits[0, ids.shape[1] - 1: -1]
+    chosen = logits.gather(1, torch.tensor(tokens)[:, None])[:, 0]
+    assert (logits.max(dim=1).values - chosen).max() < 0.05 * logits.std()
 
 
 def test_dynamic_int8_artifact_keeps_float_weights_and_quantizes_at_load(merged, tmp_path, engine_vs_generate):

@@ -77,13 +77,19 @@ def attach_adapter(decoder: Any, path: str | Path, dtype: Any = None) -> list[st
     Every target and shape is checked before any hook is added."""
     targets = adapter_targets(decoder, path)
     for _, module, a, b, scale in targets:
-        module.register_forward_hook(_lora_hook(a.to(dtype or a.dtype), b.to(dtype or b.dtype), scale))
+        module.lora_update = (a.to(dtype or a.dtype), (b.float() * scale).to(dtype or b.dtype))
+        module.register_forward_hook(_lora_hook)
     return [name for name, *_ in targets]
 
 
-def _lora_hook(a: Any, b: Any, scale: float):
-    def hook(module: Any, inputs: tuple[Any, ...], output: Any) -> Any:
-        x = inputs[0]
-        return output + ((x.to(a.dtype) @ a.T @ b.T) * scale).to(output.dtype)
+def _lora_hook(module: Any, inputs: tuple[Any, ...], output: Any) -> Any:
+    a, b = module.lora_update
+    return output + (inputs[0].to(a.dtype) @ a.T @ b.T).to(output.dtype)
 
-    return hook
+
+def attached_lora(module: Any) -> tuple[Any, Any] | None:
+    """(A, B·scale) when `module`'s only hook is an adapter attached by `attach_adapter`, else None."""
+    hooks = list(module._forward_hooks.values())
+    if hooks == [_lora_hook] and not module._forward_pre_hooks:
+        return module.lora_update
+    return None

@@ -15,6 +15,7 @@ from typing import Any
 
 from tuneforge.models.int4 import int4_linear_class
 from tuneforge.models.int8 import int8_linear_class
+from tuneforge.models.lora import attached_lora
 
 
 class FusedLinear:
@@ -45,6 +46,27 @@ class FusedLinear:
                 offset += size
 
         self.packed = self._prepack() if self.quantized is None else None
+        self.lora = self._stack_lora(modules)
+
+    def _stack_lora(self, modules: list[Any]):
+        """LoRA updates attached to the modules (an adapter kept over a quantized base) as one pair: A of
+        all of them stacked (Σr, in), B·scale block-diagonal (Σout, Σr); None if none."""
+        import torch
+
+        updates = [attached_lora(m) for m in modules]
+        if all(u is None for u in updates):
+            return None
+        a_rows = [u[0] for u in updates if u is not None]
+        first = a_rows[0]
+        b = torch.zeros(sum(self.sizes), sum(a.shape[0] for a in a_rows), dtype=first.dtype, device=first.device)
+        row = col = 0
+        for update, size in zip(updates, self.sizes, strict=True):
+            if update is not None:
+                up = update[1]
+                b[row: row + size, col: col + up.shape[1]] = up
+                col += up.shape[1]
+            row += size
+        return torch.cat(a_rows), b
 
     def _prepack(self):
         """oneDNN's own layout for a bf16 weight on CPU: measured 1.2-1.6× faster per matmul than `F.linear`,
@@ -62,10 +84,15 @@ class FusedLinear:
         from torch.nn.functional import linear
 
         if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        if self.quantized is not None:
-            return self.quantized.forward(x)
-        return linear(x, self.weight, self.bias)
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        elif self.quantized is not None:
+            y = self.quantized.forward(x)
+        else:
+            y = linear(x, self.weight, self.bias)
+        if self.lora is None:
+            return y
+        a, b = self.lora
+        return y + (x.to(a.dtype) @ a.T @ b.T).to(y.dtype)
 
 
 @dataclass
@@ -79,10 +106,10 @@ class FusedLayer:
 
 
 def plain(module: Any) -> bool:
-    """A bare float/int8/int4 linear: no wrapper, no hooks (an unmerged LoRA over a quantized base is a hook)."""
+    """A float/int8/int4 linear with no wrapper and no hooks but an attached LoRA (fused below)."""
     from torch import nn
 
-    hooked = bool(module._forward_hooks or module._forward_pre_hooks)
+    hooked = bool(module._forward_hooks or module._forward_pre_hooks) and attached_lora(module) is None
     return (type(module) is nn.Linear or type(module) in quantized_classes()) and not hooked
 
 
