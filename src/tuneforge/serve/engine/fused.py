@@ -140,13 +140,12 @@ def fuse_layers(layers: Any, hidden_act: str) -> list[FusedLayer] | None:
 
 
 def rms_norm(x, norm: Any):
-    """Llama's RMSNorm, computed as Hugging Face does (float32 statistics, weight applied in the input dtype)."""
-    import torch
+    """Llama's RMSNorm as Hugging Face computes it (float32 statistics, weight applied in the input dtype),
+    with PyTorch's fused kernel for the statistics: one op instead of five, bitwise the same."""
+    from torch.nn.functional import rms_norm as fused_rms_norm
 
     weight, eps = norm
-    x32 = x.float()
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * normed.to(x.dtype)
+    return weight * fused_rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def rotate(x, cos, sin):

@@ -162,8 +162,9 @@ class ModelRunner:
         q_size, kv_size = self.num_heads * d, self.num_kv_heads * d
         for index, layer in enumerate(self.fused):
             qkv = layer.qkv(rms_norm(h, layer.input_norm))
-            q = rotate(qkv[:, :q_size].view(n_tokens, self.num_heads, d), cos, sin)
-            k = rotate(qkv[:, q_size: q_size + kv_size].view(n_tokens, self.num_kv_heads, d), cos, sin)
+            # queries and keys are adjacent in the fused output: one rotary over both
+            qk = rotate(qkv[:, :q_size + kv_size].view(n_tokens, self.num_heads + self.num_kv_heads, d), cos, sin)
+            q, k = qk[:, :self.num_heads], qk[:, self.num_heads:]
             v = qkv[:, q_size + kv_size:].view(n_tokens, self.num_kv_heads, d)
             h = h + layer.o(self._attend(index, q, k, v, step, decode_mask, prefill_masks).to(h.dtype))
             gate, up = layer.gate_up(rms_norm(h, layer.post_norm)).chunk(2, dim=-1)
@@ -213,8 +214,12 @@ class ModelRunner:
         n_tokens = q.shape[0]
         self.cache.write(index, step.slots, step.positions, k.to(self.cache.k.dtype), v.to(self.cache.v.dtype))
         q_rows = q.to(self.cache.k.dtype)
-        out = torch.empty(n_tokens, self.num_heads * d, dtype=q_rows.dtype, device=q.device)
         nd = step.num_decodes
+        if nd and not step.prefills and step.decode_slots == list(range(nd)):  # decodes only, slots in order
+            keys, values = self.cache.view(index, slice(0, nd), step.decode_len)
+            o = sdpa(q_rows.reshape(nd, kv, g, d), keys, values, attn_mask=decode_mask, scale=self.scaling)
+            return o.reshape(nd, -1)
+        out = torch.empty(n_tokens, self.num_heads * d, dtype=q_rows.dtype, device=q.device)
         if nd:
             width = max(step.decode_slots) + 1
             keys, values = self.cache.view(index, slice(0, width), step.decode_len)
