@@ -253,7 +253,9 @@ def compress_merge(
 
 @compress_app.command("quantize")
 def compress_quantize(
-    model: Annotated[Path, typer.Argument(help="Model artifact (e.g. from `tuneforge compress merge`).")],
+    model: Annotated[str, typer.Argument(help="Model artifact (e.g. from `tuneforge compress merge`), a model "
+                                         "name or Hugging Face folder (e.g. smollm2-135m), or a LoRA adapter artifact "
+                                         "(int8/int4: its base is quantized and the adapter kept unmerged on top).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
     method: Annotated[str, typer.Option(
         help="int8: weight-only, per output channel, bf16 activations; int4: weight-only, group-wise "
@@ -264,10 +266,12 @@ def compress_quantize(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
-    """Quantize a model artifact's linear layers, check it against its parent, write a model artifact.
+    """Quantize a model's linear layers, check it against its parent, write a model artifact.
 
     Example:  tuneforge compress quantize runs/cs/merged -o runs/cs/int8 && tuneforge serve runs/cs/int8
-              tuneforge compress quantize runs/cs/merged -o runs/cs/int4 --method int4 --set compress.group_size=64
+              tuneforge compress quantize runs/cs/adapter -o runs/cs/int4 --method int4  # 4-bit base + LoRA
+              tuneforge compress quantize smollm2-135m -o runs/base-int4 --method int4 && \
+                tuneforge serve runs/base-int4 --set serve.adapters.support=runs/cs/adapter
     """
     from tuneforge.compress.quantize import quantize
 

@@ -56,6 +56,8 @@ def model_source(model_ref: str | Path) -> Source:
         return Source(str(artifact.path), artifact.manifest, artifact, fingerprint(path))
     if path.exists() and not (path / "config.json").is_file():
         raise CompressError(f"{model_ref}: neither an artifact nor a Hugging Face model folder (no config.json)")
+    if not path.exists() and str(path.parent) not in (".", "") and path.parent.is_dir():
+        raise CompressError(f"{model_ref}: no such artifact or model folder")  # a local path, not a hub id
     return Source(str(model_ref), {"base_model": str(model_ref)}, None, fingerprint(str(model_ref)))
 
 
