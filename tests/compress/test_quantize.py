@@ -196,3 +196,9 @@ def test_quantize_takes_a_model_reference_and_serves_its_adapters(tiny_adapter, 
     merged = merge(tiny_adapter.path, tmp_path / "merged", LOOSE)  # other weights than the adapter's base
     with pytest.raises(TuneforgeError, match="serve.adapters.support: .*trained on base"):
         build_engine(str(merged.path), cfg, "merged")
+
+
+def test_quantize_names_a_missing_local_path_without_trying_the_hub(tmp_path):
+    with pytest.raises(CompressError, match="no such artifact or model folder"):
+        quantize(tmp_path / "missing", tmp_path / "q", LOOSE)
+    assert not (tmp_path / "q").exists()
