@@ -71,6 +71,15 @@ def _module():
                 self._packed = (key, (packed, scales_zeros))
             return self._packed[1]
 
+        def matmul_2d(self):
+            """fn(x (rows, in) contiguous) → x Wᵀ with no per-call checks: the serving
+            engine's fast path, whose weights never change once it runs. Falls back to `forward`."""
+            if not (self.qweight.device.type == "cpu" and cpu_kernel_available()) or self.bias is not None:
+                return self.forward
+            packed, scales_zeros = self._kernel_weight()
+            group_size, dtype, mm = self.group_size, self.scale.dtype, torch.ops.aten._weight_int4pack_mm_for_cpu
+            return lambda x: mm(x.to(dtype), packed, group_size, scales_zeros).to(x.dtype)
+
         def forward(self, x):
             shape = x.shape
             rows = x.reshape(-1, self.in_features)

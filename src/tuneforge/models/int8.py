@@ -45,6 +45,14 @@ def _module():
             stack_buffers(fused, modules, names)
             return fused
 
+        def matmul_2d(self):
+            """fn(x (rows, in) contiguous) → x Wᵀ with no per-call checks (the serving
+            engine's fast path). Falls back to `forward`."""
+            if self.weight_int8.device.type != "cpu" or self.bias is not None:
+                return self.forward
+            weight, scale, mm = self.weight_int8, self.scale, torch.ops.aten._weight_int8pack_mm
+            return lambda x: mm(x.to(scale.dtype), weight, scale).to(x.dtype)
+
         def forward(self, x):
             shape = x.shape
             out = int8_matmul(x.reshape(-1, self.in_features), self.weight_int8, self.scale)

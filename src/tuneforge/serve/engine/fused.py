@@ -46,6 +46,7 @@ class FusedLinear:
                 offset += size
 
         self.packed = self._prepack() if self.quantized is None else None
+        self.matmul = self.quantized.matmul_2d() if self.quantized is not None else None
         self.lora = self._stack_lora(modules)
 
     def _stack_lora(self, modules: list[Any]):
@@ -86,7 +87,7 @@ class FusedLinear:
         if self.packed is not None:
             y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         elif self.quantized is not None:
-            y = self.quantized.forward(x)
+            y = self.matmul(x.contiguous())
         else:
             y = linear(x, self.weight, self.bias)
         if self.lora is None:
