@@ -93,11 +93,10 @@ def quantize_under_adapter(source: Source, output: str | Path, cfg: CompressConf
 
     Merging first and then quantizing rounds the fine-tune away when the update is smaller than the
     4-bit step (measured on the demo model: the LoRA moved the weights by 1.9 % of ‖W‖, int4's error is
-    2.3 %). Here the base is quantized as it is and the adapter's low-rank update stays in bf16: the
+    2.3 %). Here the base is quantized as it is and the adapter's low-rank update stays in float32: the
     artifact holds the quantized base plus PEFT's two adapter files, and is checked against the adapter
     over its float base.
     """
-    import torch
 
     from tuneforge.models.loader import fingerprint
     from tuneforge.models.lora import ADAPTER_FILES, attach_adapter
@@ -115,10 +114,10 @@ def quantize_under_adapter(source: Source, output: str | Path, cfg: CompressConf
     child = load(base_ref)
     spec = weight_only(child.model, method, cfg)
     try:
-        targets = attach_adapter(child.model, source.path, dtype=torch.bfloat16)
+        targets = attach_adapter(child.model, source.path)
     except ValueError as exc:
         raise CompressError(str(exc)) from None
     spec["adapter"] = {"method": adapter_method, "parent": source.content_hash, "modules": len(targets),
-                       "dtype": "bfloat16"}
+                       "dtype": "float32"}
     return write_checked(source, parent, child, spec, cfg, output, "quantize", eval_cfg=eval_cfg,
                          extra_files=[source.path / name for name in ADAPTER_FILES])

@@ -351,7 +351,7 @@ def _load_quantized(path: Path, ref: str) -> LoadedModel:
         from tuneforge.models.lora import attach_adapter
 
         try:
-            info["adapter_modules"] = len(attach_adapter(model, path, dtype=torch.bfloat16))
+            info["adapter_modules"] = len(attach_adapter(model, path))
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from None
     tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))

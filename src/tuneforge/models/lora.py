@@ -72,19 +72,27 @@ def adapter_targets(decoder: Any, path: str | Path, lookup: Callable[[str], Any]
     return targets
 
 
-def attach_adapter(decoder: Any, path: str | Path, dtype: Any = None) -> list[str]:
+def attach_adapter(decoder: Any, path: str | Path) -> list[str]:
     """Add the LoRA adapter at `path` to `decoder` with forward hooks; returns the module names it targets.
-    Every target and shape is checked before any hook is added."""
+    Every target and shape is checked before any hook is added. The update is computed in float32
+    whatever the base's dtype: its matmuls are tiny, and on CPU float32 ran them 1.5-3× faster than
+    bf16 (docs/benchmarks.md)."""
     targets = adapter_targets(decoder, path)
     for _, module, a, b, scale in targets:
-        module.lora_update = (a.to(dtype or a.dtype), (b.float() * scale).to(dtype or b.dtype))
+        module.lora_update = (a.float().contiguous(), (b.float() * scale).contiguous())
         module.register_forward_hook(_lora_hook)
     return [name for name, *_ in targets]
 
 
+def lora_delta(x: Any, a: Any, b: Any) -> Any:
+    """(x Aᵀ) Bᵀ in float32, returned in x's dtype."""
+    from torch.nn.functional import linear
+
+    return linear(linear(x.float(), a), b).to(x.dtype)
+
+
 def _lora_hook(module: Any, inputs: tuple[Any, ...], output: Any) -> Any:
-    a, b = module.lora_update
-    return output + (inputs[0].to(a.dtype) @ a.T @ b.T).to(output.dtype)
+    return output + lora_delta(inputs[0], *module.lora_update).to(output.dtype)
 
 
 def attached_lora(module: Any) -> tuple[Any, Any] | None:

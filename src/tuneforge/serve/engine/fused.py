@@ -15,7 +15,7 @@ from typing import Any
 
 from tuneforge.models.int4 import int4_linear_class
 from tuneforge.models.int8 import int8_linear_class
-from tuneforge.models.lora import attached_lora
+from tuneforge.models.lora import attached_lora, lora_delta
 
 
 class FusedLinear:
@@ -92,8 +92,7 @@ class FusedLinear:
             y = linear(x, self.weight, self.bias)
         if self.lora is None:
             return y
-        a, b = self.lora
-        return y + (x.to(a.dtype) @ a.T @ b.T).to(y.dtype)
+        return y + lora_delta(x, *self.lora).to(y.dtype)
 
 
 @dataclass
