@@ -214,4 +214,10 @@ def chart(rows: list[dict[str, Any]], path: Path) -> bool:
 
 
 if __name__ == "__main__":
+    import os
+
     measure(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))
+    sys.stdout.flush()
+    # The result is on disk. Skip interpreter finalization: once in a full test run the child aborted there
+    # ("terminate called without an active exception": a native thread pool torn down at exit).
+    os._exit(0)
