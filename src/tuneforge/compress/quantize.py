@@ -31,7 +31,6 @@ METHODS = ("int8", "int4", "dynamic-int8", "nf4")
 
 def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, method: str = "int8",
              allow_requantize: bool = False, eval_cfg: EvalConfig | None = None) -> Artifact:
-
     if method not in METHODS:
         raise CompressError(f"quantize method {method!r} is not built; available: {', '.join(METHODS)}")
     source = model_source(model_path)
@@ -97,7 +96,6 @@ def quantize_under_adapter(source: Source, output: str | Path, cfg: CompressConf
     artifact holds the quantized base plus PEFT's two adapter files, and is checked against the adapter
     over its float base.
     """
-
     from tuneforge.models.loader import fingerprint
     from tuneforge.models.lora import ADAPTER_FILES, attach_adapter
 
