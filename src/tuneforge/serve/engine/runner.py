@@ -47,6 +47,7 @@ class StepInputs:
     num_decodes: int
     decode_slots: list[int]
     decode_len: int  # attention length of the decode group (longest decode position + 1)
+    decode_unmasked: bool  # decodes fill slots 0..n-1 and all sit at the same position: no mask needed
     prefills: list[tuple[int, int, int, int]]  # (row offset, n tokens, slot, start position)
     adapter_rows: dict[str, Any]  # adapter name → row indices of its tokens
 
@@ -120,8 +121,10 @@ class ModelRunner:
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
         decode_slots = slots[: len(plan.decodes)]  # one position per decode, in plan order
         decode_len = max((c.start for c in plan.decodes), default=-1) + 1
+        unmasked = (decode_slots == list(range(len(decode_slots)))
+                    and all(c.start == decode_len - 1 for c in plan.decodes))
         return StepInputs(as_tensor(ids), as_tensor(positions), as_tensor(slots), as_tensor(sample_rows),
-                          len(plan.decodes), decode_slots, decode_len, prefills,
+                          len(plan.decodes), decode_slots, decode_len, unmasked, prefills,
                           {name: as_tensor(rows) for name, rows in by_adapter.items()})
 
     # ---- the forward pass ----------------------------------------------------------------------
@@ -175,7 +178,7 @@ class ModelRunner:
         """(slots in view, 1, 1, length): each decoding slot sees its positions; idle slots see position 0."""
         import torch
 
-        if not step.num_decodes:
+        if not step.num_decodes or step.decode_unmasked:  # e.g. one stream: it sees every cached position
             return None
         width = max(step.decode_slots) + 1
         limit = torch.zeros(width, dtype=torch.long, device=self.device)
