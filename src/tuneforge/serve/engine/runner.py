@@ -47,7 +47,8 @@ class StepInputs:
     num_decodes: int
     decode_slots: list[int]
     decode_len: int  # attention length of the decode group (longest decode position + 1)
-    decode_unmasked: bool  # decodes fill slots 0..n-1 and all sit at the same position: no mask needed
+    decode_in_order: bool  # the decodes fill slots 0..n-1 in plan order: the slot view needs no scatter
+    decode_unmasked: bool  # in order and all at the same position: no mask needed
     prefills: list[tuple[int, int, int, int]]  # (row offset, n tokens, slot, start position)
     adapter_rows: dict[str, Any]  # adapter name → row indices of its tokens
 
@@ -121,10 +122,10 @@ class ModelRunner:
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
         decode_slots = slots[: len(plan.decodes)]  # one position per decode, in plan order
         decode_len = max((c.start for c in plan.decodes), default=-1) + 1
-        unmasked = (decode_slots == list(range(len(decode_slots)))
-                    and all(c.start == decode_len - 1 for c in plan.decodes))
+        in_order = decode_slots == list(range(len(decode_slots)))
+        unmasked = in_order and all(c.start == decode_len - 1 for c in plan.decodes)
         return StepInputs(as_tensor(ids), as_tensor(positions), as_tensor(slots), as_tensor(sample_rows),
-                          len(plan.decodes), decode_slots, decode_len, unmasked, prefills,
+                          len(plan.decodes), decode_slots, decode_len, in_order, unmasked, prefills,
                           {name: as_tensor(rows) for name, rows in by_adapter.items()})
 
     # ---- the forward pass ----------------------------------------------------------------------
@@ -218,7 +219,7 @@ class ModelRunner:
         self.cache.write(index, step.slots, step.positions, k.to(self.cache.k.dtype), v.to(self.cache.v.dtype))
         q_rows = q.to(self.cache.k.dtype)
         nd = step.num_decodes
-        if nd and not step.prefills and step.decode_slots == list(range(nd)):  # decodes only, slots in order
+        if nd and not step.prefills and step.decode_in_order:  # decodes only, slots in order
             keys, values = self.cache.view(index, slice(0, nd), step.decode_len)
             o = sdpa(q_rows.reshape(nd, kv, g, d), keys, values, attn_mask=decode_mask, scale=self.scaling)
             return o.reshape(nd, -1)
@@ -227,7 +228,7 @@ class ModelRunner:
             width = max(step.decode_slots) + 1
             keys, values = self.cache.view(index, slice(0, width), step.decode_len)
             grouped = q_rows[:nd].reshape(nd, kv, g, d)
-            in_order = step.decode_slots == list(range(nd))
+            in_order = step.decode_in_order
             if not in_order:  # queries go to their slot's row; idle rows attend to position 0 only
                 scattered = grouped.new_zeros(width, kv, g, d)
                 scattered[step.decode_slots] = grouped
