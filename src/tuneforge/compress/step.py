@@ -15,7 +15,7 @@ from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
 from tuneforge.models.int8 import QUANT_FILE
-from tuneforge.models.loader import fingerprint, weights_fingerprints
+from tuneforge.models.loader import fingerprint
 
 
 @dataclass
@@ -45,8 +45,9 @@ class Source:
 
     def weights_of(self) -> list[str]:
         """Fingerprints of the weights this model stands for: its own and, for a quantized model, those its
-        quantization approximates (an adapter trained on any of them may be served over it)."""
-        return weights_fingerprints(self.reference)
+        quantization approximates (as `models.loader.weights_fingerprints`, from what is already loaded
+        here: re-fingerprinting a Hugging Face folder re-hashes its weight files)."""
+        return [self.fingerprint, *self.manifest.get("compression", {}).get("weights_of", [])]
 
 
 def model_source(model_ref: str | Path) -> Source:
