@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tuneforge.compress.parity import check, describe
 from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact
@@ -30,6 +31,25 @@ def _with_adapter(base_ref: str, adapter: Artifact, dtype: str) -> LoadedModel:
     return LoadedModel(model, base.tokenizer, str(adapter.path), "artifact-adapter", base_ref=base_ref)
 
 
+def checked_base(adapter_path: Path, manifest: dict[str, Any], base: str | None = None) -> tuple[str, str]:
+    """(reference, fingerprint) of the base an adapter applies to (`base`, or the one its manifest names),
+    refused when that fingerprint is not the one the adapter was trained on: building on other weights
+    would silently change the model."""
+    if base is None and not manifest.get("base_model"):
+        raise CompressError(f"{adapter_path}: the adapter's manifest does not name its base model")
+    base_ref = base or str(manifest["base_model"])
+    expected = manifest.get("base_fingerprint")
+    actual = fingerprint(base_ref)
+    if expected is not None and expected != actual:
+        raise CompressError(
+            f"{adapter_path} was trained on {manifest['base_model']!r} (fingerprint {expected}); "
+            f"{base_ref!r} has fingerprint {actual}: building on different weights would silently change the model"
+        )
+    if expected is None:
+        console.print(f"[yellow]{adapter_path}: the manifest records no base fingerprint; cannot check the base[/]")
+    return base_ref, actual
+
+
 def merge(adapter_path: str | Path, output: str | Path, cfg: CompressConfig, base: str | None = None,
           eval_cfg: EvalConfig | None = None) -> Artifact:
     """Fold the adapter at `adapter_path` into its base (or `base`, which must be the same weights)."""
@@ -40,16 +60,7 @@ def merge(adapter_path: str | Path, output: str | Path, cfg: CompressConfig, bas
             f"{adapter.path}: a {method!r} adapter cannot be folded into the weights (it adds modules or virtual "
             f"tokens); merge supports {', '.join(MERGEABLE)}. Serve the adapter artifact instead."
         )
-    base_ref = base or str(adapter.manifest["base_model"])
-    expected = adapter.manifest.get("base_fingerprint")
-    actual = fingerprint(base_ref)
-    if expected is not None and expected != actual:
-        raise CompressError(
-            f"{adapter.path} was trained on {adapter.manifest['base_model']!r} (fingerprint {expected}); "
-            f"{base_ref!r} has fingerprint {actual}: merging into different weights would silently change the model"
-        )
-    if expected is None:
-        console.print(f"[yellow]{adapter.path}: the manifest records no base fingerprint; cannot check the base[/]")
+    base_ref, actual = checked_base(adapter.path, adapter.manifest, base)
     parent = _with_adapter(base_ref, adapter, "float32")
     fresh = _with_adapter(base_ref, adapter, "float32")
     merged = fresh.model.merge_and_unload().to(_torch_dtype(cfg.dtype)).eval()

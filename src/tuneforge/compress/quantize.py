@@ -96,18 +96,14 @@ def quantize_under_adapter(source: Source, output: str | Path, cfg: CompressConf
     artifact holds the quantized base plus PEFT's two adapter files, and is checked against the adapter
     over its float base.
     """
-    from tuneforge.models.loader import fingerprint
+    from tuneforge.compress.merge import checked_base
     from tuneforge.models.lora import ADAPTER_FILES, attach_adapter
 
     adapter_method = source.manifest.get("method", "lora")
     if adapter_method not in ("lora", "qlora"):
         raise CompressError(f"{source.path}: a {adapter_method!r} adapter cannot stay unmerged over a quantized "
                             "base; merge it (tuneforge compress merge) and quantize the merged model")
-    base_ref = str(source.manifest.get("base_model", ""))
-    expected = source.manifest.get("base_fingerprint")
-    if not base_ref or (expected is not None and fingerprint(base_ref) != expected):
-        raise CompressError(f"{source.path}: its base {base_ref!r} is not the model it was trained on "
-                            f"(fingerprint {expected})")
+    base_ref, _ = checked_base(source.path, source.manifest)
     parent = load(source.reference)  # the adapter over its float base (PEFT)
     child = load(base_ref)
     spec = weight_only(child.model, method, cfg)
