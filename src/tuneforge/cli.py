@@ -294,21 +294,28 @@ def compress_prune(
     scope: Annotated[str | None, typer.Option(help="magnitude: global or per-layer. [default: per-layer]")] = None,
     target: Annotated[list[str] | None, typer.Option(
         "--target", help="structured: mlp and/or heads (repeat the flag). [default: mlp]")] = None,
+    recover: Annotated[Path | None, typer.Option(
+        help="Prepared dataset artifact: fully fine-tune the pruned model on it before the parity check "
+        "(compress.prune.recover_steps / recover_lr; zeros kept).")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
     """Prune a model artifact's decoder projections, check it against its parent, write a model artifact.
 
     Pruned models usually lose quality: the parity check refuses what drifts beyond compress.parity's
-    tolerances; loosen them knowingly, then recover with `tuneforge train` on the pruned artifact.
+    tolerances. --recover DATASET fine-tunes the pruned model (all weights, the pruned ones held at zero)
+    before the check; loosen the tolerances knowingly for what remains.
 
     Example:  tuneforge compress prune runs/cs/merged -o runs/cs/pruned --method structured --sparsity 0.25
+              tuneforge compress prune runs/cs/merged -o runs/cs/pruned --sparsity 0.5 \\
+                  --recover runs/cs/dataset --set compress.prune.recover_steps=200
     """
     from tuneforge.compress.prune import prune
 
     cfg = _config(config, overrides, compress__prune__method=method, compress__prune__sparsity=sparsity,
                   compress__prune__scope=scope, compress__prune__targets=target)
-    artifact = prune(model, output, cfg.compress, eval_cfg=cfg.eval)
+    artifact = prune(model, output, cfg.compress, eval_cfg=cfg.eval, recover=recover, train_cfg=cfg.train,
+                     dtype=cfg.model.dtype)
     spec = artifact.manifest["compression"]
     console.print(f"model artifact → {artifact.path} (parameters {spec['parameters_before']:,} → "
                   f"{spec['parameters_after']:,}, sparsity {spec['sparsity']:.3f})")

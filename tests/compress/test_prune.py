@@ -115,3 +115,50 @@ def test_cli_prune_rejects_out_of_range_sparsity_naming_the_field(merged, tmp_pa
     assert "compress.prune.sparsity" in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "p").exists()
+
+
+def _train_loss(model, rows, pad_id) -> float:
+    from tuneforge.train.batching import make_batch
+
+    batch = make_batch(rows, pad_id, False)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return float(torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten(),
+                                                   ignore_index=-100))  # targets are already shifted
+
+
+def test_recovery_fine_tune_keeps_every_pruned_zero_and_lowers_the_loss(merged, tiny_config, tiny_dataset, tmp_path):
+    """--recover trains all weights but the pruned ones: the zeros of the unrecovered model are exactly the
+    zeros after recovery, the survivors moved, the training loss fell, and the manifest says how."""
+    from tuneforge.data.prepare import read_split
+
+    opts = cfg(method="magnitude", sparsity=0.5, recover_steps=12, recover_lr=0.003)
+    plain = prune(merged.path, tmp_path / "plain", opts)
+    recovered = prune(merged.path, tmp_path / "recovered", opts, recover=tiny_dataset.path,
+                      train_cfg=tiny_config.train)
+    before, after = load(str(plain.path)), load(str(recovered.path))
+    moved = 0
+    for a, b in zip(projections(before.model), projections(after.model), strict=True):
+        assert torch.equal(a == 0, b == 0)  # not one pruned weight came back, none newly zeroed
+        moved += int((a != b).sum())
+    assert moved > 0
+    rows = read_split(tiny_dataset, "train")[:16]
+    pad = before.tokenizer.pad_token_id
+    assert _train_loss(after.model, rows, pad) < _train_loss(before.model, rows, pad)
+    spec = recovered.manifest["compression"]
+    assert spec["recovery"]["dataset"] == tiny_dataset.content_hash and spec["recovery"]["steps"] == 12
+    assert spec["recovery"]["lr"] == 0.003 and spec["parent"] == merged.content_hash
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # scratch removed
+
+
+def test_recovery_refuses_a_missing_dataset_and_keep_sparsity_outside_full(merged, tiny_config, tiny_dataset,
+                                                                            tmp_path):
+    from tuneforge.core.errors import ConfigError, TuneforgeError
+    from tuneforge.train.loop import train
+
+    with pytest.raises(TuneforgeError, match="no-such-dataset"):
+        prune(merged.path, tmp_path / "p", cfg(), recover=tmp_path / "no-such-dataset")
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(ConfigError, match="keep_sparsity"):
+        train(tiny_dataset, tiny_config.model, tiny_config.train.model_copy(update={"keep_sparsity": True}),
+              tmp_path / "lora")

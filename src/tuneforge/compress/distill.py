@@ -10,23 +10,19 @@ parity-checked against the teacher like every other step.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tuneforge.compress.prune import from_state, parameter_count
-from tuneforge.compress.step import model_source, write_checked
+from tuneforge.compress.step import model_source, scratch_beside, train_copy, write_checked
 from tuneforge.core.artifacts import Artifact, load_artifact
-from tuneforge.core.config import DistillConfig, ModelConfig, PipelineConfig
+from tuneforge.core.config import DistillConfig, PipelineConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
 
 
 def distill(teacher_path: str | Path, dataset_path: str | Path, output: str | Path, cfg: PipelineConfig) -> Artifact:
-    from tuneforge.train.loop import train
-
     teacher_art = model_source(teacher_path)
     if teacher_art.kind != "model":
         raise CompressError(f"{teacher_art.path} is a {teacher_art.kind} artifact; the teacher must be a model "
@@ -39,27 +35,16 @@ def distill(teacher_path: str | Path, dataset_path: str | Path, output: str | Pa
         raise CompressError("distill needs exactly one of compress.student_layers (drop teacher layers) or "
                             "compress.student (another model with the teacher's tokenizer)")
     teacher = load(teacher_art.reference)
-    output = Path(output).absolute()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.distill-", dir=output.parent))
-    try:
-        if comp.student_layers is not None:
-            student = fewer_layers(teacher, comp.student_layers)
-            student_ref = str(scratch / "student-init")
-            student.model.save_pretrained(student_ref)
-            student.tokenizer.save_pretrained(student_ref)
-        else:
-            student_ref = str(comp.student)
+    with scratch_beside(output, "distill") as scratch:
+        student: LoadedModel | str = (fewer_layers(teacher, comp.student_layers) if comp.student_layers is not None
+                                      else str(comp.student))
         settings = DistillConfig(**{**(cfg.train.distill.model_dump() if cfg.train.distill else {}),
                                     "teacher": teacher_art.reference})
-        train_cfg = cfg.train.model_copy(update={"method": "full", "distill": settings})
         console.print(f"distilling {teacher_art.path.name} ({parameter_count(teacher.model):,} parameters) into "
-                      f"{student_ref if comp.student else f'{comp.student_layers} of its layers'}: "
+                      f"{comp.student if comp.student else f'{comp.student_layers} of its layers'}: "
                       f"T={settings.temperature}, alpha={settings.alpha}")
-        trained_art = train(dataset, ModelConfig(name=student_ref, dtype=cfg.model.dtype), train_cfg,
-                            scratch / "trained")
-        assert trained_art is not None  # single process
-        child = load(str(trained_art.path))
+        child, trained_art = train_copy(student, dataset, cfg.train.model_copy(update={"distill": settings}),
+                                        cfg.model.dtype, scratch)
         spec: dict[str, Any] = {
             "method": "kd", "temperature": settings.temperature, "alpha": settings.alpha,
             "student": comp.student or f"{comp.student_layers} of the teacher's layers",
@@ -69,8 +54,6 @@ def distill(teacher_path: str | Path, dataset_path: str | Path, output: str | Pa
             "val_loss": trained_art.metrics.get("val_loss"),
         }
         return write_checked(teacher_art, teacher, child, spec, comp, output, "distill", eval_cfg=cfg.eval)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def fewer_layers(teacher: LoadedModel, layers: int) -> LoadedModel:

@@ -12,8 +12,9 @@
   parameter count really drops: a smaller, faster dense model.
 
 Scores are weight magnitudes only (no calibration data). Pruned models usually need a recovery
-fine-tune: `tuneforge train` with the pruned artifact as `model.name`, then `compress merge`
-(docs/compression.md).
+fine-tune: with `recover` (a prepared dataset) the pruned model is fully fine-tuned on it for
+`prune.recover_steps` at `prune.recover_lr` (other settings from `train.*`), its zeros held at zero
+(`train.keep_sparsity`), before the parity check; the manifest records the recovery.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.compress.step import model_source, write_checked
-from tuneforge.core.artifacts import Artifact
-from tuneforge.core.config import CompressConfig, EvalConfig
+from tuneforge.compress.step import model_source, scratch_beside, train_copy, write_checked
+from tuneforge.core.artifacts import Artifact, load_artifact
+from tuneforge.core.config import CompressConfig, EvalConfig, TrainConfig
 from tuneforge.core.errors import CompressError
+from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -32,8 +34,10 @@ PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
 
 
 def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig,
-          eval_cfg: EvalConfig | None = None) -> Artifact:
+          eval_cfg: EvalConfig | None = None, recover: str | Path | None = None,
+          train_cfg: TrainConfig | None = None, dtype: str = "float32") -> Artifact:
     opts = cfg.prune
+    dataset = load_artifact(recover, kind="dataset") if recover is not None else None
     source = model_source(model_path)
     if source.kind != "model":
         raise CompressError(f"{source.path} is a {source.kind} artifact; prune a model artifact "
@@ -57,7 +61,22 @@ def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig,
         child = structured(child, opts.sparsity, opts.targets)
         spec.update(targets=list(opts.targets), sparsity=opts.sparsity)
     spec.update(parameters_before=before, parameters_after=parameter_count(child.model))
-    return write_checked(source, parent, child, spec, cfg, output, "prune", eval_cfg=eval_cfg)
+    if dataset is None:
+        return write_checked(source, parent, child, spec, cfg, output, "prune", eval_cfg=eval_cfg)
+    with scratch_beside(output, "recover") as scratch:
+        recovery = (train_cfg or TrainConfig()).model_copy(update={
+            "method": "full", "lr": opts.recover_lr, "max_steps": opts.recover_steps, "epochs": 1000,
+            "keep_sparsity": True, "distill": None})
+        console.print(f"recovering the pruned model: {opts.recover_steps} full fine-tuning steps at lr "
+                      f"{opts.recover_lr} on {dataset.path.name}, its zeros kept")
+        child, trained = train_copy(child, dataset, recovery, dtype, scratch)
+        if opts.method != "structured":  # the zeros must have survived training
+            after = _zero_share(_matrices(decoder_layers(child.model)))
+            if after + 1e-9 < spec["sparsity"]:
+                raise CompressError(f"recovery filled pruned weights: sparsity {spec['sparsity']:.4f} → {after:.4f}")
+        spec["recovery"] = {"dataset": dataset.content_hash, "steps": trained.metrics.get("steps"),
+                            "lr": opts.recover_lr, "val_loss": trained.metrics.get("val_loss")}
+        return write_checked(source, parent, child, spec, cfg, output, "prune", eval_cfg=eval_cfg)
 
 
 def decoder_layers(model: Any) -> list[Any]:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuneforge.compress.parity import check, describe
 from tuneforge.core.artifacts import Artifact, ParentRef, create_artifact, is_artifact, load_artifact
-from tuneforge.core.config import CompressConfig, EvalConfig
+from tuneforge.core.config import CompressConfig, EvalConfig, ModelConfig, TrainConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
-from tuneforge.models import LoadedModel
+from tuneforge.models import LoadedModel, load
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
 from tuneforge.models.int8 import QUANT_FILE
 from tuneforge.models.loader import fingerprint
@@ -75,8 +79,6 @@ def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec:
     `compress.parity.eval`, `eval_cfg`'s question sets are answered by both as well. `extra_files` are
     copied in as they are (an adapter kept over a quantized base).
     """
-    import shutil
-
     from safetensors.torch import save_file
 
     method = spec.get("method", operation)
@@ -112,3 +114,33 @@ def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec:
             "chat_template_hash": template_hash(child.tokenizer), "tokenizer_hash": tokenizer_hash(child.tokenizer),
         })
     return load_artifact(output, kind="model")
+
+
+@contextlib.contextmanager
+def scratch_beside(output: str | Path, what: str) -> Iterator[Path]:
+    """A hidden scratch folder next to `output` (same file system), removed however the step ends."""
+    output = Path(output).absolute()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.{what}-", dir=output.parent))
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def train_copy(start: LoadedModel | str, dataset: Artifact, train_cfg: TrainConfig, dtype: str,
+               scratch: Path) -> tuple[LoadedModel, Artifact]:
+    """Fully fine-tune `start` (a model in memory, saved into `scratch` first, or a model reference) on
+    `dataset` through the training loop; returns the trained model and its (scratch) artifact."""
+    from tuneforge.train.loop import train
+
+    if isinstance(start, LoadedModel):
+        reference = str(scratch / "start")
+        start.model.save_pretrained(reference)
+        start.tokenizer.save_pretrained(reference)
+    else:
+        reference = start
+    trained = train(dataset, ModelConfig(name=reference, dtype=dtype),  # type: ignore[arg-type]
+                    train_cfg.model_copy(update={"method": "full"}), scratch / "trained")
+    assert trained is not None  # single process
+    return load(str(trained.path)), trained

@@ -318,6 +318,9 @@ class TrainConfig(_Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     distill: DistillConfig | None = Field(None, description="Distil a teacher into the model trained "
                                           "(see `tuneforge compress distill`).")
+    keep_sparsity: bool = Field(False, description="full: weights of the linear layers that are exactly zero stay "
+                                "zero (their gradients are masked): recovery of a pruned model "
+                                "(`tuneforge compress prune --recover`).")
 
     @field_validator("batch_size")
     @classmethod
@@ -365,6 +368,10 @@ class PruneConfig(_Section):
     targets: list[Literal["mlp", "heads"]] = Field(
         ["mlp"], description="structured: what is removed (MLP channels, query heads)."
     )
+    recover_steps: int = Field(100, ge=1, description="With --recover: optimizer steps of the recovery fine-tune "
+                               "(full, the pruned zeros kept; other settings from train.*).")
+    recover_lr: float = Field(5e-5, gt=0, le=1.0, description="With --recover: its peak learning rate (a full "
+                              "fine-tune: far below a LoRA's).")
 
 
 class CompressConfig(_Section):

@@ -38,7 +38,7 @@ def _module():
         @classmethod
         def from_linear(cls, linear: nn.Linear, dtype, group_size: int = DEFAULT_GROUP_SIZE) -> Int4Linear:
             q = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype, group_size)
-            codes, scale, zero = quantize_groups(linear.weight.detach(), group_size)
+            codes, scale, zero = quantize_groups(linear.weight.detach(), group_size, dtype)
             q.qweight.copy_(pack_nibbles(codes))
             q.scale.copy_(scale.to(dtype))
             q.zero.copy_(zero.to(dtype))
@@ -100,17 +100,21 @@ def _module():
     return Int4Linear
 
 
-def quantize_groups(weight, group_size: int):
+def quantize_groups(weight, group_size: int, dtype=None):
     """Asymmetric round-to-nearest per group: codes (out, in) in 0..15, scale and zero (out, in/group_size)
-    with w ≈ (code - 8) · scale + zero."""
+    with w ≈ (code - 8) · scale + zero. With `dtype` (the stored one, e.g. bf16) scale and zero are rounded
+    to it first and the codes chosen against the rounded values."""
     import torch
 
     out_features, in_features = weight.shape
     groups = weight.float().reshape(out_features, in_features // group_size, group_size)
     low, high = groups.amin(dim=-1), groups.amax(dim=-1)
     scale = ((high - low) / 15).clamp(min=1e-8)
-    codes = torch.round((groups - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
-    return codes.reshape(out_features, in_features), scale, low + 8 * scale
+    zero = low + 8 * scale
+    if dtype is not None:
+        scale, zero = scale.to(dtype).float(), zero.to(dtype).float()
+    codes = torch.round((groups - zero[..., None]) / scale[..., None] + 8).clamp(0, 15).to(torch.uint8)
+    return codes.reshape(out_features, in_features), scale, zero
 
 
 def pack_nibbles(codes):

