@@ -485,6 +485,8 @@ def bench_compress(
     max_tokens: Annotated[int, typer.Option(min=8, help="Output tokens per stream (ignore_eos).")] = 64,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where tradeoff.md/json/png go.")] = Path(
         "runs/bench-compress"),
+    repeat: Annotated[int, typer.Option(min=1, help="Rounds over all variants, interleaved; speeds are the "
+                                        "median (a shared machine drifts).")] = 3,
 ) -> None:
     """The trade-off table of a model's compressed variants: size on disk, peak RAM at load, decode
     tokens/s at 1 and 16 streams in tuneforge's engine (llama.cpp for GGUF), parity and accuracy vs
@@ -495,7 +497,7 @@ def bench_compress(
     """
     from tuneforge.bench.compress import render, run_bench
 
-    rows = run_bench(parent, list(variant), output, max_tokens, eval_pipeline)
+    rows = run_bench(parent, list(variant), output, max_tokens, eval_pipeline, repeat)
     console.print(render(rows))
     console.print(f"→ {output}/tradeoff.md, tradeoff.json, tradeoff.png")
 

@@ -20,12 +20,17 @@ def merged(tiny_adapter, tmp_path_factory):
 
 def test_bench_compress_measures_parent_and_variants(merged, tmp_path):
     int4 = quantize(merged.path, tmp_path / "int4", LOOSE, method="int4")
-    rows = run_bench(merged.path, [int4.path], tmp_path / "out", max_tokens=8)
+    rows = run_bench(merged.path, [int4.path], tmp_path / "out", max_tokens=8, repeat=2)
     assert [r["name"] for r in rows] == ["bf16 (parent, cast at load)", "int4-weight-only, g32"]
     parent, small = rows
     assert small["size_mib"] < parent["size_mib"]
     for row in rows:
         assert row["tok_s_1"] > 0 and row["tok_s_16"] > 0 and row["peak_ram_mib"] > 100
+        for streams in (1, 16):  # the median of two rounds, and the ratio to the parent's median
+            runs = row[f"tok_s_{streams}_runs"]
+            assert len(runs) == 2 and row[f"tok_s_{streams}"] == pytest.approx(sum(runs) / 2)
+            assert row[f"speedup_{streams}"] == pytest.approx(row[f"tok_s_{streams}"] / parent[f"tok_s_{streams}"])
+    assert parent["speedup_1"] == 1.0 and f"{small['speedup_1']:.2f} / {small['speedup_16']:.2f}" in render(rows)
     assert small["agreement"] == int4.metrics["parity"]["agreement"] and "agreement" not in parent
     table = (tmp_path / "out" / "tradeoff.md").read_text()
     assert table.strip() == render(rows) and "int4-weight-only, g32" in table

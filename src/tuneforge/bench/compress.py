@@ -8,7 +8,8 @@ GGUF exports through llama.cpp), each in its own child process so memory figures
 - peak RAM at load: the child's max RSS once the engine is built (Python, torch and 16 × 1024 KV
   cache slots included, the same for every row);
 - decode tokens/s in tuneforge's engine: 1 stream, and 16 concurrent streams (a GGUF runs on the
-  llamacpp backend: one sequence at a time, so its 16-stream figure is serial);
+  llamacpp backend: one sequence at a time, so its 16-stream figure is serial), the median of
+  `repeat` interleaved rounds, and its ratio to the parent's;
 - quality: the artifact's own parity report against its parent (greedy agreement, mean |Δlogit|)
   and, with `--eval PIPELINE`, accuracy on the pipeline's eval sets (domain, general) and the
   delta to the parent.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -98,26 +100,42 @@ def measure(variant: str, max_tokens: int, out: Path) -> None:
 
 
 def run_bench(parent: Path, variants: list[Path], output: Path, max_tokens: int = 64,
-              eval_pipeline: Path | None = None) -> list[dict[str, Any]]:
+              eval_pipeline: Path | None = None, repeat: int = 3) -> list[dict[str, Any]]:
+    """Measure the parent (bf16) and every variant, `repeat` rounds interleaved (parent, v1, v2, …, parent,
+    v1, …) so a machine that slows down mid-run slows every row alike; each speed is the median of its
+    rounds, and `speedup_1` / `speedup_16` its ratio to the parent's."""
     from tuneforge.core.artifacts import load_artifact
     from tuneforge.core.progress import console
 
     output.mkdir(parents=True, exist_ok=True)
+    names = [f"{parent}@bf16", *map(str, variants)]
+    artifacts = [load_artifact(Path(name.removesuffix("@bf16"))) for name in names]  # all checked before any run
+    runs: list[list[dict[str, Any]]] = [[] for _ in names]
+    for round_ in range(repeat):
+        for index, variant in enumerate(names):
+            console.print(f"measuring {variant}" + (f" (round {round_ + 1}/{repeat})" if repeat > 1 else ""))
+            out = output / f".measure-{index}.json"
+            subprocess.run([sys.executable, "-m", "tuneforge.bench.compress", variant, str(max_tokens), str(out)],
+                           check=True)
+            runs[index].append(json.loads(out.read_text()))
+            out.unlink()
     rows: list[dict[str, Any]] = []
-    for variant in [f"{parent}@bf16", *map(str, variants)]:
-        path = Path(variant.removesuffix("@bf16"))
-        artifact = load_artifact(path)
-        console.print(f"measuring {variant}")
-        out = output / f".measure-{len(rows)}.json"
-        subprocess.run([sys.executable, "-m", "tuneforge.bench.compress", variant, str(max_tokens), str(out)],
-                       check=True)
-        row = json.loads(out.read_text())
-        out.unlink()
+    for variant, artifact, measured in zip(names, artifacts, runs, strict=True):
+        row = dict(measured[0])
+        for key in ("peak_ram_mib", "tok_s_1", "tok_s_16"):
+            values = [m[key] for m in measured if m.get(key) is not None]
+            if values:
+                row[key] = statistics.median(values)
+                if key != "peak_ram_mib":
+                    row[f"{key}_runs"] = values
         comp = artifact.manifest.get("compression", {})
         row["name"] = _name(comp, variant.endswith("@bf16"))
         parity = artifact.metrics.get("parity") if not variant.endswith("@bf16") else None
         if parity:
             row["agreement"], row["mean_logit_diff"] = parity["agreement"], parity["mean_logit_diff"]
+        for streams in (1, 16):
+            if row.get(f"tok_s_{streams}") and (rows or [row])[0].get(f"tok_s_{streams}"):
+                row[f"speedup_{streams}"] = row[f"tok_s_{streams}"] / (rows or [row])[0][f"tok_s_{streams}"]
         rows.append(row)
     if eval_pipeline is not None:
         _add_eval(rows, eval_pipeline)
@@ -171,12 +189,14 @@ def render(rows: list[dict[str, Any]]) -> str:
 
     sets = [k.removesuffix("_accuracy") for k in rows[0] if k.endswith("_accuracy")]
     head = ["variant", "size on disk (MiB)", "peak RAM at load (MiB)", "tok/s, 1 stream", "tok/s, 16 streams",
-            "greedy agreement / mean |Δlogit| vs parent"] + [f"{s} acc. (Δ)" for s in sets]
+            "× parent (1 / 16 streams)", "greedy agreement / mean |Δlogit| vs parent"] + [
+        f"{s} acc. (Δ)" for s in sets]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         parity = (f"{r['agreement']:.3f} / {r['mean_logit_diff']:.3f}" if "agreement" in r else "—")
         cells = [r["name"], fmt(r["size_mib"], ".0f"), fmt(r.get("peak_ram_mib"), ".0f"),
-                 fmt(r.get("tok_s_1"), ".1f"), fmt(r.get("tok_s_16"), ".1f"), parity]
+                 fmt(r.get("tok_s_1"), ".1f"), fmt(r.get("tok_s_16"), ".1f"),
+                 f"{fmt(r.get('speedup_1'), '.2f')} / {fmt(r.get('speedup_16'), '.2f')}", parity]
         for s in sets:
             acc, delta = r.get(f"{s}_accuracy"), r.get(f"{s}_delta")
             cells.append("—" if acc is None else f"{acc:.3f} ({delta:+.3f})" if delta is not None else f"{acc:.3f}")
