@@ -37,3 +37,13 @@ def test_bench_compress_measures_parent_and_variants(merged, tmp_path):
     assert json.loads((tmp_path / "out" / "tradeoff.json").read_text()) == rows
     assert (tmp_path / "out" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert not list((tmp_path / "out").glob(".measure-*"))
+
+
+def test_variant_names_say_what_the_manifest_records():
+    from tuneforge.bench.compress import _name
+
+    int4 = {"operation": "quantize", "method": "int4-weight-only", "group_size": 32}
+    assert _name(int4, False) == "int4-weight-only, g32"
+    assert _name({**int4, "adapter": {"method": "lora"}}, False) == "int4-weight-only, g32 + lora kept"
+    assert _name({"operation": "prune", "method": "structured", "sparsity": 0.25}, False) == "pruned structured 0.25"
+    assert _name({}, True) == "bf16 (parent, cast at load)"

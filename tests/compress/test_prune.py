@@ -148,6 +148,7 @@ def test_recovery_fine_tune_keeps_every_pruned_zero_and_lowers_the_loss(merged, 
     spec = recovered.manifest["compression"]
     assert spec["recovery"]["dataset"] == tiny_dataset.content_hash and spec["recovery"]["steps"] == 12
     assert spec["recovery"]["lr"] == 0.003 and spec["parent"] == merged.content_hash
+    assert spec["recovery"]["distilled_from_parent"] is True  # the default: KL to the unpruned parent too
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # scratch removed
 
 

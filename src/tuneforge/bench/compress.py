@@ -151,7 +151,9 @@ def _name(comp: dict[str, Any], cast: bool) -> str:
     op = comp.get("operation", "model")
     if op == "quantize":
         group = comp.get("group_size")
-        return f"{comp.get('method')}" + (f", g{group}" if isinstance(group, int) else "")
+        kept = comp.get("adapter", {}).get("method")  # quantized base, the adapter kept on top
+        return (f"{comp.get('method')}" + (f", g{group}" if isinstance(group, int) else "")
+                + (f" + {kept} kept" if kept else ""))
     if op == "export":
         return f"GGUF {comp.get('type', comp.get('outtype', ''))} (llama.cpp)"
     if op == "prune":

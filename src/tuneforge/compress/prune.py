@@ -14,7 +14,8 @@
 Scores are weight magnitudes only (no calibration data). Pruned models usually need a recovery
 fine-tune: with `recover` (a prepared dataset) the pruned model is fully fine-tuned on it for
 `prune.recover_steps` at `prune.recover_lr` (other settings from `train.*`), its zeros held at zero
-(`train.keep_sparsity`), before the parity check; the manifest records the recovery.
+(`train.keep_sparsity`), by default distilled from the unpruned parent as well (cross-entropy plus KL
+to the parent's logits: Minitron's retraining), before the parity check; the manifest records it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from tuneforge.compress.step import model_source, scratch_beside, train_copy, write_checked
 from tuneforge.core.artifacts import Artifact, load_artifact
-from tuneforge.core.config import CompressConfig, EvalConfig, TrainConfig
+from tuneforge.core.config import CompressConfig, DistillConfig, EvalConfig, TrainConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
@@ -64,18 +65,26 @@ def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig,
     if dataset is None:
         return write_checked(source, parent, child, spec, cfg, output, "prune", eval_cfg=eval_cfg)
     with scratch_beside(output, "recover") as scratch:
-        recovery = (train_cfg or TrainConfig()).model_copy(update={
+        base = train_cfg or TrainConfig()
+        teacher = None
+        if opts.recover_from_parent:
+            teacher = DistillConfig(**{**(base.distill.model_dump() if base.distill else {}),
+                                       "teacher": source.reference})
+        recovery = base.model_copy(update={
             "method": "full", "lr": opts.recover_lr, "max_steps": opts.recover_steps, "epochs": 1000,
-            "keep_sparsity": True, "distill": None})
+            "keep_sparsity": True, "distill": teacher})
         console.print(f"recovering the pruned model: {opts.recover_steps} full fine-tuning steps at lr "
-                      f"{opts.recover_lr} on {dataset.path.name}, its zeros kept")
+                      f"{opts.recover_lr} on {dataset.path.name}, its zeros kept"
+                      + (f", distilled from {source.path.name} (T={teacher.temperature}, alpha={teacher.alpha})"
+                         if teacher else ""))
         child, trained = train_copy(child, dataset, recovery, dtype, scratch)
         if opts.method != "structured":  # the zeros must have survived training
             after = _zero_share(_matrices(decoder_layers(child.model)))
             if after + 1e-9 < spec["sparsity"]:
                 raise CompressError(f"recovery filled pruned weights: sparsity {spec['sparsity']:.4f} → {after:.4f}")
         spec["recovery"] = {"dataset": dataset.content_hash, "steps": trained.metrics.get("steps"),
-                            "lr": opts.recover_lr, "val_loss": trained.metrics.get("val_loss")}
+                            "lr": opts.recover_lr, "val_loss": trained.metrics.get("val_loss"),
+                            "distilled_from_parent": teacher is not None}
         return write_checked(source, parent, child, spec, cfg, output, "prune", eval_cfg=eval_cfg)
 
 

@@ -372,6 +372,9 @@ class PruneConfig(_Section):
                                "(full, the pruned zeros kept; other settings from train.*).")
     recover_lr: float = Field(5e-5, gt=0, le=1.0, description="With --recover: its peak learning rate (a full "
                               "fine-tune: far below a LoRA's).")
+    recover_from_parent: bool = Field(True, description="With --recover: also distil from the unpruned parent "
+                                      "(KL to its softened logits, train.distill's temperature and alpha, "
+                                      "Minitron's retraining recipe); off: cross-entropy on the data alone.")
 
 
 class CompressConfig(_Section):
