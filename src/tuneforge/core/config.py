@@ -370,7 +370,7 @@ class PruneConfig(_Section):
     )
     recover_steps: int = Field(100, ge=1, description="With --recover: optimizer steps of the recovery fine-tune "
                                "(full, the pruned zeros kept; other settings from train.*).")
-    recover_lr: float = Field(5e-5, gt=0, le=1.0, description="With --recover: its peak learning rate (a full "
+    recover_lr: float = Field(1e-4, gt=0, le=1.0, description="With --recover: its peak learning rate (a full "
                               "fine-tune: far below a LoRA's).")
     recover_from_parent: bool = Field(True, description="With --recover: also distil from the unpruned parent "
                                       "(KL to its softened logits, train.distill's temperature and alpha, "
