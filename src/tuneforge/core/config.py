@@ -443,6 +443,11 @@ class ServeConfig(_Section):
         "auto", description="Weights and KV cache dtype of the served model; auto = bfloat16 (float16 where a "
         "CUDA device lacks bf16)."
     )
+    prefix_cache: bool = Field(
+        True, description="backend llamacpp: a new request reuses the cached positions its prompt shares with "
+        "the previous one (llama-server's cache_prompt). llama.cpp is not batch-invariant, so the same seeded "
+        "request can then differ in the last bits of its logits from a cold run; off for bit-reproducibility."
+    )
     max_num_seqs: int = Field(16, ge=1, le=1024, description="Sequences generated together (KV-cache slots).")
     max_model_len: int = Field(2048, ge=16, description="Prompt + output tokens per sequence (a slot's length); "
                                "capped at the model's context.")

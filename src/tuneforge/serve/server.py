@@ -51,7 +51,7 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
         if cfg.adapters:
             raise TuneforgeError("serve.adapters (multi-LoRA) needs backend native")
         limits.max_num_seqs = 1  # llama-cpp-python keeps one sequence's cache
-        loaded, runner = llamacpp_engine_parts(model_ref, cfg.max_model_len)
+        loaded, runner = llamacpp_engine_parts(model_ref, cfg.max_model_len, cfg.prefix_cache)
         return Engine(loaded, limits, metrics, name, runner=runner).start(loop_in_thread)
     if cfg.backend != "native":
         raise TuneforgeError(f"serve.backend={cfg.backend!r} is not available in this build (no GPU to test the "

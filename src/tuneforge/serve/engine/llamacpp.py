@@ -66,7 +66,7 @@ class _NoLoRA:
 class LlamaCppRunner:
     """`forward(plan)` over llama.cpp: one sequence at a time, its cache kept between steps."""
 
-    def __init__(self, gguf: Path, max_model_len: int, threads: int | None = None) -> None:
+    def __init__(self, gguf: Path, max_model_len: int, threads: int | None = None, prefix_cache: bool = True) -> None:
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -81,6 +81,16 @@ class LlamaCppRunner:
         self.cache = _NoCache()
         self.lora = _NoLoRA()
         self.context = self.llm.n_ctx()
+        import llama_cpp
+
+        # A new sequence keeps the cached positions it shares with the last one (the chat template's system
+        # prompt, a few-shot preamble), as llama-server's prompt cache does; recurrent and hybrid models
+        # cannot drop a cache suffix, so they start from scratch. The price: llama.cpp's kernels differ with
+        # the batch size, so logits after a reused prefix can differ in the last bits from a cold run.
+        model = self.llm.model
+        self.reuses_prefix = prefix_cache and not (llama_cpp.llama_model_is_recurrent(model) or
+                                                   getattr(llama_cpp, "llama_model_is_hybrid", lambda _: False)(model))
+        self.reused_tokens = 0  # prompt tokens not evaluated again, since start
 
     def close(self) -> None:
         """Free llama.cpp's model now (its finaliser fails if it runs during interpreter shutdown)."""
@@ -92,20 +102,38 @@ class LlamaCppRunner:
 
         rows = []
         for chunk in plan.chunks:
-            if chunk.start == 0:
-                self.llm.reset()  # a new sequence owns the (single) cache
-            if self.llm.n_tokens != chunk.start:
+            tokens = chunk.tokens
+            if chunk.start == 0:  # a new sequence owns the (single) cache, past its common prefix
+                keep = self._cached_prefix(tokens)
+                self.llm.n_tokens = keep  # eval() drops every cached position from here on
+                self.reused_tokens += keep
+                tokens = tokens[keep:]
+            elif self.llm.n_tokens != chunk.start:
                 raise RuntimeError(f"llama.cpp cache holds {self.llm.n_tokens} tokens; the plan starts at "
                                    f"{chunk.start}")
-            self.llm.eval(chunk.tokens)
+            self.llm.eval(tokens)
             if chunk.samples:
                 pointer = self.llm._ctx.get_logits_ith(-1)
                 rows.append(torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()))
         return torch.stack(rows).float() if rows else torch.empty(0, self.n_vocab)
 
 
-def llamacpp_engine_parts(model_ref: str, max_model_len: int) -> tuple[LoadedModel, LlamaCppRunner]:
+    def _cached_prefix(self, tokens: list[int]) -> int:
+        """How many leading `tokens` the cache already holds; at least one is always evaluated again, so the
+        step has fresh logits for its last position."""
+        if not self.reuses_prefix:
+            return 0
+        limit = min(self.llm.n_tokens, len(tokens) - 1)
+        cached = self.llm.input_ids[:limit]
+        same = 0
+        while same < limit and cached[same] == tokens[same]:
+            same += 1
+        return same
+
+
+def llamacpp_engine_parts(model_ref: str, max_model_len: int,
+                          prefix_cache: bool = True) -> tuple[LoadedModel, LlamaCppRunner]:
     """What the engine needs for a GGUF: its tokenizer (as a LoadedModel without torch weights) and a runner."""
     gguf = gguf_file(model_ref)
-    runner = LlamaCppRunner(gguf, max_model_len)
+    runner = LlamaCppRunner(gguf, max_model_len, prefix_cache=prefix_cache)
     return LoadedModel(None, load_gguf_tokenizer(gguf), model_ref, "gguf", info={"gguf": str(gguf)}), runner
