@@ -34,19 +34,24 @@ def cached_engine():
     eng.shutdown()
 
 
-def test_greedy_equals_llama_cpp_own_greedy(engine):
+def llama_greedy(gguf: str, ids: list[int], n: int) -> list[int]:
+    """`n` greedy tokens from a fresh llama.cpp context of its own (llama-cpp-python's generate)."""
     from llama_cpp import Llama
 
+    llm = Llama(model_path=gguf, n_ctx=1024, logits_all=False, verbose=False)
+    tokens = []
+    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+        tokens.append(token)
+        if len(tokens) == n:
+            break
+    return tokens
+
+
+def test_greedy_equals_llama_cpp_own_greedy(engine):
     ids = engine.tokenizer(render_prompt(engine.tokenizer, QUESTION), add_special_tokens=False)["input_ids"]
     deltas = list(engine.stream(ids, SamplingParams(max_new_tokens=24, ignore_eos=True)))
     ours = deltas[-1].token_ids
-    llm = Llama(model_path=engine.loaded.info["gguf"], n_ctx=1024, logits_all=False, verbose=False)
-    theirs = []
-    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
-        theirs.append(token)
-        if len(theirs) == 24:
-            break
-    assert ours == theirs
+    assert ours == llama_greedy(engine.loaded.info["gguf"], ids, 24)
     assert "".join(d.text for d in deltas) == engine.tokenizer.decode(ours, skip_special_tokens=True)
 
 
@@ -96,8 +101,6 @@ def test_served_through_the_api_with_the_openai_sdk(tmp_path):
 def test_a_new_sequence_reuses_the_cached_prefix_and_answers_as_from_scratch(cached_engine):
     """Two questions share the chat template's system prompt: the second evaluates only what differs, and
     its greedy answer is token for token the one a fresh llama.cpp context gives (llama-server's prompt cache)."""
-    from llama_cpp import Llama
-
     engine = cached_engine
     runner = engine.runner
     assert runner.reuses_prefix
@@ -112,10 +115,4 @@ def test_a_new_sequence_reuses_the_cached_prefix_and_answers_as_from_scratch(cac
     assert runner.reused_tokens - before == shared
     again = list(engine.stream(second, SamplingParams(max_new_tokens=16, ignore_eos=True)))[-1].token_ids
     assert again == ours  # the whole prompt cached but its last token: evaluated again, same answer
-    llm = Llama(model_path=engine.loaded.info["gguf"], n_ctx=1024, logits_all=False, verbose=False)
-    theirs = []
-    for token in llm.generate(second, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
-        theirs.append(token)
-        if len(theirs) == 16:
-            break
-    assert ours == theirs
+    assert ours == llama_greedy(engine.loaded.info["gguf"], second, 16)
