@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.compress.prune import from_state, parameter_count
-from tuneforge.compress.step import model_source, scratch_beside, train_copy, write_checked
+from tuneforge.compress.step import model_source, scratch_beside, teacher_settings, train_copy, write_checked
 from tuneforge.core.artifacts import Artifact, load_artifact
-from tuneforge.core.config import DistillConfig, PipelineConfig
+from tuneforge.core.config import PipelineConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
@@ -38,8 +38,7 @@ def distill(teacher_path: str | Path, dataset_path: str | Path, output: str | Pa
     with scratch_beside(output, "distill") as scratch:
         student: LoadedModel | str = (fewer_layers(teacher, comp.student_layers) if comp.student_layers is not None
                                       else str(comp.student))
-        settings = DistillConfig(**{**(cfg.train.distill.model_dump() if cfg.train.distill else {}),
-                                    "teacher": teacher_art.reference})
+        settings = teacher_settings(cfg.train, teacher_art.reference)
         console.print(f"distilling {teacher_art.path.name} ({parameter_count(teacher.model):,} parameters) into "
                       f"{comp.student if comp.student else f'{comp.student_layers} of its layers'}: "
                       f"T={settings.temperature}, alpha={settings.alpha}")

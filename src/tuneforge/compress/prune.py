@@ -23,9 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuneforge.compress.step import model_source, scratch_beside, train_copy, write_checked
+from tuneforge.compress.step import model_source, scratch_beside, teacher_settings, train_copy, write_checked
 from tuneforge.core.artifacts import Artifact, load_artifact
-from tuneforge.core.config import CompressConfig, DistillConfig, EvalConfig, TrainConfig
+from tuneforge.core.config import CompressConfig, EvalConfig, TrainConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
@@ -66,13 +66,10 @@ def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig,
         return write_checked(source, parent, child, spec, cfg, output, "prune", eval_cfg=eval_cfg)
     with scratch_beside(output, "recover") as scratch:
         base = train_cfg or TrainConfig()
-        teacher = None
-        if opts.recover_from_parent:
-            teacher = DistillConfig(**{**(base.distill.model_dump() if base.distill else {}),
-                                       "teacher": source.reference})
-        recovery = base.model_copy(update={
-            "method": "full", "lr": opts.recover_lr, "max_steps": opts.recover_steps, "epochs": 1000,
-            "keep_sparsity": True, "distill": teacher})
+        teacher = teacher_settings(base, source.reference) if opts.recover_from_parent else None
+        # train_copy trains fully; max_steps decides the length (epochs at their bound never bind first)
+        recovery = base.model_copy(update={"lr": opts.recover_lr, "max_steps": opts.recover_steps, "epochs": 1000,
+                                           "keep_sparsity": True, "distill": teacher})
         console.print(f"recovering the pruned model: {opts.recover_steps} full fine-tuning steps at lr "
                       f"{opts.recover_lr} on {dataset.path.name}, its zeros kept"
                       + (f", distilled from {source.path.name} (T={teacher.temperature}, alpha={teacher.alpha})"

@@ -13,7 +13,7 @@ from typing import Any
 
 from tuneforge.compress.parity import check, describe
 from tuneforge.core.artifacts import Artifact, ParentRef, create_artifact, is_artifact, load_artifact
-from tuneforge.core.config import CompressConfig, EvalConfig, ModelConfig, TrainConfig
+from tuneforge.core.config import CompressConfig, DistillConfig, EvalConfig, ModelConfig, TrainConfig
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
@@ -126,6 +126,11 @@ def scratch_beside(output: str | Path, what: str) -> Iterator[Path]:
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def teacher_settings(train_cfg: TrainConfig, teacher: str) -> DistillConfig:
+    """`train.distill` (temperature, alpha; defaults when unset) with `teacher` as the teacher."""
+    return DistillConfig(**{**(train_cfg.distill.model_dump() if train_cfg.distill else {}), "teacher": teacher})
 
 
 def train_copy(start: LoadedModel | str, dataset: Artifact, train_cfg: TrainConfig, dtype: str,
