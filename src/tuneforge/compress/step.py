@@ -19,7 +19,7 @@ from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
 from tuneforge.models.int8 import QUANT_FILE
-from tuneforge.models.loader import fingerprint
+from tuneforge.models.loader import fingerprint, fingerprint_chain
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Source:
         """Fingerprints of the weights this model stands for: its own and, for a quantized model, those its
         quantization approximates (as `models.loader.weights_fingerprints`, from what is already loaded
         here: re-fingerprinting a Hugging Face folder re-hashes its weight files)."""
-        return [self.fingerprint, *self.manifest.get("compression", {}).get("weights_of", [])]
+        return fingerprint_chain(self.fingerprint, self.manifest)
 
 
 def model_source(model_ref: str | Path) -> Source:

@@ -384,12 +384,14 @@ def weights_fingerprints(ref: str | Path) -> list[str]:
     """The fingerprints of the weights `ref` stands for: its own and, for a quantized model artifact, those
     of the float weights its quantization approximates (recorded by `compress quantize` as `weights_of`).
     An adapter trained on any of them may be served over it, as QLoRA trains over a 4-bit base."""
-    own = fingerprint(ref)
     path = Path(str(ref))
-    if not is_artifact(path):
-        return [own]
-    compression = load_artifact(path, verify=False).manifest.get("compression", {})
-    return [own, *compression.get("weights_of", [])]
+    manifest = load_artifact(path, verify=False).manifest if is_artifact(path) else {}
+    return fingerprint_chain(fingerprint(ref), manifest)
+
+
+def fingerprint_chain(own: str, manifest: dict[str, Any]) -> list[str]:
+    """`own` followed by the fingerprints a manifest's quantization approximates (`compression.weights_of`)."""
+    return [own, *manifest.get("compression", {}).get("weights_of", [])]
 
 
 def fingerprint(ref: str | Path) -> str:
