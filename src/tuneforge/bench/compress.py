@@ -133,10 +133,11 @@ def run_bench(parent: Path, variants: list[Path], output: Path, max_tokens: int 
         parity = artifact.metrics.get("parity") if not variant.endswith("@bf16") else None
         if parity:
             row["agreement"], row["mean_logit_diff"] = parity["agreement"], parity["mean_logit_diff"]
-        for streams in (1, 16):
-            if row.get(f"tok_s_{streams}") and (rows or [row])[0].get(f"tok_s_{streams}"):
-                row[f"speedup_{streams}"] = row[f"tok_s_{streams}"] / (rows or [row])[0][f"tok_s_{streams}"]
         rows.append(row)
+    for row in rows:  # rows[0] is the parent
+        for key in ("tok_s_1", "tok_s_16"):
+            if row.get(key) and rows[0].get(key):
+                row[key.replace("tok_s", "speedup")] = row[key] / rows[0][key]
     if eval_pipeline is not None:
         _add_eval(rows, eval_pipeline)
     (output / "tradeoff.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -68,21 +68,19 @@ class LlamaCppRunner:
 
     def __init__(self, gguf: Path, max_model_len: int, threads: int | None = None, prefix_cache: bool = True) -> None:
         try:
-            from llama_cpp import Llama
+            import llama_cpp
         except ImportError:
             raise TuneforgeError("backend llamacpp needs llama-cpp-python: pip install llama-cpp-python") from None
         import torch
 
-        self.llm = Llama(model_path=str(gguf), n_ctx=max_model_len, n_batch=512, logits_all=False, verbose=False,
-                         n_threads=threads or os.cpu_count())
+        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=max_model_len, n_batch=512, logits_all=False,
+                                   verbose=False, n_threads=threads or os.cpu_count())
         self.n_vocab = self.llm.n_vocab()
         self.device = torch.device("cpu")
         self.dtype = "gguf"
         self.cache = _NoCache()
         self.lora = _NoLoRA()
         self.context = self.llm.n_ctx()
-        import llama_cpp
-
         # A new sequence keeps the cached positions it shares with the last one (the chat template's system
         # prompt, a few-shot preamble), as llama-server's prompt cache does; recurrent and hybrid models
         # cannot drop a cache suffix, so they start from scratch. The price: llama.cpp's kernels differ with
