@@ -454,6 +454,10 @@ class ServeConfig(_Section):
     max_num_batched_tokens: int = Field(
         512, ge=1, description="Tokens per engine step; longer prompts are prefilled in chunks between decodes."
     )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted; a larger one is refused with 413 "
+        "before it is read whole or parsed."
+    )
     request_timeout: float = Field(300.0, gt=0, description="Seconds a request may live, queue time included.")
     drain_timeout: float = Field(30.0, ge=0, description="On SIGTERM: seconds in-flight requests get to finish "
                                  "while new ones are refused with 503.")

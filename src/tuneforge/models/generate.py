@@ -9,6 +9,9 @@ from tuneforge.models.chat_template import stop_strings
 from tuneforge.models.loader import LoadedModel
 
 
+GREEDY_BELOW = 1e-5
+
+
 @dataclass
 class SamplingParams:
     """Decoding controls; temperature 0 means greedy. Neutral defaults change nothing."""
@@ -28,7 +31,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        """Temperature below 1e-5 (vLLM's sampling epsilon) is greedy: dividing by it would overflow."""
+        return self.temperature < GREEDY_BELOW
 
 
 @dataclass
@@ -58,7 +62,7 @@ def generate_kwargs(loaded: LoadedModel, params: SamplingParams) -> dict:
         kwargs["repetition_penalty"] = params.repetition_penalty
     if params.stop_token_ids:
         kwargs["eos_token_id"] = [tokenizer.eos_token_id, *params.stop_token_ids]
-    if params.temperature > 0:
+    if not params.greedy:
         kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)

@@ -12,7 +12,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -28,6 +29,7 @@ from tuneforge import __version__
 from tuneforge.core.config import ServeConfig
 from tuneforge.models.generate import SamplingParams, render_prompt
 from tuneforge.monitor.metrics import ServingMetrics
+from tuneforge.serve.api.limits import BodyLimit, PromptBound
 from tuneforge.serve.api.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -60,6 +62,14 @@ class ServerState:
     draining: bool = False
     ready_at: float = 0.0  # monotonic time of the last successful self-test
     events: list[str] = field(default_factory=list)
+
+
+def engine_error(final: StreamDelta) -> APIError:
+    """The error a failed request answers with: 400 when the engine found fault with the request itself
+    (its parameters or prompt), 500 for a fault of the engine or the model."""
+    if final.status == 400:
+        return APIError(400, final.error or "invalid request", code="invalid_request")
+    return APIError(500, final.error or "engine error", code="engine_error", type_="server_error")
 
 
 def _sse(payload: dict | str) -> str:
@@ -119,6 +129,21 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
     app.state.serve = state
     app.state.engine = engine
     capacity = engine.limits.max_num_seqs + cfg.max_waiting
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    bound = PromptBound.of(engine.tokenizer, engine.max_context)
+    vocab_size = len(engine.tokenizer)
+    # tokenizing and chat-template rendering run here, never on the event loop (a long prompt takes seconds)
+    tokenizing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuneforge-tokenize")
+
+    async def off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(tokenizing, partial(fn, *args))
+
+    def check_bytes(text_bytes: int, param: str) -> None:
+        """Refuse, before tokenizing, a prompt that cannot fit the context whatever its tokens."""
+        if bound.too_long(text_bytes):
+            raise APIError(400, f"the prompt has {text_bytes} bytes: at least "
+                           f"{text_bytes // bound.bytes_per_token} tokens, more than this server's context of "
+                           f"{engine.max_context} tokens", param=param, code="context_length_exceeded")
 
     # ---- errors ------------------------------------------------------------------------------
     @app.exception_handler(APIError)
@@ -134,6 +159,12 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
         param = ".".join(loc) or None
         message = f"{param}: {first['msg']}" if param else first["msg"]
         return JSONResponse(error_body(message, param=param), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        """A fault of ours: still OpenAI's error shape, and named."""
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error",
+                                       code="internal_error"), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -297,7 +328,7 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
         for final in finals:
             assert final is not None
             if final.finish_reason == "error":
-                raise APIError(500, final.error or "engine error", code="engine_error", type_="server_error")
+                raise engine_error(final)
             if final.finish_reason == "timeout":
                 raise APIError(504, f"the request ran past serve.request_timeout ({cfg.request_timeout:g} s)",
                                code="deadline_exceeded", type_="timeout_error")
@@ -305,7 +336,8 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
 
     def stream_error(final: StreamDelta) -> str | None:
         if final.finish_reason == "error":
-            return _sse(error_body(final.error or "engine error", "server_error", code="engine_error"))
+            exc = engine_error(final)
+            return _sse(error_body(exc.message, exc.type, exc.param, exc.code))
         if final.finish_reason == "timeout":
             return _sse(error_body(f"the request ran past serve.request_timeout ({cfg.request_timeout:g} s)",
                                    "timeout_error", code="deadline_exceeded"))
@@ -313,6 +345,9 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
 
     def public_reason(reason: str | None) -> str | None:
         return "stop" if reason == "abort" else reason
+
+    def chat_ids(messages: list[dict[str, str]]) -> list[int]:
+        return engine.tokenizer(render_prompt(engine.tokenizer, messages), add_special_tokens=False)["input_ids"]
 
     # ---- logprobs blocks ---------------------------------------------------------------------------
     def token_text(token: int) -> str:
@@ -344,7 +379,8 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
         adapter = resolve(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in req.messages]
-        ids = engine.tokenizer(render_prompt(engine.tokenizer, messages), add_special_tokens=False)["input_ids"]
+        check_bytes(sum(len(m["content"].encode()) for m in messages), "messages")
+        ids = await off_loop(chat_ids, messages)
         wanted = req.requested_max_tokens()
         if wanted is not None and wanted > cfg.max_tokens:
             raise APIError(400, f"max_tokens={wanted} exceeds this server's limit of {cfg.max_tokens}",
@@ -405,7 +441,14 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
             raise APIError(400, "echo is not supported with stream=true", param="echo")
         if wanted == 0 and not req.echo:
             raise APIError(400, "max_tokens=0 only makes sense with echo=true", param="max_tokens")
-        prompts = [p if isinstance(p, list) else engine.tokenizer(p)["input_ids"] for p in req.prompts()]
+        for p in req.prompts():
+            if isinstance(p, str):
+                check_bytes(len(p.encode()), "prompt")
+            elif any(not 0 <= t < vocab_size for t in p):
+                raise APIError(400, f"prompt token ids must be in [0, {vocab_size}) (this model's vocabulary)",
+                               param="prompt")
+        prompts = await off_loop(lambda: [p if isinstance(p, list) else engine.tokenizer(p)["input_ids"]
+                                          for p in req.prompts()])
         for ids in prompts:
             if not ids:
                 raise APIError(400, "the prompt is empty", param="prompt")

@@ -52,7 +52,7 @@ class _SamplingRequest(BaseModel):
     presence_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(1.0, gt=0.0, le=10.0)
     n: int | None = Field(1, ge=1, le=16, description="choices per prompt")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
     ignore_eos: bool | None = False
@@ -83,7 +83,7 @@ class _SamplingRequest(BaseModel):
         return SamplingParams(
             max_new_tokens=max_new_tokens, temperature=self.temperature or 0.0,
             top_p=self.top_p if self.top_p is not None else 1.0, top_k=max(self.top_k or 0, 0),
-            stop=self.stop_list(), seed=None if self.seed is None else self.seed + choice,
+            stop=self.stop_list(), seed=None if self.seed is None else (self.seed + choice) % 2**64,
             repetition_penalty=self.repetition_penalty or 1.0, presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0, stop_token_ids=list(self.stop_token_ids or []),
             logprobs=self.top_logprobs_wanted(), ignore_eos=bool(self.ignore_eos))

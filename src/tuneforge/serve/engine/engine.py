@@ -24,8 +24,8 @@ from tuneforge.models.chat_template import stop_strings
 from tuneforge.models.generate import SamplingParams
 from tuneforge.serve.engine.detokenizer import Detokenizer
 from tuneforge.serve.engine.runner import ModelRunner
-from tuneforge.serve.engine.sampler import Sampled, SampleState, sample
-from tuneforge.serve.engine.scheduler import Scheduler, Sequence, Status
+from tuneforge.serve.engine.sampler import LOGPROB_FLOOR, RowFailure, Sampled, SampleState, sample
+from tuneforge.serve.engine.scheduler import Chunk, Scheduler, SchedulerOutput, Sequence, Status
 
 
 @dataclass
@@ -39,6 +39,7 @@ class StreamDelta:
     token_ids: list[int] | None = None  # last delta: all generated ids
     logprobs: list[Sampled] = field(default_factory=list)  # one per token this delta covers
     error: str | None = None
+    status: int | None = None  # with finish_reason error: 400 the request's own fault, 500 (or None) the engine's
 
 
 @dataclass
@@ -63,10 +64,6 @@ class _Request:
     first_token_at: float | None = None
     last_token_at: float | None = None
     pending: list[Sampled] = field(default_factory=list)
-
-
-class EngineDead(RuntimeError):
-    """The loop failed; in-flight requests get this as their error."""
 
 
 class Engine:
@@ -304,7 +301,7 @@ class Engine:
                 try:
                     self._scheduler.add(item.seq)
                 except ValueError as exc:
-                    item.sink(StreamDelta("", "error", error=str(exc)))
+                    item.sink(StreamDelta("", "error", error=str(exc), status=400))
                     continue
                 self._requests[item.seq.request_id] = item
             elif kind == "abort":
@@ -342,21 +339,62 @@ class Engine:
                     seq.request_id].internal:
                 waited = seq.first_scheduled - self._requests[seq.request_id].arrival
                 self.metrics.observe_queue(self._labels(seq), waited)
-        logits = self.runner.forward(plan)
+        plan, logits = self._forward_isolating(plan)
         if generation != self._generation:  # the watchdog gave up on this loop meanwhile
             return
         chunks = [c for c in plan.chunks if c.samples]
         requests = [self._requests[c.seq.request_id] for c in chunks]
         picks = sample(logits, [r.state for r in requests],
-                       [(r.seq.prompt_ids, r.seq.output_ids) for r in requests], self._generator)
-        sampled = {c.seq.request_id: p.token for c, p in zip(chunks, picks, strict=True)}
+                       [(r.seq.prompt_ids, r.seq.output_ids) for r in requests], self._generator) if chunks else []
+        sampled = {}
         for request, pick in zip(requests, picks, strict=True):
-            request.pending.append(pick)
+            if isinstance(pick, RowFailure):
+                self._fail(request, pick.message, pick.status)
+            else:
+                sampled[request.seq.request_id] = pick.token
+                request.pending.append(pick)
         self._scheduler.update(plan, sampled)
         now = time.monotonic()
         for request in requests:
-            self._emit(request, now)
+            if request.seq.request_id in sampled:
+                self._emit(request, now)
         self._update_gauges()
+
+    def _forward_isolating(self, plan: SchedulerOutput) -> tuple[SchedulerOutput, Any]:
+        """The step's logits; if the forward pass raises, the chunks that make it raise are found by
+        bisection (each half run again on its own), their requests fail alone, and the step goes on with
+        the others. Returns the plan that ran and its logits (rows of its sampling chunks, in order).
+
+        Re-running a chunk rewrites the same cache positions with the same values, so a retry is exact."""
+        try:
+            return plan, self.runner.forward(plan)
+        except Exception as exc:  # bisect below; a genuine engine fault ends up failing every chunk alone
+            if len(plan.chunks) == 1:
+                self._fail(self._requests[plan.chunks[0].seq.request_id],
+                           f"engine error: {type(exc).__name__}: {exc}", 500)
+                return SchedulerOutput(), None
+            console.print(f"[yellow]engine step failed ({type(exc).__name__}: {exc}); "
+                          f"isolating the request(s) that cause it[/yellow]")
+        chunks = plan.chunks
+        half = len(chunks) // 2
+        kept: list[Chunk] = []
+        rows = []
+        for part in (chunks[:half], chunks[half:]):
+            ran, logits = self._forward_isolating(_subplan(plan, part))
+            kept += ran.chunks
+            if logits is not None and len(logits):
+                rows.append(logits)
+        survivors = _subplan(plan, kept)
+        if not rows:
+            return survivors, None
+        import torch
+
+        return survivors, torch.cat(rows)
+
+    def _fail(self, request: _Request, message: str, status: int) -> None:
+        """End one request with an error (status 400: its parameters; 500: an engine or model fault)."""
+        console.print(f"[red]{request.seq.request_id} failed:[/red] {message}")
+        self._finish(request, "error", message, status)
 
     def _emit(self, request: _Request, now: float) -> None:
         seq = request.seq
@@ -383,18 +421,19 @@ class Engine:
             request.sink(StreamDelta(text, logprobs=request.pending))
             request.pending = []
 
-    def _finish(self, request: _Request, reason: str, error: str | None = None) -> None:
+    def _finish(self, request: _Request, reason: str, error: str | None = None, status: int | None = None) -> None:
         self._scheduler.finish(request.seq, reason)
-        self._close(request, reason, request.detok.delta(final=True), error)
+        self._close(request, reason, request.detok.delta(final=True), error, status)
 
-    def _close(self, request: _Request, reason: str, text: str, error: str | None = None) -> None:
+    def _close(self, request: _Request, reason: str, text: str, error: str | None = None,
+               status: int | None = None) -> None:
         seq = request.seq
         self._requests.pop(seq.request_id, None)
         if self.metrics is not None and not request.internal:
             self.metrics.observe_finished(self._labels(seq), reason, len(seq.prompt_ids), len(seq.output_ids),
                                           time.monotonic() - request.arrival)
         request.sink(StreamDelta(text, reason, len(seq.prompt_ids), len(seq.output_ids), list(seq.output_ids),
-                                 request.pending, error))
+                                 request.pending, error, status if reason == "error" else None))
         request.pending = []
 
     def _fail_all(self, message: str) -> None:
@@ -431,6 +470,12 @@ class Engine:
             self._start_loop()
 
 
+def _subplan(plan: SchedulerOutput, chunks: list[Chunk]) -> SchedulerOutput:
+    """The part of `plan` made of `chunks` (decodes stay decodes, prefills prefills, plan order kept)."""
+    keep = {id(c) for c in chunks}
+    return SchedulerOutput([c for c in plan.decodes if id(c) in keep], [c for c in plan.prefills if id(c) in keep])
+
+
 def prompt_logprobs(engine: Engine, ids: list[int], top: int, adapter: str | None = None
                     ) -> tuple[list[float | None], list[dict[int, float] | None]]:
     """Log-probability of each token given the ones before it (None for the first), and the top-k.
@@ -449,7 +494,9 @@ def prompt_logprobs(engine: Engine, ids: list[int], top: int, adapter: str | Non
             logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
     finally:
         lora.step.rows = {}
-    logprobs = torch.log_softmax(logits[:-1], dim=-1)
+    if not bool(torch.isfinite(logits).all()):
+        raise RuntimeError("the model produced non-finite logits (NaN or inf) for this prompt")
+    logprobs = torch.log_softmax(logits[:-1], dim=-1).clamp(min=LOGPROB_FLOOR)
     targets = torch.tensor(ids[1:], device=logprobs.device)
     chosen: list[float | None] = [None, *logprobs.gather(1, targets[:, None])[:, 0].tolist()]
     tops: list[dict[int, float] | None] = [None]

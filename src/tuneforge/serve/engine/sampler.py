@@ -4,6 +4,12 @@ Order of operations (as vLLM and HF): penalties on the raw logits, then temperat
 then a draw. Greedy rows take the argmax of the penalised logits. A request with a `seed` draws
 from its own generator, so its output does not depend on what else shares the batch; requests
 without one share the engine's generator. Logprobs are those of the model's raw distribution.
+
+Every row is sampled on its own and may fail on its own: a row whose logits are not finite (a broken
+adapter or quantized model) or whose draw raises becomes a `RowFailure` for that request alone; the
+other rows of the batch are sampled as usual. Extreme but valid parameters cannot make a row fail:
+the nucleus always keeps the most likely token (a `top_p` of 5e-324 is 0 in float32), and scores
+pushed to ±inf by a penalty are clamped to the float range before the softmax.
 """
 
 from __future__ import annotations
@@ -30,6 +36,17 @@ class SampleState:
             generator = torch.Generator(device=device)
             generator.manual_seed(params.seed)
         return cls(params, generator)
+
+
+LOGPROB_FLOOR = -9999.0  # what a logprob of -inf is reported as (JSON has no infinity; vLLM's value)
+
+
+@dataclass
+class RowFailure:
+    """One row that could not be sampled; its request ends with this error (500: a model fault)."""
+
+    message: str
+    status: int = 500
 
 
 @dataclass
@@ -64,35 +81,54 @@ def filter_top_k_top_p(logits, top_k: int, top_p: float):
         ordered, index = torch.sort(logits, descending=True)
         probs = ordered.softmax(-1)
         drop = probs.cumsum(-1) - probs >= top_p  # keep the smallest prefix whose mass reaches top_p
+        drop[0] = False  # and always the most likely token (a top_p below float32's range is 0 here)
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, index, drop), float("-inf"))
     return logits
 
 
 def sample(logits, states: list[SampleState], histories: list[tuple[list[int], list[int]]],
-           generator: Any = None) -> list[Sampled]:
-    """One token per row of `logits` (float32, (rows, vocab)); histories are (prompt ids, output ids)."""
+           generator: Any = None) -> list[Sampled | RowFailure]:
+    """One token per row of `logits` (float32, (rows, vocab)); histories are (prompt ids, output ids).
+
+    A row that cannot be sampled gives a `RowFailure` in its place; the others are unaffected."""
     import torch
 
+    finite = torch.isfinite(logits).all(dim=-1).tolist()
     want_logprobs = any(s.params.logprobs is not None for s in states)
     raw = torch.log_softmax(logits, dim=-1) if want_logprobs else None
-    results = []
-    for row, (state, (prompt_ids, output_ids)) in enumerate(zip(states, histories, strict=True)):
-        p = state.params
-        scores = logits[row]
-        if p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
-            scores = scores.clone()
-            apply_penalties(scores, p, prompt_ids, output_ids)
-        if p.greedy:
-            token = int(scores.argmax())
-        else:
-            scores = filter_top_k_top_p(scores / p.temperature, p.top_k, p.top_p)
-            probs = scores.softmax(-1)
-            token = int(torch.multinomial(probs, 1, generator=state.generator or generator))
-        out = Sampled(token)
-        if raw is not None and p.logprobs is not None:
-            out.logprob = float(raw[row, token])
-            if p.logprobs > 0:
-                values, indices = raw[row].topk(p.logprobs)
-                out.top = {int(i): float(v) for v, i in zip(values, indices, strict=True)}
-        results.append(out)
+    results: list[Sampled | RowFailure] = []
+    for row, (state, history) in enumerate(zip(states, histories, strict=True)):
+        if not finite[row]:
+            results.append(RowFailure("the model produced non-finite logits (NaN or inf) for this request"))
+            continue
+        try:
+            results.append(_sample_row(logits[row], None if raw is None else raw[row], state, history, generator))
+        except (RuntimeError, ValueError, IndexError) as exc:  # this row's failure, not the batch's
+            results.append(RowFailure(f"sampling failed: {type(exc).__name__}: {exc}"))
     return results
+
+
+def _sample_row(scores, raw, state: SampleState, history: tuple[list[int], list[int]], generator: Any) -> Sampled:
+    import torch
+
+    p = state.params
+    prompt_ids, output_ids = history
+    if p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
+        scores = scores.clone()
+        apply_penalties(scores, p, prompt_ids, output_ids)
+        scores = scores.nan_to_num(nan=float("-inf"))
+        big = torch.finfo(scores.dtype).max
+        scores = scores.clamp(-big, big)
+    if p.greedy:
+        token = int(scores.argmax())
+    else:
+        scores = filter_top_k_top_p(scores / p.temperature, p.top_k, p.top_p)
+        probs = scores.softmax(-1)
+        token = int(torch.multinomial(probs, 1, generator=state.generator or generator))
+    out = Sampled(token)
+    if raw is not None and p.logprobs is not None:
+        out.logprob = max(float(raw[token]), LOGPROB_FLOOR)
+        if p.logprobs > 0:
+            values, indices = raw.topk(min(p.logprobs, raw.shape[-1]))
+            out.top = {int(i): max(float(v), LOGPROB_FLOOR) for v, i in zip(values, indices, strict=True)}
+    return out
