@@ -31,6 +31,7 @@ from tuneforge.models.generate import SamplingParams, render_prompt
 from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api.limits import BodyLimit, PromptBound
 from tuneforge.serve.api.protocol import (
+    STRICT,
     ChatCompletionRequest,
     CompletionRequest,
     chat_choice,
@@ -39,6 +40,7 @@ from tuneforge.serve.api.protocol import (
     completion_id,
     completion_response,
     error_body,
+    error_responses,
     usage,
 )
 from tuneforge.serve.engine.engine import Engine, StreamDelta, prompt_logprobs
@@ -108,11 +110,15 @@ class _Choices:
 
 
 class LoadAdapterRequest(BaseModel):
+    model_config = STRICT
+
     lora_name: str
     lora_path: str
 
 
 class UnloadAdapterRequest(BaseModel):
+    model_config = STRICT
+
     lora_name: str
 
 
@@ -169,10 +175,15 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers)
 
     # ---- health, readiness, metrics, models --------------------------------------------------
-    @app.get("/health")
+    status_only = {503: {"description": "Not live / not ready", "content": {"application/json": {}}}}
+    generation_errors = error_responses(400, 404, 413, 429, 499, 500, 503, 504)
+    stream_or_json = {200: {"description": "The completion; with `stream: true` an SSE stream of chunks",
+                            "content": {"application/json": {}, "text/event-stream": {}}}}
+
+    @app.get("/health", responses=status_only)
     async def health() -> JSONResponse:
         """Liveness: the process is up and the engine loop is running (not dead, not stuck)."""
         if not engine.alive():
@@ -181,7 +192,7 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
                              "running": engine.num_running, "waiting": engine.num_waiting,
                              "engine_restarts": engine.restarts})
 
-    @app.get("/ready")
+    @app.get("/ready", responses=status_only)
     async def readiness() -> JSONResponse:
         """Ready: not draining, and the engine answered a one-token self-test within the last 30 s."""
         if state.draining:
@@ -198,7 +209,8 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
                                     status_code=503)
         return JSONResponse({"status": "ready", "model": served_model_name})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={200: {
+        "description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}})
     async def prometheus_metrics() -> Response:
         """Prometheus text format, vLLM-style names under `tuneforge:`."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -214,7 +226,7 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
         return {"object": "list", "data": cards}
 
     # ---- multi-LoRA admin ----------------------------------------------------------------------
-    @app.post("/v1/load_lora_adapter")
+    @app.post("/v1/load_lora_adapter", responses=error_responses(400, 413))
     async def load_lora_adapter(req: LoadAdapterRequest) -> dict:
         """Load a LoRA adapter artifact at run time; requests then pick it by `model: <lora_name>`."""
         if req.lora_name == served_model_name or req.lora_name in engine.adapter_names():
@@ -226,7 +238,7 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
             raise APIError(400, str(exc), param="lora_path") from None
         return {"status": "loaded", "lora_name": req.lora_name}
 
-    @app.post("/v1/unload_lora_adapter")
+    @app.post("/v1/unload_lora_adapter", responses=error_responses(400, 404, 413))
     async def unload_lora_adapter(req: UnloadAdapterRequest) -> dict:
         if req.lora_name not in engine.adapter_names():
             raise APIError(404, f"no adapter named {req.lora_name!r} is loaded", param="lora_name",
@@ -258,6 +270,9 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
             metrics.rejected.labels(model_name=served_model_name, status="503").inc()
             raise APIError(503, "the server is shutting down; retry on another replica",
                            code="server_draining", type_="service_unavailable_error")
+        if sequences > capacity:  # could never be admitted: not a matter of retrying
+            raise APIError(400, f"this request needs {sequences} sequences (prompts × n); this server holds at "
+                           f"most {capacity} at once", param="n")
         if state.in_flight + sequences > capacity:
             metrics.rejected.labels(model_name=served_model_name, status="429").inc()
             raise APIError(429, f"the server is at capacity ({engine.limits.max_num_seqs} running, "
@@ -374,7 +389,7 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
                 "text_offset": offsets}
 
     # ---- /v1/chat/completions ------------------------------------------------------------------------
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses={**stream_or_json, **generation_errors})
     async def chat_completions(req: ChatCompletionRequest, request: Request):
         adapter = resolve(req.model)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
@@ -429,7 +444,7 @@ def create_app(engine: Engine, served_model_name: str, cfg: ServeConfig | None =
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # ---- /v1/completions ---------------------------------------------------------------------------
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses={**stream_or_json, **generation_errors})
     async def completions(req: CompletionRequest, request: Request):
         """Raw-prompt completions; `echo` + `logprobs` score the prompt itself (lm_eval's loglikelihood)."""
         adapter = resolve(req.model)

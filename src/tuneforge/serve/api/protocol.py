@@ -1,26 +1,44 @@
 """Request and response models of /v1/chat/completions, in the order of the OpenAI docs.
 
-Out-of-range values are a 400 that names the field.
+Out-of-range values are a 400 that names the field. Types are strict (as JSON Schema says them): a
+boolean is `true`/`false`, never `0`; an integer is never `true` or `"1"` (JSON Schema's `1.0` is one);
+a number may be an integer.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from tuneforge.models.generate import SamplingParams
 
+STRICT = ConfigDict(strict=True)
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer: hand it on as 2 (strict validation refuses the rest)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integral = BeforeValidator(_integral)  # last in an Annotated, so that the JSON schema keeps the bounds
+Int = Annotated[int, Integral]
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
 
 class ContentPart(BaseModel):
+    model_config = STRICT
+
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "user", "assistant", "developer"]
     content: str | list[ContentPart] | None = None
@@ -35,6 +53,8 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    model_config = STRICT
+
     include_usage: bool = False
 
 
@@ -45,30 +65,23 @@ class _SamplingRequest(BaseModel):
     `ignore_eos` are accepted.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str
     frequency_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(1.0, gt=0.0, le=10.0)
-    n: int | None = Field(1, ge=1, le=16, description="choices per prompt")
-    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
-    stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
+    n: Annotated[int, Field(ge=1, le=16), Integral] | None = Field(1, description="choices per prompt")
+    seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1), Integral] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(None, description="at most 4 sequences")
+    stop_token_ids: list[Int] | None = None
     ignore_eos: bool | None = False
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="default 0 (greedy) in tuneforge")
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=-1, description="-1 or 0: no top-k cut")
+    top_k: Annotated[int, Field(ge=-1), Integral] | None = Field(None, description="-1 or 0: no top-k cut")
     user: str | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return value
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -95,9 +108,10 @@ class _SamplingRequest(BaseModel):
 class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool | None = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    max_tokens: int | None = Field(None, ge=1, description="deprecated OpenAI alias of max_completion_tokens")
+    top_logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1), Integral] | None = None
+    max_tokens: Annotated[int, Field(ge=1), Integral] | None = Field(
+        None, description="deprecated OpenAI alias of max_completion_tokens")
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -143,6 +157,29 @@ def chat_chunk(cid: str, model: str, delta: dict[str, Any], finish_reason: str |
     return chunk
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error object: every 4xx and 5xx of this server has this body."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the error statuses an endpoint really returns."""
+    why = {400: "Invalid request: the message names the parameter or limit", 401: "Missing or invalid API key",
+           403: "Not allowed", 404: "Unknown model or adapter", 405: "Method not allowed",
+           413: "Request body over serve.max_body_bytes", 429: "At capacity: retry after Retry-After seconds",
+           499: "The client disconnected", 500: "Engine or model fault", 503: "Draining or not ready",
+           504: "Past serve.request_timeout"}
+    return {status: {"model": ErrorResponse, "description": why[status]} for status in statuses}
+
+
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
     """OpenAI's error object."""
@@ -152,10 +189,11 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
 class CompletionRequest(_SamplingRequest):
     """/v1/completions."""
 
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: (NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)] | Annotated[list[Int], Field(min_length=1)]
+             | Annotated[list[Annotated[list[Int], Field(min_length=1)]], Field(min_length=1)])
     echo: bool | None = False
-    logprobs: int | None = Field(None, ge=0, le=20, description="top logprobs per token")
-    max_tokens: int | None = Field(16, ge=0)
+    logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = Field(None, description="top logprobs per token")
+    max_tokens: Annotated[int, Field(ge=0), Integral] | None = 16
 
     def top_logprobs_wanted(self) -> int | None:
         return self.logprobs
