@@ -64,6 +64,12 @@ def test_seeded_sampling_is_reproducible(client):
     a = client.post("/v1/chat/completions", json=_body(temperature=1.0, seed=5)).json()
     b = client.post("/v1/chat/completions", json=_body(temperature=1.0, seed=5)).json()
     assert a["choices"][0]["message"]["content"] == b["choices"][0]["message"]["content"]
+    # and the temperature is honoured: other seeds, or greedy, answer otherwise
+    others = {client.post("/v1/chat/completions", json=_body(temperature=1.0, seed=s)).json()["choices"][0]
+              ["message"]["content"] for s in (6, 7, 8)}
+    greedy = client.post("/v1/chat/completions", json=_body()).json()["choices"][0]["message"]["content"]
+    assert others | {greedy} != {a["choices"][0]["message"]["content"]}
+    assert len(others) > 1
 
 
 @pytest.mark.parametrize("body, status, param, text", [

@@ -108,6 +108,14 @@ def sample(logits, states: list[SampleState], histories: list[tuple[list[int], l
     return results
 
 
+def _in_range(scores):
+    """Scores a penalty or a small temperature pushed past the float range, brought back into it (NaN → -inf)."""
+    import torch
+
+    big = torch.finfo(scores.dtype).max
+    return scores.nan_to_num(nan=float("-inf")).clamp(-big, big)
+
+
 def _sample_row(scores, raw, state: SampleState, history: tuple[list[int], list[int]], generator: Any) -> Sampled:
     import torch
 
@@ -116,13 +124,10 @@ def _sample_row(scores, raw, state: SampleState, history: tuple[list[int], list[
     if p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty:
         scores = scores.clone()
         apply_penalties(scores, p, prompt_ids, output_ids)
-        scores = scores.nan_to_num(nan=float("-inf"))
-        big = torch.finfo(scores.dtype).max
-        scores = scores.clamp(-big, big)
     if p.greedy:
-        token = int(scores.argmax())
+        token = int(scores.nan_to_num(nan=float("-inf")).argmax())
     else:
-        scores = filter_top_k_top_p(scores / p.temperature, p.top_k, p.top_p)
+        scores = filter_top_k_top_p(_in_range(scores / p.temperature), p.top_k, p.top_p)
         probs = scores.softmax(-1)
         token = int(torch.multinomial(probs, 1, generator=state.generator or generator))
     out = Sampled(token)
