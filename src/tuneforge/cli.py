@@ -432,6 +432,10 @@ def bench_serve(
     overrides: SetOpt = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results.md/json go.")] = Path(
         "runs/bench-serve"),
+    duration: Annotated[float | None, typer.Option(
+        min=1, help="Soak instead: run tuneforge serve MODEL for this many seconds at the (one) --concurrency, "
+        "mixed prompt and output lengths, one client in 10 dropping its stream; report failures, server RSS "
+        "growth from minute 1 and the in-flight count after the load.")] = None,
 ) -> None:
     """Load-test serving like `vllm bench serve`: streamed chat requests, TTFT / TPOT / ITL / E2E percentiles,
     output tokens/s, failures. With no --url, tuneforge and llama.cpp's llama-server (built from the
@@ -439,6 +443,7 @@ def bench_serve(
 
     Example:  tuneforge bench serve --concurrency 1,16 --max-tokens 128
     Example:  tuneforge bench serve --url http://127.0.0.1:8000/v1 --served-model support-bot --concurrency 8
+    Example:  tuneforge bench serve --duration 600 --concurrency 8     (soak: exits 1 unless it passes)
     """
     import asyncio
     import json
@@ -449,6 +454,9 @@ def bench_serve(
     if not levels or min(levels) < 1:
         raise typer.BadParameter("--concurrency takes positive integers, e.g. 1,16")
     output.mkdir(parents=True, exist_ok=True)
+    if duration is not None:
+        _soak(model, _config(None, overrides).serve, duration, levels[-1], max_tokens, output)
+        return
     counts = {c: num_prompts * c for c in levels}
     if url:
         summaries = [asyncio.run(run_load(url.rstrip("/"), served_model, default_prompts(), counts[c], c, max_tokens,
@@ -473,6 +481,64 @@ def bench_serve(
         for s in summaries:
             for error in s.errors:
                 console.print(f"[red]{s.name} ({s.concurrency} clients) failure:[/red] {error}")
+
+
+def _soak(model: str, serve_cfg, duration: float, concurrency: int, max_tokens: int, output: Path) -> None:
+    import asyncio
+    import random
+
+    from tuneforge.bench.serve import default_prompts
+    from tuneforge.bench.soak import as_json, mixed_prompts, soak
+    from tuneforge.pipeline import start_server, stop_server
+
+    cfg = serve_cfg.model_copy(update={"served_model_name": "soak", "max_tokens": max(max_tokens, 16)})
+    process, url = start_server(model, cfg)
+    try:
+        prompts = mixed_prompts(default_prompts(), random.Random(0))
+        report = asyncio.run(soak(url, "soak", process.pid, duration, concurrency, prompts, max_tokens))
+    finally:
+        stop_server(process)
+    (output / "soak.json").write_text(as_json(report))
+    console.print(report.render())
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@bench_app.command("fuzz")
+def bench_fuzz(
+    cases: Annotated[int, typer.Option(min=1, help="Generated requests, spread over the schema's operations.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Hypothesis seed: the same seed generates the same cases.")] = 0,
+    url: Annotated[str | None, typer.Option(help="Fuzz this running server (…/v1) instead of starting one.")] = None,
+    served_model: Annotated[str, typer.Option("--served-model", help="`model` the cases are pinned to.")] = "fuzz",
+    model: Annotated[str, typer.Option(help="What the started server serves.")] = "tiny-random-llama",
+    overrides: SetOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where fuzz.md goes.")] = Path("runs/bench-fuzz"),
+) -> None:
+    """schemathesis over the server's /openapi.json: valid and invalid generated requests on every operation,
+    `model` pinned to the served one and generations kept short so that cases reach the engine. Checks: no
+    5xx, status codes, content types and bodies as the schema declares, 405s name the allowed methods,
+    invalid data is refused, every 4xx names its parameter. Exits 1 on any failure.
+
+    Example:  tuneforge bench fuzz --cases 10000 --seed 1
+    """
+    from tuneforge.bench.fuzz import run_fuzz
+    from tuneforge.pipeline import start_server, stop_server
+
+    process = None
+    if url is None:
+        cfg = _config(None, overrides).serve.model_copy(update={"served_model_name": served_model})
+        process, url = start_server(model, cfg)
+    try:
+        report = run_fuzz(url, served_model, cases, seed)
+    finally:
+        if process is not None:
+            stop_server(process)
+    output.mkdir(parents=True, exist_ok=True)
+    text = report.render()
+    (output / "fuzz.md").write_text(f"seed {seed}\n{text}\n\n" + "\n".join(report.failures) + "\n")
+    console.print(text)
+    if report.server_errors or report.failures:
+        raise typer.Exit(1)
 
 
 @bench_app.command("compress")
