@@ -526,7 +526,8 @@ def bench_fuzz(
 
     process = None
     if url is None:
-        cfg = _config(None, overrides).serve.model_copy(update={"served_model_name": served_model})
+        # generations kept short (a chat case without max_tokens gets serve.max_tokens): the fuzzer tests the API
+        cfg = _config(None, overrides).serve.model_copy(update={"served_model_name": served_model, "max_tokens": 16})
         process, url = start_server(model, cfg)
     try:
         report = run_fuzz(url, served_model, cases, seed)

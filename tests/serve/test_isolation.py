@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tuneforge.models.generate import SamplingParams
-from tuneforge.serve.api.protocol import CompletionRequest
+from tuneforge.serve.api.completions.protocol import CompletionRequest
 from tuneforge.serve.engine.engine import Engine, EngineLimits
 
 INNOCENT = [[1, 5, 9, 200, 3000], [17, 4, 4, 99, 1000, 2000], [42, 43], list(range(300, 320)), [7, 8, 9], [600, 601]]

@@ -50,7 +50,6 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
 
         if cfg.adapters:
             raise TuneforgeError("serve.adapters (multi-LoRA) needs backend native")
-        limits.max_num_seqs = 1  # llama-cpp-python keeps one sequence's cache
         loaded, runner = llamacpp_engine_parts(model_ref, cfg.max_model_len, cfg.prefix_cache)
         return Engine(loaded, limits, metrics, name, runner=runner).start(loop_in_thread)
     if cfg.backend != "native":
@@ -113,7 +112,7 @@ def serve(model_ref: str, cfg: ServeConfig) -> None:
         raise TuneforgeError(f"serve: cannot bind {cfg.host}:{cfg.port} ({exc.strerror})") from None
     port = sock.getsockname()[1]
     console.print(f"serving [bold]{model_ref}[/bold] as model [bold]{name!r}[/bold] on "
-                  f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs) | native engine: {engine.limits.max_num_seqs} "
+                  f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs) | native engine: {engine.max_num_seqs} "
                   f"slots × {engine.max_context} tokens, KV cache {engine.cache_bytes / 2**20:.0f} MiB, "
                   f"{engine.runner.dtype} ({cfg.backend} backend)".replace("torch.", ""))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))

@@ -1,15 +1,15 @@
-"""Request and response models of /v1/chat/completions, in the order of the OpenAI docs.
+"""What the endpoints' protocols share: the sampling fields of chat and text completions, usage, errors.
 
-Out-of-range values are a 400 that names the field. Types are strict (as JSON Schema says them): a
-boolean is `true`/`false`, never `0`; an integer is never `true` or `"1"` (JSON Schema's `1.0` is one);
-a number may be an integer.
+Each endpoint's own request and response models live beside it (`chat/protocol.py`,
+`completions/protocol.py`). Out-of-range values are a 400 that names the field. Types are strict (as
+JSON Schema says them): a boolean is `true`/`false`, never `0`; an integer is never `true` or `"1"`
+(JSON Schema's `1.0` is one); a number may be an integer.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from typing import Annotated, Any, Literal
+import json
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -30,35 +30,13 @@ Int = Annotated[int, Integral]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
-class ContentPart(BaseModel):
-    model_config = STRICT
-
-    type: Literal["text"]
-    text: str
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
-
 class StreamOptions(BaseModel):
     model_config = STRICT
 
     include_usage: bool = False
 
 
-class _SamplingRequest(BaseModel):
+class SamplingRequest(BaseModel):
     """The decoding fields chat and text completions share, validated the same way for both.
 
     Besides OpenAI's fields, vLLM's extensions `top_k`, `repetition_penalty`, `stop_token_ids` and
@@ -105,56 +83,21 @@ class _SamplingRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class ChatCompletionRequest(_SamplingRequest):
-    messages: list[ChatMessage] = Field(min_length=1)
-    logprobs: bool | None = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1), Integral] | None = None
-    max_tokens: Annotated[int, Field(ge=1), Integral] | None = Field(
-        None, description="deprecated OpenAI alias of max_completion_tokens")
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
 
-    def requested_max_tokens(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
-
-    def top_logprobs_wanted(self) -> int | None:
-        return (self.top_logprobs or 0) if self.logprobs else None
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens)
 
 
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def chat_completion(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
-                    completion_tokens: int) -> dict[str, Any]:
-    """A whole chat answer; each choice is {index, message, logprobs, finish_reason}."""
-    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
-
-
-def chat_choice(index: int, text: str, finish_reason: str, logprobs: dict | None = None) -> dict[str, Any]:
-    return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": logprobs,
-            "finish_reason": finish_reason}
-
-
-def chat_chunk(cid: str, model: str, delta: dict[str, Any], finish_reason: str | None = None,
-               usage_block: dict[str, int] | None = None, with_choice: bool = True, index: int = 0,
-               logprobs: dict | None = None) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]
-        if with_choice else [],
-    }
-    if usage_block is not None:
-        chunk["usage"] = usage_block
-    return chunk
+def sse_json(model: BaseModel) -> str:
+    """An SSE event of a streamed chunk (`usage` only when the chunk carries one, as OpenAI sends it)."""
+    exclude = {"usage"} if getattr(model, "usage", "absent") is None else None
+    return f"data: {json.dumps(model.model_dump(mode='json', exclude=exclude), ensure_ascii=False)}\n\n"
 
 
 class ErrorDetail(BaseModel):
@@ -186,29 +129,10 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-class CompletionRequest(_SamplingRequest):
-    """/v1/completions."""
-
-    prompt: (NonEmptyStr | Annotated[list[NonEmptyStr], Field(min_length=1)] | Annotated[list[Int], Field(min_length=1)]
-             | Annotated[list[Annotated[list[Int], Field(min_length=1)]], Field(min_length=1)])
-    echo: bool | None = False
-    logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = Field(None, description="top logprobs per token")
-    max_tokens: Annotated[int, Field(ge=0), Integral] | None = 16
-
-    def top_logprobs_wanted(self) -> int | None:
-        return self.logprobs
-
-    def prompts(self) -> list[str | list[int]]:
-        """One entry per prompt: a string or a list of token ids."""
-        p = self.prompt
-        if isinstance(p, str):
-            return [p]
-        if p and all(isinstance(x, int) for x in p):
-            return [list(p)]  # type: ignore[arg-type]
-        return list(p)  # type: ignore[arg-type]
+GENERATION_ERRORS = error_responses(400, 404, 413, 429, 499, 500, 503, 504)
 
 
-def completion_response(cid: str, model: str, choices: list[dict[str, Any]], prompt_tokens: int,
-                        completion_tokens: int) -> dict[str, Any]:
-    return {"id": cid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+def streamed_or(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """A 200 that is `model` as JSON, or an SSE stream of chunks with `stream: true`."""
+    return {200: {"model": model, "description": f"A {model.__name__}; with `stream: true` an SSE stream of chunks",
+                  "content": {"text/event-stream": {}}}}

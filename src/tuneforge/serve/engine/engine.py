@@ -23,8 +23,9 @@ from tuneforge.core.progress import console
 from tuneforge.models.chat_template import stop_strings
 from tuneforge.models.generate import SamplingParams
 from tuneforge.serve.engine.detokenizer import Detokenizer
+from tuneforge.serve.engine.protocol import Capabilities, Runner
 from tuneforge.serve.engine.runner import ModelRunner
-from tuneforge.serve.engine.sampler import LOGPROB_FLOOR, RowFailure, Sampled, SampleState, sample
+from tuneforge.serve.engine.sampler import RowFailure, Sampled, SampleState, sample
 from tuneforge.serve.engine.scheduler import Chunk, Scheduler, SchedulerOutput, Sequence, Status
 
 
@@ -70,20 +71,19 @@ class Engine:
     """Continuous batching over one model: many concurrent requests share every forward pass."""
 
     def __init__(self, loaded, limits: EngineLimits | None = None, metrics=None, model_name: str = "model",
-                 runner: Any = None) -> None:
+                 runner: Runner | None = None) -> None:
         """`runner` defaults to the native ModelRunner over `loaded.model`; another backend passes its own
-        (anything with `forward(plan) -> logits`, `device`, `dtype`, `cache.nbytes`, `lora`, `context`)."""
+        (see `protocol.Runner`). A runner that runs fewer sequences at once than `limits` asks gets fewer."""
+        from dataclasses import replace
+
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
-        self.limits = limits or EngineLimits()
-        if runner is None:
-            config = getattr(loaded.model, "config", None)
-            model_max = int(getattr(config, "max_position_embeddings", None) or self.limits.max_model_len)
-            self.max_context = min(self.limits.max_model_len, model_max)
-            runner = ModelRunner(loaded.model, self.limits.max_num_seqs, self.max_context)
-        else:
-            self.max_context = min(self.limits.max_model_len, int(runner.context))
-        self.runner = runner
+        limits = limits or EngineLimits()
+        if runner is not None and runner.capabilities.max_num_seqs is not None:
+            limits = replace(limits, max_num_seqs=min(limits.max_num_seqs, runner.capabilities.max_num_seqs))
+        self.limits = limits
+        self.runner: Runner = runner or ModelRunner.for_model(loaded.model, limits.max_num_seqs, limits.max_model_len)
+        self.max_context = min(self.limits.max_model_len, int(self.runner.context))
         self.metrics = metrics
         self.model_name = model_name
         # set by the server: adapters must name one of these (the served weights, or the float weights a
@@ -252,7 +252,20 @@ class Engine:
                 self._finish(request, "abort")
         self.runner.lora.unload(name)
 
+    def prompt_logprobs(self, ids: list[int], top: int, adapter: str | None = None
+                        ) -> tuple[list[float | None], list[dict[int, float] | None]]:
+        """Score a prompt's own tokens (call on the loop thread: `engine.call(...)`); see `Runner.score`."""
+        return self.runner.score(ids, top, adapter)
+
     # ---- state for the API ---------------------------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.runner.capabilities
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.limits.max_num_seqs
+
     @property
     def num_running(self) -> int:
         return len(self._scheduler.running)
@@ -474,35 +487,3 @@ def _subplan(plan: SchedulerOutput, chunks: list[Chunk]) -> SchedulerOutput:
     """The part of `plan` made of `chunks` (decodes stay decodes, prefills prefills, plan order kept)."""
     keep = {id(c) for c in chunks}
     return SchedulerOutput([c for c in plan.decodes if id(c) in keep], [c for c in plan.prefills if id(c) in keep])
-
-
-def prompt_logprobs(engine: Engine, ids: list[int], top: int, adapter: str | None = None
-                    ) -> tuple[list[float | None], list[dict[int, float] | None]]:
-    """Log-probability of each token given the ones before it (None for the first), and the top-k.
-
-    One plain forward of the whole sequence (for `echo` + `logprobs` scoring); run it on the loop
-    thread with `engine.call`.
-    """
-    import torch
-
-    model, lora = engine.loaded.model, engine.runner.lora
-    device = engine.runner.device
-    if adapter is not None:
-        lora.step.rows = {adapter: torch.arange(len(ids), device=device)}
-    try:
-        with torch.inference_mode():
-            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0].float()
-    finally:
-        lora.step.rows = {}
-    if not bool(torch.isfinite(logits).all()):
-        raise RuntimeError("the model produced non-finite logits (NaN or inf) for this prompt")
-    logprobs = torch.log_softmax(logits[:-1], dim=-1).clamp(min=LOGPROB_FLOOR)
-    targets = torch.tensor(ids[1:], device=logprobs.device)
-    chosen: list[float | None] = [None, *logprobs.gather(1, targets[:, None])[:, 0].tolist()]
-    tops: list[dict[int, float] | None] = [None]
-    if top > 0:
-        values, indices = logprobs.topk(top, dim=-1)
-        tops += [dict(zip(i.tolist(), v.tolist(), strict=True)) for v, i in zip(values, indices, strict=True)]
-    else:
-        tops += [None] * (len(ids) - 1)
-    return chosen, tops

@@ -17,6 +17,7 @@ from typing import Any
 
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.models.loader import LoadedModel, _prepare_tokenizer
+from tuneforge.serve.engine.protocol import Capabilities
 from tuneforge.serve.engine.scheduler import SchedulerOutput
 
 
@@ -81,6 +82,8 @@ class LlamaCppRunner:
         self.cache = _NoCache()
         self.lora = _NoLoRA()
         self.context = self.llm.n_ctx()
+        # llama-cpp-python's high-level binding keeps one sequence's cache; its adapters are merged at export
+        self.capabilities = Capabilities(prompt_logprobs=False, multi_lora=False, max_num_seqs=1)
         # A new sequence keeps the cached positions it shares with the last one (the chat template's system
         # prompt, a few-shot preamble), as llama-server's prompt cache does; recurrent and hybrid models
         # cannot drop a cache suffix, so they start from scratch. The price: llama.cpp's kernels differ with
@@ -93,6 +96,9 @@ class LlamaCppRunner:
     def close(self) -> None:
         """Free llama.cpp's model now (its finaliser fails if it runs during interpreter shutdown)."""
         self.llm.close()
+
+    def score(self, ids: list[int], top: int, adapter: str | None = None):
+        raise ValueError("echo + logprobs (prompt scoring) needs serve.backend native")
 
     def forward(self, plan: SchedulerOutput):
         import numpy as np

@@ -20,6 +20,8 @@ from tuneforge.core.errors import TuneforgeError
 from tuneforge.serve.engine.fused import FusedLinear, fuse_layers, plain, rms_norm, rotate
 from tuneforge.serve.engine.kv_cache import CacheShape, SlotCache
 from tuneforge.serve.engine.lora import MultiLoRA
+from tuneforge.serve.engine.protocol import Capabilities
+from tuneforge.serve.engine.sampler import LOGPROB_FLOOR
 from tuneforge.serve.engine.scheduler import Chunk, SchedulerOutput
 
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
@@ -78,6 +80,8 @@ class ModelRunner:
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):  # int8 weights: scales say
             self.dtype = torch.bfloat16
         self.device = next(model.parameters()).device
+        self.context = max_model_len
+        self.capabilities = Capabilities(prompt_logprobs=True, multi_lora=True)
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         self._rope = apply_rotary_pos_emb
@@ -129,6 +133,43 @@ class ModelRunner:
                           {name: as_tensor(rows) for name, rows in by_adapter.items()})
 
     # ---- the forward pass ----------------------------------------------------------------------
+    @classmethod
+    def for_model(cls, model: Any, num_slots: int, max_model_len: int) -> ModelRunner:
+        """A runner whose slots hold `max_model_len` tokens, capped at the model's own context."""
+        config = getattr(model, "config", None)
+        model_max = int(getattr(config, "max_position_embeddings", None) or max_model_len)
+        return cls(model, num_slots, min(max_model_len, model_max))
+
+    def close(self) -> None:
+        """Nothing to free: the model belongs to the caller."""
+
+    def score(self, ids: list[int], top: int, adapter: str | None = None
+              ) -> tuple[list[float | None], list[dict[int, float] | None]]:
+        """Log-probability of each token given the ones before it (None for the first), and the top-k.
+
+        One plain forward of the whole sequence (for `echo` + `logprobs` scoring); call it between steps."""
+        import torch
+
+        if adapter is not None:
+            self.lora.step.rows = {adapter: torch.arange(len(ids), device=self.device)}
+        try:
+            with torch.inference_mode():
+                logits = self.model(input_ids=torch.tensor([ids], device=self.device)).logits[0].float()
+        finally:
+            self.lora.step.rows = {}
+        if not bool(torch.isfinite(logits).all()):
+            raise RuntimeError("the model produced non-finite logits (NaN or inf) for this prompt")
+        logprobs = torch.log_softmax(logits[:-1], dim=-1).clamp(min=LOGPROB_FLOOR)
+        targets = torch.tensor(ids[1:], device=logprobs.device)
+        chosen: list[float | None] = [None, *logprobs.gather(1, targets[:, None])[:, 0].tolist()]
+        tops: list[dict[int, float] | None] = [None]
+        if top > 0:
+            values, indices = logprobs.topk(top, dim=-1)
+            tops += [dict(zip(i.tolist(), v.tolist(), strict=True)) for v, i in zip(values, indices, strict=True)]
+        else:
+            tops += [None] * (len(ids) - 1)
+        return chosen, tops
+
     def forward(self, plan: SchedulerOutput):
         """Logits (float32) for each chunk that samples, in plan order (decodes, then prefills)."""
 

@@ -1,0 +1,62 @@
+"""Liveness, readiness, Prometheus metrics and the model list."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tuneforge.serve.api.context import ServingContext
+
+router = APIRouter()
+Context = Annotated[ServingContext, Depends(ServingContext.of)]
+STATUS_ONLY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "Not live / not ready, and why", "content": {"application/json": {}}}}
+READY_EVERY_S = 30.0  # a self-test older than this is run again
+
+
+@router.get("/health", responses=STATUS_ONLY)
+async def health(ctx: Context) -> JSONResponse:
+    """Liveness: the process is up and the engine loop is running (not dead, not stuck)."""
+    engine = ctx.engine
+    if not engine.alive():
+        return JSONResponse({"status": "engine down", "restarts": engine.restarts}, status_code=503)
+    return JSONResponse({"status": "ok", "model": ctx.served_model_name, "in_flight": ctx.state.in_flight,
+                         "running": engine.num_running, "waiting": engine.num_waiting,
+                         "engine_restarts": engine.restarts})
+
+
+@router.get("/ready", responses=STATUS_ONLY)
+async def readiness(ctx: Context) -> JSONResponse:
+    """Ready: not draining, and the engine answered a one-token self-test within the last 30 s."""
+    if ctx.state.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    if time.monotonic() - ctx.state.ready_at > READY_EVERY_S:
+        try:
+            final = await ctx.self_test(10.0)
+            if final.finish_reason in ("error", "timeout"):
+                raise RuntimeError(final.error or final.finish_reason)
+            ctx.state.ready_at = time.monotonic()
+        except Exception as exc:  # any engine failure means not ready; say which
+            return JSONResponse({"status": "not ready", "error": f"{type(exc).__name__}: {exc}"}, status_code=503)
+    return JSONResponse({"status": "ready", "model": ctx.served_model_name})
+
+
+@router.get("/metrics", response_class=Response, responses={200: {
+    "description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}})
+async def prometheus_metrics(ctx: Context) -> Response:
+    """Prometheus text format, vLLM-style names under `tuneforge:`."""
+    return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/models")
+async def models(ctx: Context) -> dict:
+    def card(name: str, parent: str | None = None) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": ctx.started, "owned_by": "tuneforge", "root": name,
+                "parent": parent, "max_model_len": ctx.engine.max_context}
+
+    base = ctx.served_model_name
+    return {"object": "list", "data": [card(base), *[card(name, base) for name in ctx.engine.adapter_names()]]}
