@@ -44,7 +44,7 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
     """Load `model_ref` for serving and start the native engine over it, with `cfg.adapters` loaded."""
     import torch
 
-    limits = EngineLimits(cfg.max_num_seqs, cfg.max_model_len, cfg.max_num_batched_tokens, cfg.stuck_timeout)
+    limits = EngineLimits.of(cfg)
     if cfg.backend == "llamacpp":
         from tuneforge.serve.engine.llamacpp import llamacpp_engine_parts
 

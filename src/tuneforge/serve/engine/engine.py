@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuneforge.core.config import ServeConfig
 from tuneforge.core.progress import console
 from tuneforge.models.chat_template import stop_strings
 from tuneforge.models.generate import SamplingParams
@@ -43,14 +44,22 @@ class StreamDelta:
     status: int | None = None  # with finish_reason error: 400 the request's own fault, 500 (or None) the engine's
 
 
+def _serve_default(name: str) -> Any:
+    return ServeConfig.model_fields[name].default
+
+
 @dataclass
 class EngineLimits:
-    """The engine's sizes and timeouts (from `serve:` config)."""
+    """The engine's sizes and timeouts: the `serve:` fields of the same names, defaults included."""
 
-    max_num_seqs: int = 16
-    max_model_len: int = 2048
-    max_num_batched_tokens: int = 512
-    stuck_timeout: float = 60.0  # a step longer than this is a stuck engine
+    max_num_seqs: int = _serve_default("max_num_seqs")
+    max_model_len: int = _serve_default("max_model_len")
+    max_num_batched_tokens: int = _serve_default("max_num_batched_tokens")
+    stuck_timeout: float = _serve_default("stuck_timeout")  # a step longer than this is a stuck engine
+
+    @classmethod
+    def of(cls, cfg: ServeConfig) -> EngineLimits:
+        return cls(cfg.max_num_seqs, cfg.max_model_len, cfg.max_num_batched_tokens, cfg.stuck_timeout)
 
 
 @dataclass

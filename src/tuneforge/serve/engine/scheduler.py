@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from tuneforge.core.config import ServeConfig
+
 
 class Status(StrEnum):
     WAITING = "waiting"
@@ -91,7 +93,8 @@ class Scheduler:
     ever preempted. `max_num_batched_tokens` bounds a step's work (and so inter-token latency).
     """
 
-    def __init__(self, num_slots: int, max_model_len: int, max_num_batched_tokens: int = 256) -> None:
+    def __init__(self, num_slots: int, max_model_len: int,
+                 max_num_batched_tokens: int = ServeConfig.model_fields["max_num_batched_tokens"].default) -> None:
         if num_slots < 1 or max_model_len < 2 or max_num_batched_tokens < 1:
             raise ValueError("num_slots ≥ 1, max_model_len ≥ 2 and max_num_batched_tokens ≥ 1")
         self.num_slots = num_slots
