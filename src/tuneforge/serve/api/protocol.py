@@ -9,6 +9,7 @@ JSON Schema says them): a boolean is `true`/`false`, never `0`; an integer is ne
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -92,6 +93,14 @@ class Usage(BaseModel):
     def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
         return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                    total_tokens=prompt_tokens + completion_tokens)
+
+
+class ResponseHead(BaseModel):
+    """What every completion response and chunk starts with."""
+
+    id: str
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
 
 
 def sse_json(model: BaseModel) -> str:

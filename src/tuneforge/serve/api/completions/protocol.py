@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tuneforge.serve.api.protocol import Int, Integral, NonEmptyStr, SamplingRequest, Usage
+from tuneforge.serve.api.protocol import Int, Integral, NonEmptyStr, ResponseHead, SamplingRequest, Usage
 
 
 class CompletionRequest(SamplingRequest):
@@ -44,12 +43,9 @@ class CompletionChoice(BaseModel):
     finish_reason: str | None = None
 
 
-class Completion(BaseModel):
+class Completion(ResponseHead):
     """A whole answer, and (with `stream: true`) each streamed chunk."""
 
-    id: str
     object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
