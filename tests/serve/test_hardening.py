@@ -93,3 +93,9 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
     assert report.server_errors == 0, report.render()
     assert report.failures == [], report.render()
     assert report.statuses[200] >= 30  # the pinning hook lets the fuzzer reach the engine
+
+
+def test_an_unsupported_method_is_a_405_that_names_the_allowed_ones(server):
+    resp = httpx.request("TRACE", f"{server}/v1/chat/completions", timeout=30)
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST"
+    assert resp.json()["error"]["message"]
