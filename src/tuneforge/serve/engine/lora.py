@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from tuneforge.models.lora import adapter_targets
 
 
@@ -26,33 +28,28 @@ class StepAdapters:
     rows: dict[str, Any] = field(default_factory=dict)  # adapter name → LongTensor of row indices
 
 
-def _wrapper_class():
-    from torch import nn
+class MultiLoRALinear(nn.Module):
+    """base(x) plus each step adapter's low-rank update on its own rows."""
 
-    class MultiLoRALinear(nn.Module):
-        """base(x) plus each step adapter's low-rank update on its own rows."""
+    def __init__(self, base: nn.Module, step: StepAdapters) -> None:
+        super().__init__()
+        self.base = base
+        self.step = step
+        self.adapters: dict[str, tuple[Any, Any, float]] = {}
 
-        def __init__(self, base: nn.Module, step: StepAdapters) -> None:
-            super().__init__()
-            self.base = base
-            self.step = step
-            self.adapters: dict[str, tuple[Any, Any, float]] = {}
-
-        def forward(self, x):
-            y = self.base(x)
-            if not self.step.rows or not self.adapters:
-                return y
-            flat_x, flat_y = x.reshape(-1, x.shape[-1]), y.view(-1, y.shape[-1])
-            for name, rows in self.step.rows.items():
-                weights = self.adapters.get(name)
-                if weights is None:
-                    continue
-                a, b, scale = weights
-                update = (flat_x.index_select(0, rows).to(a.dtype) @ a.T @ b.T) * scale
-                flat_y.index_add_(0, rows, update.to(flat_y.dtype))
+    def forward(self, x):
+        y = self.base(x)
+        if not self.step.rows or not self.adapters:
             return y
-
-    return MultiLoRALinear
+        flat_x, flat_y = x.reshape(-1, x.shape[-1]), y.view(-1, y.shape[-1])
+        for name, rows in self.step.rows.items():
+            weights = self.adapters.get(name)
+            if weights is None:
+                continue
+            a, b, scale = weights
+            update = (flat_x.index_select(0, rows).to(a.dtype) @ a.T @ b.T) * scale
+            flat_y.index_add_(0, rows, update.to(flat_y.dtype))
+        return y
 
 
 class MultiLoRA:
@@ -72,7 +69,7 @@ class MultiLoRA:
         except AttributeError:
             raise ValueError(f"the served model has no module {module_name!r}") from None
         parent_name, _, child = module_name.rpartition(".")
-        wrapper = _wrapper_class()(module, self.step)
+        wrapper = MultiLoRALinear(module, self.step)
         setattr(self.decoder.get_submodule(parent_name), child, wrapper)
         self._wrappers[module_name] = wrapper
         return wrapper
