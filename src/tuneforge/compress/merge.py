@@ -19,8 +19,9 @@ from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
 from tuneforge.models.loader import _torch_dtype, fingerprint
+from tuneforge.train.methods import METHODS
 
-MERGEABLE = ("lora", "dora", "qlora", "ia3")
+MERGEABLE = tuple(name for name, m in METHODS.items() if m.merges)
 
 
 def _with_adapter(base_ref: str, adapter: Artifact, dtype: str) -> LoadedModel:
@@ -55,7 +56,7 @@ def merge(adapter_path: str | Path, output: str | Path, cfg: CompressConfig, bas
     """Fold the adapter at `adapter_path` into its base (or `base`, which must be the same weights)."""
     adapter = load_artifact(adapter_path, kind="adapter")
     method = adapter.manifest.get("method", "lora")
-    if method not in MERGEABLE:
+    if method not in METHODS or not METHODS[method].merges:
         raise CompressError(
             f"{adapter.path}: a {method!r} adapter cannot be folded into the weights (it adds modules or virtual "
             f"tokens); merge supports {', '.join(MERGEABLE)}. Serve the adapter artifact instead."

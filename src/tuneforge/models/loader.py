@@ -274,7 +274,7 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
             if not base_ref:
                 raise ModelLoadError(f"{path}: adapter manifest does not name its base model")
             base = load(base_ref, dtype=dtype)
-            if artifact.manifest.get("method") == "adapter":
+            if adapter_format(artifact.manifest) == "bottleneck":
                 from tuneforge.models.bottleneck import load_bottleneck
 
                 model = load_bottleneck(base.model, path)
@@ -312,6 +312,15 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
         f"cannot resolve model {ref!r}: not a built-in name ({', '.join(BUILTIN)}), "
         "not an existing folder, not a hub id (org/name)"
     )
+
+
+def adapter_format(manifest: dict[str, Any]) -> str:
+    """What an adapter artifact holds, as its manifest declares: `peft` or `bottleneck` files. Artifacts
+    written before `adapter_format` was recorded say it by their method (`adapter` was the bottleneck)."""
+    declared = manifest.get("adapter_format")
+    if declared is not None:
+        return str(declared)
+    return "bottleneck" if manifest.get("method") == "adapter" else "peft"
 
 
 def _load_quantized(path: Path, ref: str) -> LoadedModel:

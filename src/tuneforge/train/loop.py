@@ -13,13 +13,15 @@ import contextlib
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact
-from tuneforge.core.config import ModelConfig, TrainConfig
+from tuneforge.core.config import DataConfig, ModelConfig, TrainConfig
 from tuneforge.core.errors import ConfigError, TrainError
 from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.prepare import read_split
@@ -41,15 +43,14 @@ from tuneforge.train.distill import Distiller
 from tuneforge.train.forgetting import EWC, KLToBase, general_rows, replay_mix
 from tuneforge.train.memory import available_bytes, plan_batch, weight_bytes
 from tuneforge.train.methods import (
-    SOFT_PROMPT,
-    load_base,
+    TuningMethod,
     load_trainable_state,
     make_trainable,
     output_kind,
-    save_trained,
     trainable_parameters,
     trainable_state,
 )
+from tuneforge.train.methods import method as get_method
 from tuneforge.train.tracking import Tracker
 
 EvalCallback = Callable[[int, float], None]
@@ -153,37 +154,127 @@ def _loss_curve(folder: Path, history: list[dict[str, Any]], evals: list[dict[st
     return save_figure(fig, folder, "loss_curve.png")
 
 
+@dataclass
+class _Rows:
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    general: list[dict[str, Any]]  # general-domain rows for the anti-forgetting regularizers
+
+
+@dataclass
+class _Run:
+    """What a training run holds while it steps: the parts `train` assembles, handed to each step."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    params: list[Any]
+    rows: _Rows
+    pad_id: int
+    batch_size: int
+    packed: bool
+    amp_dtype: Any
+    total_steps: int
+    distiller: Distiller | None
+    kl: KLToBase | None
+    ewc: EWC | None
+    on_eval: EvalCallback | None
+    tracker: Tracker | None = None
+    best: dict[str, Any] | None = None  # trainable tensors of the best validation (early stopping)
+    started: float = 0.0  # perf_counter at the start, less the seconds of a resumed run
+    run_tokens: int = 0  # tokens this process has stepped through since it started (for tok/s)
+    run_started: float = 0.0
+    progress: Callable[[str], None] = lambda info: None
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def device(self) -> Any:
+        return self.accelerator.device
+
+
 def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: str | Path,
           resume: bool = False, on_eval: EvalCallback | None = None) -> Artifact | None:
     """Fine-tune with `cfg.method` on `dataset`; write an adapter (or, for `full`, a model) artifact.
 
     Returns the artifact in the main process and None in the other ranks of a distributed run.
     """
+    output = Path(output).absolute()
+    method = get_method(cfg.method)
+    accelerator = _accelerator(cfg)
+    loaded = method.load_base(model_cfg, cfg)
+    check_dataset(dataset, loaded.tokenizer, model_cfg.name)
+    rows = _read_rows(dataset, loaded, cfg)
+    model, attention, weights = _trainable_model(loaded, method, cfg, accelerator.device)
+    memory = _plan_memory(model, rows.train, cfg, accelerator.device, weights)
+    run = _assemble(accelerator, model, loaded, rows, cfg, memory.batch_size, method.packs, attention, on_eval)
+    fingerprint, root = _fingerprint(dataset, model_cfg, cfg), ckpt.checkpoint_dir(output)
+    state = _restore_or_start(run, root, fingerprint, resume)
+    if run.main:
+        run.tracker = Tracker(cfg.tracking, output, output.parent.name + "/" + output.name,
+                              {"model": model_cfg.model_dump(mode="json"), "train": cfg.model_dump(mode="json"),
+                               "dataset": dataset.content_hash})
+        _announce(run, model_cfg, memory)
+    try:
+        _run_steps(run, state, root, fingerprint)
+    except BaseException:
+        if run.tracker:
+            run.tracker.finish(None, {}, status="FAILED")
+        raise
+    unwrapped = _keep_best(run, state)
+    metrics = _metrics(run, state, memory)
+    artifact = None
+    if run.main:
+        artifact = _write_output(output, dataset, model_cfg, cfg, unwrapped, loaded.tokenizer, state, metrics,
+                                 run.packed)
+        if run.tracker:
+            run.tracker.finish(output, {k: v for k, v in metrics.items() if k != "epochs"})
+    accelerator.wait_for_everyone()
+    return artifact
+
+
+def _accelerator(cfg: TrainConfig):
+    """The accelerate handle for this process (CPU without CUDA), with the seeds set."""
     import torch
     from accelerate import Accelerator
 
-    output = Path(output).absolute()
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    main = accelerator.is_main_process
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world = accelerator.num_processes
     if cfg.grad_accum % world:
         raise ConfigError(f"train.grad_accum ({cfg.grad_accum}) must be a multiple of the process count ({world}): "
                           "each process takes grad_accum / nproc micro-batches per step")
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    device = accelerator.device
+    return accelerator
 
-    loaded = load_base(model_cfg, cfg)
-    check_dataset(dataset, loaded.tokenizer, model_cfg.name)
+
+def _read_rows(dataset: Artifact, loaded, cfg: TrainConfig) -> _Rows:
+    """The dataset's splits, with general-domain rows mixed in (replay) or set aside (KL, EWC)."""
     train_rows = read_split(dataset, "train")
-    val_rows = read_split(dataset, "validation")
-    max_length = int(dataset.config.get("data", {}).get("max_length", 2048))
+    max_length = int(dataset.config.get("data", {}).get("max_length", DataConfig.model_fields["max_length"].default))
     general: list[dict[str, Any]] = []
     if cfg.forgetting.methods:
         general = general_rows(loaded, cfg.forgetting, max_length)
         if "replay" in cfg.forgetting.methods:
             train_rows = replay_mix(train_rows, general, cfg.forgetting.replay_ratio)
-    if cfg.gradient_checkpointing and cfg.method != "qlora":
+    return _Rows(train_rows, read_split(dataset, "validation"), general)
+
+
+def _trainable_model(loaded, method: TuningMethod, cfg: TrainConfig, device) -> tuple[Any, str, int]:
+    """(the model the method trains, on `device`; the attention implementation; the bytes of its weights)."""
+    if cfg.gradient_checkpointing and not method.quantized_base:  # a 4-bit base gets it from PEFT's preparation
         loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         loaded.model.enable_input_require_grads()
     attention = cfg.attention if cfg.attention != "auto" else ("sdpa" if device.type == "cuda" else "segments")
@@ -191,172 +282,225 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     set_attention(loaded.model, attention)
     model = make_trainable(loaded, cfg)
     amp_dtype = _autocast_dtype(cfg)
-    loaded_bytes = weight_bytes(model)
-    if amp_dtype is not None and cfg.method not in ("full", "qlora"):
-        frozen_to(model, amp_dtype)
-    if cfg.method != "qlora":
+    weights = weight_bytes(model)
+    if not method.quantized_base:  # bitsandbytes placed the 4-bit base and keeps its frozen weights in fp32
+        if amp_dtype is not None and not method.trains_weights:
+            frozen_to(model, amp_dtype)
         model = model.to(device)
-    packed = cfg.packing and cfg.method not in SOFT_PROMPT
-    params = trainable_parameters(model)
-    trainable = sum(p.numel() for p in params)
+    return model, attention, weights
 
+
+def _plan_memory(model, train_rows: list[dict[str, Any]], cfg: TrainConfig, device, weights: int):
+    """The batch size that fits in memory (`train.batch_size: auto`), and what the plan expects to use."""
+    trainable = sum(p.numel() for p in trainable_parameters(model))
     lengths = [len(r["input_ids"]) for r in train_rows]
     target_share = sum(count_targets(make_batch([r], 0, True)) for r in train_rows[:256]) / max(
         1, sum(lengths[:256]))
-    memory = plan_batch(model, trainable, cfg.batch_size, _percentile(lengths, 0.9), target_share,
-                        2 if amp_dtype is not None else 4, cfg.gradient_checkpointing, device.type,
-                        available_bytes(device.type, cfg.memory_limit_gb), weights=loaded_bytes)
-    batch_size = memory.batch_size
-    per_epoch, total_steps = plan_steps(len(train_rows), cfg, batch_size)
+    return plan_batch(model, trainable, cfg.batch_size, _percentile(lengths, 0.9), target_share,
+                      2 if _autocast_dtype(cfg) is not None else 4, cfg.gradient_checkpointing, device.type,
+                      available_bytes(device.type, cfg.memory_limit_gb), weights=weights)
 
+
+def _assemble(accelerator, model, loaded, rows: _Rows, cfg: TrainConfig, batch_size: int, packs: bool,
+              attention: str, on_eval: EvalCallback | None) -> _Run:
+    """Optimizer, schedule and regularizers around `model`, prepared by accelerate."""
+    import torch
+
+    params = trainable_parameters(model)
+    _, total_steps = plan_steps(len(rows.train), cfg, batch_size)
+    amp_dtype = _autocast_dtype(cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    device = accelerator.device
     distiller = Distiller(cfg.distill, loaded.tokenizer, device) if cfg.distill is not None else None
     if distiller is not None:
         set_attention(distiller.teacher, attention)  # packed rows: the teacher must not attend across examples
-    kl = KLToBase(model, general, batch_size, cfg.forgetting.kl_weight) if "kl" in cfg.forgetting.methods else None
-    ewc = (EWC(model, general, batch_size, cfg.forgetting.ewc_weight, device, amp_dtype)
-           if "ewc" in cfg.forgetting.methods else None)
+    methods = cfg.forgetting.methods
+    kl = KLToBase(model, rows.general, batch_size, cfg.forgetting.kl_weight) if "kl" in methods else None
+    ewc = (EWC(model, rows.general, batch_size, cfg.forgetting.ewc_weight, device, amp_dtype)
+           if "ewc" in methods else None)
     model, optimizer = accelerator.prepare(model, optimizer)
+    return _Run(cfg, accelerator, model, optimizer, scheduler, params, rows, loaded.tokenizer.pad_token_id,
+                batch_size, cfg.packing and packs, amp_dtype, total_steps, distiller, kl, ewc, on_eval)
 
-    root = ckpt.checkpoint_dir(output)
-    fingerprint = _fingerprint(dataset, model_cfg, cfg)
-    state = ckpt.TrainState()
-    best: dict[str, Any] | None = None
+
+def _restore_or_start(run: _Run, root: Path, fingerprint: dict[str, Any], resume: bool) -> ckpt.TrainState:
+    """The state to start from: the latest checkpoint's with `resume` (refused if the config changed since),
+    else a fresh one, old checkpoints cleared."""
     restored = ckpt.load_latest(root) if resume else None
-    if restored is not None:
+    if restored is None:
+        if run.main and resume:
+            console.print(f"no valid checkpoint in {root}; starting from step 0")
+        if run.main and root.exists() and not resume:
+            console.print(f"[yellow]replacing old checkpoints in {root}[/] (pass --resume to continue them)")
+            shutil.rmtree(root, ignore_errors=True)
+        state = ckpt.TrainState()
+    else:
         changes = ckpt.config_changes(restored.fingerprint, fingerprint)
         if changes:
             raise TrainError(f"cannot resume from {restored.path}: the config changed since it was saved — "
                              + "; ".join(changes) + ". Restore those values or start fresh without --resume.")
-        load_trainable_state(accelerator.unwrap_model(model), restored.tensors)
-        optimizer.load_state_dict(restored.optimizer)
-        scheduler.load_state_dict(restored.scheduler)
-        state, best = restored.state, restored.best
+        load_trainable_state(run.accelerator.unwrap_model(run.model), restored.tensors)
+        run.optimizer.load_state_dict(restored.optimizer)
+        run.scheduler.load_state_dict(restored.scheduler)
+        state, run.best = restored.state, restored.best
         ckpt.restore_rng(restored)
-        if main:
-            console.print(f"resuming from {restored.path.name}: step {state.step}/{total_steps}, "
+        if run.main:
+            console.print(f"resuming from {restored.path.name}: step {state.step}/{run.total_steps}, "
                           f"epoch {state.epoch + 1}, {state.tokens_seen:,} tokens seen")
-    elif main:
-        if resume:
-            console.print(f"no valid checkpoint in {root}; starting from step 0")
-        if root.exists() and not resume:
-            console.print(f"[yellow]replacing old checkpoints in {root}[/] (pass --resume to continue them)")
-            import shutil
+    run.started = time.perf_counter() - state.seconds
+    return state
 
-            shutil.rmtree(root, ignore_errors=True)
 
-    tracker = Tracker(cfg.tracking, output, output.parent.name + "/" + output.name,
-                      {"model": model_cfg.model_dump(mode="json"), "train": cfg.model_dump(mode="json"),
-                       "dataset": dataset.content_hash}) if main else None
-    if main:
-        console.print(
-            f"training {cfg.method} on {model_cfg.name}: {trainable:,} trainable parameters, {len(train_rows)} rows"
-            f"{f' ({len(general)} general)' if general else ''}, batch {batch_size} × accum {cfg.grad_accum}"
-            f"{f' × {world} processes' if world > 1 else ''}, {total_steps} steps on {device.type}"
-            f"{', packed' if packed else ''}; memory plan {memory.describe()}"
-        )
+def _announce(run: _Run, model_cfg: ModelConfig, memory) -> None:
+    cfg, rows, world = run.cfg, run.rows, run.world
+    trainable = sum(p.numel() for p in run.params)
+    console.print(
+        f"training {cfg.method} on {model_cfg.name}: {trainable:,} trainable parameters, {len(rows.train)} rows"
+        f"{f' ({len(rows.general)} general)' if rows.general else ''}, batch {run.batch_size} × accum "
+        f"{cfg.grad_accum}{f' × {world} processes' if world > 1 else ''}, {run.total_steps} steps on "
+        f"{run.device.type}{', packed' if run.packed else ''}; memory plan {memory.describe()}"
+    )
 
-    def validate() -> float | None:
-        if not val_rows:
-            return None
-        val = evaluate_loss(model, val_rows, loaded.tokenizer.pad_token_id, batch_size, packed, amp_dtype)
-        return float(val["loss"])
 
-    started = time.perf_counter() - state.seconds
-    pad_id = loaded.tokenizer.pad_token_id
-    step_tokens = 0
-    step_started = time.perf_counter()
-    try:
-        with progress_bar() as bar:
-            task = bar.add_task("training", total=total_steps, completed=state.step, info="",
-                                visible=main)
-            while state.step < total_steps and not state.stopped_early and state.epoch < cfg.epochs:
-                micro = micro_batches(train_rows, epoch_order(len(train_rows), cfg.seed, state.epoch), batch_size)
-                model.train()
-                while state.micro < len(micro) and state.step < total_steps:
-                    chunk = micro[state.micro : state.micro + cfg.grad_accum]
-                    group = [make_batch(rows, pad_id, packed, cfg.pack_length) for rows in chunk]
-                    state.micro += len(group)
-                    n_targets = sum(count_targets(b) for b in group)
-                    if n_targets == 0:
-                        continue
-                    mine = group[rank::world] or [group[0]]
-                    idle = not group[rank::world]
-                    ce_sum = torch.zeros((), device=device)
-                    for i, batch in enumerate(mine):
-                        batch = to_device(batch, device)
-                        sync = contextlib.nullcontext() if i == len(mine) - 1 else accelerator.no_sync(model)
-                        with sync, torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                                                  enabled=amp_dtype is not None):
-                            if distiller is None:
-                                summed = objective = batch_loss(model, batch)
-                            else:
-                                objective, summed = distiller.loss(model, batch)
-                            loss = objective * (0.0 if idle else world / n_targets)
-                            if kl is not None and i == 0:
-                                loss = loss + kl.loss(model, state.step, device)
-                            if ewc is not None and i == 0:
-                                loss = loss + ewc.loss()
-                            accelerator.backward(loss)
-                        ce_sum += summed.detach() * (0 if idle else 1)
-                    step_loss = float(accelerator.reduce(ce_sum, "sum")) / n_targets
-                    grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    tokens = sum(real_tokens(b) for b in group)
-                    state.step += 1
-                    state.tokens_seen += tokens
-                    state.target_tokens_seen += n_targets
-                    step_tokens += tokens
-                    lr = scheduler.get_last_lr()[0]
-                    record = {"step": state.step, "epoch": state.epoch, "loss": step_loss, "lr": lr,
-                              "grad_norm": grad_norm, "tokens": state.tokens_seen}
-                    state.history.append(record)
-                    elapsed = time.perf_counter() - step_started
-                    tps = step_tokens / elapsed if elapsed > 0 else 0.0
-                    if tracker:
-                        tracker.log({"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm,
-                                     "train/tokens_per_second": tps}, state.step)
-                    bar.update(task, advance=1, info=f"epoch {state.epoch + 1} loss {step_loss:.3f} lr {lr:.2e} "
-                                                     f"{tps:,.0f} tok/s")
-                    end_of_epoch = state.micro >= len(micro)
-                    due = (state.step % cfg.eval_every == 0) if cfg.eval_every else end_of_epoch
-                    if due or state.step == total_steps:
-                        best = _evaluate(state, validate(), cfg, model, accelerator, best, tracker, on_eval)
-                        model.train()
-                    if end_of_epoch:
-                        state.epoch, state.micro = state.epoch + 1, 0
-                    state.seconds = time.perf_counter() - started
-                    if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
-                            and state.step < total_steps and not state.stopped_early):
-                        if main:
-                            ckpt.save_checkpoint(root, state, trainable_state(accelerator.unwrap_model(model)),
-                                                 optimizer, scheduler, fingerprint, best, cfg.keep_checkpoints)
-                        accelerator.wait_for_everyone()
-                    if state.stopped_early or end_of_epoch:
-                        break
-                else:
-                    if state.micro >= len(micro):
-                        state.epoch, state.micro = state.epoch + 1, 0
-    except BaseException:
-        if tracker:
-            tracker.finish(None, {}, status="FAILED")
-        raise
+def _run_steps(run: _Run, state: ckpt.TrainState, root: Path, fingerprint: dict[str, Any]) -> None:
+    """Epochs until the step budget, the epoch count or early stopping ends the run."""
+    run.run_started = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task("training", total=run.total_steps, completed=state.step, info="", visible=run.main)
+        run.progress = lambda info: bar.update(task, advance=1, info=info)
+        while state.step < run.total_steps and not state.stopped_early and state.epoch < run.cfg.epochs:
+            _run_epoch(run, state, root, fingerprint)
 
-    unwrapped = accelerator.unwrap_model(model)
-    if cfg.early_stopping_patience and best is not None:
-        load_trainable_state(unwrapped, best)
-        if main:
+
+def _run_epoch(run: _Run, state: ckpt.TrainState, root: Path, fingerprint: dict[str, Any]) -> None:
+    """The rest of the current epoch (from `state.micro`), one optimizer step per `grad_accum` micro-batches."""
+    cfg = run.cfg
+    micro = micro_batches(run.rows.train, epoch_order(len(run.rows.train), cfg.seed, state.epoch), run.batch_size)
+    run.model.train()
+    while state.micro < len(micro) and state.step < run.total_steps:
+        group = [make_batch(rows, run.pad_id, run.packed, cfg.pack_length)
+                 for rows in micro[state.micro : state.micro + cfg.grad_accum]]
+        state.micro += len(group)
+        n_targets = sum(count_targets(b) for b in group)
+        if n_targets == 0:
+            continue
+        step_loss, grad_norm = _optimizer_step(run, group, n_targets, state.step)
+        _record_step(run, state, group, n_targets, step_loss, grad_norm)
+        end_of_epoch = state.micro >= len(micro)
+        _after_step(run, state, end_of_epoch, root, fingerprint)
+        if state.stopped_early or end_of_epoch:
+            return
+    if state.micro >= len(micro):
+        state.epoch, state.micro = state.epoch + 1, 0
+
+
+def _optimizer_step(run: _Run, group: list[dict[str, Any]], n_targets: int, step: int) -> tuple[float, float]:
+    """One optimizer step over `group`, this step's micro-batches shared out over the processes:
+    (the loss per target token of the whole step, the gradient norm before clipping)."""
+    import torch
+
+    accelerator, world, rank = run.accelerator, run.world, run.rank
+    mine = group[rank::world] or [group[0]]  # a process with no micro-batch runs one at weight 0 (DDP syncs)
+    idle = not group[rank::world]
+    ce_sum = torch.zeros((), device=run.device)
+    for i, batch in enumerate(mine):
+        batch = to_device(batch, run.device)
+        sync = contextlib.nullcontext() if i == len(mine) - 1 else accelerator.no_sync(run.model)
+        with sync, torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32,
+                                  enabled=run.amp_dtype is not None):
+            loss, summed = _micro_loss(run, batch, 0.0 if idle else world / n_targets, i == 0, step)
+            accelerator.backward(loss)
+        ce_sum += summed.detach() * (0 if idle else 1)
+    step_loss = float(accelerator.reduce(ce_sum, "sum")) / n_targets
+    grad_norm = float(accelerator.clip_grad_norm_(run.params, run.cfg.max_grad_norm))
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss, grad_norm
+
+
+def _micro_loss(run: _Run, batch: dict[str, Any], scale: float, first: bool, step: int):
+    """(the loss to back-propagate, the summed cross-entropy to report) of one micro-batch; the regularizers
+    are added once per step, on its first micro-batch."""
+    if run.distiller is None:
+        summed = objective = batch_loss(run.model, batch)
+    else:
+        objective, summed = run.distiller.loss(run.model, batch)
+    loss = objective * scale
+    if run.kl is not None and first:
+        loss = loss + run.kl.loss(run.model, step, run.device)
+    if run.ewc is not None and first:
+        loss = loss + run.ewc.loss()
+    return loss, summed
+
+
+def _record_step(run: _Run, state: ckpt.TrainState, group: list[dict[str, Any]], n_targets: int,
+                 step_loss: float, grad_norm: float) -> None:
+    """Count the step's tokens into `state`, and log it to the history, the tracker and the progress bar."""
+    tokens = sum(real_tokens(b) for b in group)
+    state.step += 1
+    state.tokens_seen += tokens
+    state.target_tokens_seen += n_targets
+    run.run_tokens += tokens
+    lr = run.scheduler.get_last_lr()[0]
+    state.history.append({"step": state.step, "epoch": state.epoch, "loss": step_loss, "lr": lr,
+                          "grad_norm": grad_norm, "tokens": state.tokens_seen})
+    elapsed = time.perf_counter() - run.run_started
+    tps = run.run_tokens / elapsed if elapsed > 0 else 0.0
+    if run.tracker:
+        run.tracker.log({"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm,
+                         "train/tokens_per_second": tps}, state.step)
+    run.progress(f"epoch {state.epoch + 1} loss {step_loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
+
+
+def _after_step(run: _Run, state: ckpt.TrainState, end_of_epoch: bool, root: Path,
+                fingerprint: dict[str, Any]) -> None:
+    """Validate when due, move to the next epoch at its end, checkpoint when due."""
+    cfg = run.cfg
+    due = (state.step % cfg.eval_every == 0) if cfg.eval_every else end_of_epoch
+    if due or state.step == run.total_steps:
+        run.best = _evaluate(state, _validate(run), cfg, run.model, run.accelerator, run.best, run.tracker,
+                             run.on_eval)
+        run.model.train()
+    if end_of_epoch:
+        state.epoch, state.micro = state.epoch + 1, 0
+    state.seconds = time.perf_counter() - run.started
+    if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+            and state.step < run.total_steps and not state.stopped_early):
+        if run.main:
+            ckpt.save_checkpoint(root, state, trainable_state(run.accelerator.unwrap_model(run.model)),
+                                 run.optimizer, run.scheduler, fingerprint, run.best, cfg.keep_checkpoints)
+        run.accelerator.wait_for_everyone()
+
+
+def _validate(run: _Run) -> float | None:
+    """Loss per target token on the validation split (None without one)."""
+    if not run.rows.validation:
+        return None
+    val = evaluate_loss(run.model, run.rows.validation, run.pad_id, run.batch_size, run.packed, run.amp_dtype)
+    return float(val["loss"])
+
+
+def _keep_best(run: _Run, state: ckpt.TrainState):
+    """The trained model, unwrapped; with early stopping, holding the best validation's weights."""
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    if run.cfg.early_stopping_patience and run.best is not None:
+        load_trainable_state(unwrapped, run.best)
+        if run.main:
             console.print(f"kept the best weights: step {state.best_step}, validation loss {state.best_loss:.4f}")
-    seconds = state.seconds or (time.perf_counter() - started)
+    return unwrapped
+
+
+def _metrics(run: _Run, state: ckpt.TrainState, memory) -> dict[str, Any]:
+    """What the artifact's manifest records of the run."""
+    seconds = state.seconds or (time.perf_counter() - run.started)
     evals = state.evals
-    metrics = {
+    return {
         "steps": state.step,
         "train_loss_first": state.history[0]["loss"] if state.history else None,
         "train_loss_last": state.history[-1]["loss"] if state.history else None,
-        "val_loss": (state.best_loss if cfg.early_stopping_patience and state.best_loss is not None
+        "val_loss": (state.best_loss if run.cfg.early_stopping_patience and state.best_loss is not None
                      else (evals[-1]["val_loss"] if evals else None)),
         "best_val_loss": state.best_loss,
         "best_step": state.best_step,
@@ -366,18 +510,11 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
         "tokens_seen": state.tokens_seen,
         "target_tokens_seen": state.target_tokens_seen,
         "tokens_per_second": round(state.tokens_seen / seconds, 1) if seconds else None,
-        "trainable_parameters": trainable,
-        "batch_size": batch_size,
-        "processes": world,
+        "trainable_parameters": sum(p.numel() for p in run.params),
+        "batch_size": run.batch_size,
+        "processes": run.world,
         "memory_plan_gib": round(memory.total / 1024**3, 3),
     }
-    artifact = None
-    if main:
-        artifact = _write_output(output, dataset, model_cfg, cfg, unwrapped, loaded.tokenizer, state, metrics, packed)
-        if tracker:
-            tracker.finish(output, {k: v for k, v in metrics.items() if k != "epochs"})
-    accelerator.wait_for_everyone()
-    return artifact
 
 
 def _evaluate(state: ckpt.TrainState, val_loss: float | None, cfg: TrainConfig, model, accelerator,
@@ -410,11 +547,12 @@ def _evaluate(state: ckpt.TrainState, val_loss: float | None, cfg: TrainConfig, 
 
 def _write_output(output: Path, dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, model, tokenizer,
                   state: ckpt.TrainState, metrics: dict[str, Any], packed: bool) -> Artifact:
+    method = get_method(cfg.method)
     kind = output_kind(cfg.method)
     config = {"model": model_cfg.model_dump(mode="json"), "train": cfg.model_dump(mode="json")}
-    model = model.to("cpu") if cfg.method != "qlora" else model
+    model = model if method.quantized_base else model.to("cpu")
     with create_artifact(output, kind, config=config, parents=[dataset.ref()]) as writer:
-        save_trained(model, tokenizer, cfg.method, writer.path)
+        method.save(model, tokenizer, writer.path)
         with open(writer.path / "history.jsonl", "w") as handle:
             for record in state.history:
                 handle.write(json.dumps(record) + "\n")
@@ -424,6 +562,7 @@ def _write_output(output: Path, dataset: Artifact, model_cfg: ModelConfig, cfg: 
         base_ref = str(Path(model_cfg.name).absolute()) if Path(model_cfg.name).exists() else model_cfg.name
         writer.extra.update({"base_model": base_ref, "base_fingerprint": fingerprint(model_cfg.name),
                              "method": cfg.method, "packed": packed,
+                             **({"adapter_format": method.saves} if kind == "adapter" else {}),
                              "chat_template_hash": template_hash(tokenizer),
                              "tokenizer_hash": tokenizer_hash(tokenizer)})
     return load_artifact(output, kind=kind)

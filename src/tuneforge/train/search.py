@@ -21,8 +21,10 @@ from tuneforge.core.config import ModelConfig, TrainConfig
 from tuneforge.core.errors import ConfigError
 from tuneforge.core.progress import console
 from tuneforge.train.loop import train
+from tuneforge.train.methods import METHODS, method
 
-LORA_FAMILY = ("lora", "dora", "qlora")
+# methods with a LoRA rank, alpha and dropout to search
+LORA_FAMILY = tuple(name for name, m in METHODS.items() if m.low_rank)
 
 
 def trial_config(base: TrainConfig, trial) -> TrainConfig:
@@ -31,7 +33,7 @@ def trial_config(base: TrainConfig, trial) -> TrainConfig:
     data = base.model_dump()
     data["lr"] = trial.suggest_float("lr", space.lr[0], space.lr[1], log=True)
     data["epochs"] = trial.suggest_categorical("epochs", space.epochs)
-    if base.method in LORA_FAMILY:
+    if method(base.method).low_rank:
         r = trial.suggest_categorical("r", space.r)
         ratio = trial.suggest_categorical("alpha_ratio", space.alpha_ratio)
         data["lora"] = {**data["lora"], "r": r, "alpha": ratio * r,

@@ -1,35 +1,24 @@
-"""Fine-tuning methods: what is trainable and how the result is saved.
-
-Everything PEFT has goes through PEFT (lora, dora, qlora, ia3, prompt_tuning, prefix_tuning);
-bottleneck adapters are tuneforge's own (`models/bottleneck.py`); `full` trains every weight.
-"""
+"""Parts the tuning methods share: loading the base, checking target modules, trainable state."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from tuneforge.core.config import TRAIN_METHODS, ModelConfig, TrainConfig
+from tuneforge.core.config import ModelConfig
 from tuneforge.core.errors import ConfigError
 from tuneforge.models import LoadedModel, load
-from tuneforge.models.bottleneck import attach_bottleneck, save_bottleneck
-from tuneforge.models.loader import load_4bit
-
-# Methods that change the input sequence (virtual tokens) cannot be packed.
-SOFT_PROMPT = ("prompt_tuning", "prefix_tuning")
 
 
-def load_base(model_cfg: ModelConfig, cfg: TrainConfig) -> LoadedModel:
-    """The base model in the form the method trains (4-bit NF4 for qlora)."""
-    if cfg.method not in TRAIN_METHODS:
-        raise ConfigError(f"train.method: unknown method {cfg.method!r}; choose one of {', '.join(TRAIN_METHODS)}")
-    if cfg.method == "qlora":
-        loaded = load_4bit(model_cfg.name, compute_dtype="bfloat16" if cfg.precision == "bf16" else "float32")
-    else:
-        loaded = load(model_cfg.name, dtype=model_cfg.dtype)
+def refuse_adapter_base(loaded: LoadedModel, model_cfg: ModelConfig) -> LoadedModel:
+    """`loaded`, unless it is an adapter artifact: methods train from a base model."""
     if loaded.source == "artifact-adapter":
         raise ConfigError(f"model.name: {model_cfg.name} is an adapter; train from its base model instead")
     return loaded
+
+
+def load_float_base(model_cfg: ModelConfig) -> LoadedModel:
+    """The base model as it is stored, in `model.dtype` (what every method but qlora trains)."""
+    return refuse_adapter_base(load(model_cfg.name, dtype=model_cfg.dtype), model_cfg)
 
 
 def linear_module_names(model) -> list[str]:
@@ -43,7 +32,7 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
-def _check_targets(model, targets: str | list[str]) -> None:
+def check_targets(model, targets: str | list[str]) -> None:
     if targets == "all-linear":
         return
     wanted = [targets] if isinstance(targets, str) else list(targets)
@@ -54,19 +43,6 @@ def _check_targets(model, targets: str | list[str]) -> None:
             f"train.lora.target_modules: {', '.join(map(repr, unknown))} not in the model; "
             f"its linear modules are: {', '.join(known)} (or use 'all-linear')"
         )
-
-
-def _ia3_targets(model, targets: str | list[str]) -> tuple[list[str], list[str]]:
-    """IA3 scales attention keys/values and the MLP's down-projection input by default."""
-    known = linear_module_names(model)
-    if targets != "all-linear":
-        wanted = [targets] if isinstance(targets, str) else list(targets)
-        return wanted, [t for t in wanted if t in ("down_proj", "fc2", "c_proj", "w2")]
-    chosen = [n for n in ("k_proj", "v_proj", "down_proj") if n in known]
-    if not chosen:
-        raise ConfigError(f"train.method ia3: no k_proj/v_proj/down_proj here; set train.lora.target_modules "
-                          f"from: {', '.join(known)}")
-    return chosen, [n for n in chosen if n == "down_proj"]
 
 
 def keep_zeros(model) -> int:
@@ -86,59 +62,6 @@ def keep_zeros(model) -> int:
     return held
 
 
-def make_trainable(loaded: LoadedModel, cfg: TrainConfig):
-    """Wrap the base model for `cfg.method`; return the model whose trainable parameters are trained."""
-    model = loaded.model
-    method = cfg.method
-    if cfg.keep_sparsity and method != "full":
-        raise ConfigError(f"train.keep_sparsity needs train.method full (got {method}): an adapter's update is "
-                          "dense, merging it would fill the pruned zeros")
-    if method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        if cfg.keep_sparsity:
-            keep_zeros(model)
-        return model
-    if method == "adapter":
-        return attach_bottleneck(model, cfg.adapter.bottleneck, cfg.adapter.dropout)
-
-    import peft
-
-    lora = cfg.lora
-    if method in ("lora", "dora", "qlora"):
-        _check_targets(model, lora.target_modules)
-        if method == "qlora":
-            keep_4bit_differentiable(model)
-            model = peft.prepare_model_for_kbit_training(
-                model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-        config: Any = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                      target_modules=lora.target_modules, use_dora=method == "dora",
-                                      task_type="CAUSAL_LM")
-    elif method == "ia3":
-        targets, feedforward = _ia3_targets(model, lora.target_modules)
-        _check_targets(model, targets)
-        config = peft.IA3Config(target_modules=targets, feedforward_modules=feedforward, task_type="CAUSAL_LM")
-    elif method == "prompt_tuning":
-        init = cfg.prompt.init_text
-        config = peft.PromptTuningConfig(
-            num_virtual_tokens=cfg.prompt.num_virtual_tokens, task_type="CAUSAL_LM",
-            prompt_tuning_init="TEXT" if init else "RANDOM", prompt_tuning_init_text=init,
-            tokenizer_name_or_path=None,
-        )
-        if init:
-            # PEFT would fetch the tokenizer by name; hand it ours by tokenizing here instead.
-            config.prompt_tuning_init = "RANDOM"
-        model = peft.get_peft_model(model, config)
-        if init:
-            _init_soft_prompt(model, loaded.tokenizer, init, cfg.prompt.num_virtual_tokens)
-        return model
-    elif method == "prefix_tuning":
-        config = peft.PrefixTuningConfig(num_virtual_tokens=cfg.prompt.num_virtual_tokens, task_type="CAUSAL_LM")
-    else:  # pragma: no cover - guarded by the config's Literal
-        raise ConfigError(f"train.method: unknown method {method!r}")
-    return peft.get_peft_model(model, config)
-
-
 def keep_4bit_differentiable(model) -> None:
     """Stop bitsandbytes from repacking 4-bit weights for CPU inference during training.
 
@@ -152,7 +75,7 @@ def keep_4bit_differentiable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def _init_soft_prompt(model, tokenizer, text: str, n: int) -> None:
+def init_soft_prompt(model, tokenizer, text: str, n: int) -> None:
     """Initialise the soft prompt from `text`'s token embeddings, repeated to `n` tokens."""
     import torch
 
@@ -164,23 +87,8 @@ def _init_soft_prompt(model, tokenizer, text: str, n: int) -> None:
 
 
 def trainable_parameters(model) -> list:
+    """The parameters the optimizer updates."""
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def output_kind(method: str) -> str:
-    """`full` writes a model artifact; every other method an adapter artifact."""
-    return "model" if method == "full" else "adapter"
-
-
-def save_trained(model, tokenizer, method: str, folder: Path) -> None:
-    """Write the trained weights in the form the loader reads back."""
-    if method == "full":
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    elif method == "adapter":
-        save_bottleneck(model, folder)
-    else:
-        model.save_pretrained(folder)
 
 
 def trainable_state(model) -> dict[str, Any]:
@@ -189,6 +97,7 @@ def trainable_state(model) -> dict[str, Any]:
 
 
 def load_trainable_state(model, state: dict[str, Any]) -> None:
+    """Copy a checkpoint's trainable tensors back into `model`; refuse one that lacks any."""
     import torch
 
     params = dict(model.named_parameters())
