@@ -1,5 +1,7 @@
 """int8 weight-only: smaller, close to its parent, loads back as int8 layers; requantizing and adapters refused."""
 
+import json
+
 import pytest
 import torch
 
@@ -202,3 +204,49 @@ def test_quantize_names_a_missing_local_path_without_trying_the_hub(tmp_path):
     with pytest.raises(CompressError, match="no such artifact or model folder"):
         quantize(tmp_path / "missing", tmp_path / "q", LOOSE)
     assert not (tmp_path / "q").exists()
+
+
+def _as_written_before_formats(artifact_path):
+    """Rewrite a quantized artifact as tuneforge wrote it before formats were declared (no `format` key in
+    `quantization.json` nor in the manifest's `compression`), sealed again."""
+    import json
+
+    from tuneforge.core.artifacts import _content_hash, sha256_file
+
+    spec_path = artifact_path / "quantization.json"
+    spec = json.loads(spec_path.read_text())
+    del spec["format"]
+    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    manifest_path = artifact_path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["compression"]["format"]
+    manifest["files"]["quantization.json"] = sha256_file(spec_path)
+    manifest["content_hash"] = _content_hash(manifest["files"])
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+@pytest.mark.parametrize("method", ["int4", "dynamic-int8"])
+def test_artifacts_from_before_declared_formats_still_load(merged, tmp_path, method):
+    from tuneforge.models.formats import declared_kind
+
+    artifact = quantize(merged.path, tmp_path / method, LOOSE, method=method)
+    assert artifact.manifest["compression"]["format"] == method
+    assert json.loads((artifact.path / "quantization.json").read_text())["format"] == method
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 253]])
+    with torch.no_grad():
+        now = load(str(artifact.path)).model(input_ids=ids).logits
+    _as_written_before_formats(artifact.path)
+    old = load(str(artifact.path))
+    assert declared_kind(old_manifest := json.loads((artifact.path / "manifest.json").read_text())) == method
+    assert "format" not in old_manifest["compression"]
+    assert old.info["quantization"] == artifact.manifest["compression"]["method"]
+    with torch.no_grad():
+        torch.testing.assert_close(old.model(input_ids=ids).logits, now)
+
+
+def test_old_adapter_manifests_say_their_format_by_method():
+    from tuneforge.models.loader import adapter_format
+
+    assert adapter_format({"method": "adapter"}) == "bottleneck"
+    assert adapter_format({"method": "lora"}) == adapter_format({}) == "peft"
+    assert adapter_format({"method": "adapter", "adapter_format": "peft"}) == "peft"  # declared wins

@@ -1,92 +1,55 @@
-"""Quantize: int8 of a full model artifact, checked against its parent.
+"""`tuneforge compress quantize`: a model (or an adapter's base) in a quantization format, checked against its parent.
 
-`int8` (weight-only) is described below; `int4` is the same with 4-bit codes, asymmetric, one bf16
-scale and zero per `compress.group_size` inputs (models/int4.py). `dynamic-int8` keeps the float
-weights on disk and, at load, gives every linear int8 per-channel weights with activations quantized
-per tensor at run time (PyTorch's x86 int8 GEMM, CPU only); its `quantization.json` says so. `nf4`
-also keeps float weights and loads them as bitsandbytes NF4 (QLoRA's format, double-quantized, blocks
-of 64): the 4-bit route for CUDA users, which bitsandbytes' CPU backend also runs here.
-
-`int8`:
-Every linear layer (the vocabulary head included) keeps int8 weights and one bf16 scale per
-output channel; embeddings and norms stay bf16. The artifact holds `model.safetensors` with the
-int8 tensors, `config.json`, the tokenizer, `quantization.json` (method, bits, grouping, modules)
-and `parity.json`; `models.load` rebuilds the int8 layers from it.
+Each format is a module of `models/formats/` with its spec, offline transform and runtime conversion:
+`int8` (weight-only, per output channel), `int4` (weight-only, group-wise asymmetric, the head at int8),
+`dynamic-int8` (float weights on disk, int8 weights and activations at load, CPU only) and `nf4`
+(float weights on disk, loaded as bitsandbytes NF4). This step runs the offline transform, checks
+the result against the float parent, and writes the artifact with `quantization.json`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from tuneforge.compress.step import Source, model_source, write_checked
 from tuneforge.core.artifacts import Artifact
 from tuneforge.core.config import CompressConfig, EvalConfig
 from tuneforge.core.errors import CompressError
-from tuneforge.models import load
-from tuneforge.models.int8 import quantize_dynamic_int8, quantize_linears
+from tuneforge.models import LoadedModel, load
+from tuneforge.models.formats import FORMATS, QuantFormat, quant_format, spec_to_json
 
-METHODS = ("int8", "int4", "dynamic-int8", "nf4")
+METHODS = tuple(FORMATS)
 
 
-def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, method: str = "int8",
+def quantize(model_path: str | Path, output: str | Path, cfg: CompressConfig, method: str | None = None,
              allow_requantize: bool = False, eval_cfg: EvalConfig | None = None) -> Artifact:
-    if method not in METHODS:
-        raise CompressError(f"quantize method {method!r} is not built; available: {', '.join(METHODS)}")
+    """Quantize the model (or adapter) at `model_path` to `method` (default `compress.quantize_method`)."""
+    method = method or cfg.quantize_method
+    try:
+        fmt = quant_format(method)
+    except ValueError as exc:
+        raise CompressError(str(exc)) from None
     source = model_source(model_path)
-    if source.kind == "adapter" and method in ("int8", "int4"):
-        return quantize_under_adapter(source, output, cfg, method, eval_cfg)
+    if source.kind == "adapter" and fmt.keeps_adapter:
+        return quantize_under_adapter(source, output, cfg, fmt, eval_cfg)
+    keeping = "/".join(kind for kind, f in FORMATS.items() if f.keeps_adapter)
     if source.kind != "model":
         raise CompressError(f"{source.path} is a {source.kind} artifact; {method} quantizes a model artifact "
-                            "(for an adapter: `tuneforge compress merge` first, or --method int8/int4 to quantize "
+                            f"(for an adapter: `tuneforge compress merge` first, or --method {keeping} to quantize "
                             "its base and keep the adapter)")
     previous = source.manifest.get("compression", {})
     if previous.get("operation") == "quantize" and not allow_requantize:
         raise CompressError(f"{source.path} is already quantized ({previous.get('method')}); quantizing it again "
                             "compounds the error. Quantize its parent, or pass --allow-requantize.")
     parent = load(source.reference)
-    if method == "nf4":
-        from tuneforge.models.loader import load_4bit
-
-        child = load_4bit(source.reference)
-        spec = {"method": "nf4", "bits": 4, "group_size": 64, "double_quant": True, "library": "bitsandbytes",
-                "compute_dtype": "bfloat16", "modules": [n for n, m in child.model.named_modules()
-                                                         if type(m).__name__ == "Linear4bit"]}
-        return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model,
-                             eval_cfg=eval_cfg)
-    child = load(source.reference)  # the copy the method changes in place
-    if method == "dynamic-int8":
-        names = quantize_dynamic_int8(child.model)
-        spec = {"method": "dynamic-int8", "bits": 8, "group_size": "per-output-channel", "symmetric": True,
-                "activations": "int8 per tensor, at run time", "compute_dtype": "float32", "modules": names}
-        return write_checked(source, parent, child, spec, cfg, output, "quantize", float_weights=parent.model,
-                             eval_cfg=eval_cfg)
-    spec = weight_only(child.model, method, cfg)
-    return write_checked(source, parent, child, spec, cfg, output, "quantize", eval_cfg=eval_cfg)
+    fresh = load(source.reference)  # the copy the transform may change in place
+    model, spec = fmt.create_quantized(fresh.model, cfg.group_size)
+    child = LoadedModel(model, fresh.tokenizer, fresh.ref, fresh.source)
+    return write_checked(source, parent, child, spec_to_json(spec), cfg, output, "quantize", eval_cfg=eval_cfg,
+                         quantized=fmt, float_weights=None if fmt.stores_codes else parent.model)
 
 
-def weight_only(model, method: str, cfg: CompressConfig) -> dict[str, Any]:
-    """Replace `model`'s linear layers by int8 or int4 ones in place; returns the quantization spec."""
-    import torch
-
-    bits = 4 if method == "int4" else 8
-    try:
-        names = quantize_linears(model, dtype=torch.bfloat16, bits=bits, group_size=cfg.group_size,
-                                 skip=("lm_head",) if bits == 4 else ())
-    except ValueError as exc:
-        raise CompressError(f"{method}: {exc}; set compress.group_size to a divisor of every layer's input "
-                            "size") from exc
-    # int4 keeps the vocabulary head at int8, as llama.cpp's 4-bit types keep output.weight at 6-8 bits:
-    # on SmolLM2 an int4 head alone moves the mean |Δlogit| from 0.16 to 0.42 and changes answers.
-    int8_names = quantize_linears(model, dtype=torch.bfloat16, bits=8)
-    model.to(torch.bfloat16).eval()
-    model.config.tie_word_embeddings = False
-    return {"method": f"{method}-weight-only", "bits": bits,
-            "group_size": cfg.group_size if bits == 4 else "per-output-channel", "symmetric": bits == 8,
-            "compute_dtype": "bfloat16", "modules": names, "int8_modules": int8_names}
-
-
-def quantize_under_adapter(source: Source, output: str | Path, cfg: CompressConfig, method: str,
+def quantize_under_adapter(source: Source, output: str | Path, cfg: CompressConfig, fmt: QuantFormat,
                            eval_cfg: EvalConfig | None) -> Artifact:
     """Quantize a LoRA adapter's base and keep the adapter unmerged on top (QLoRA's inference setting).
 
@@ -98,20 +61,22 @@ def quantize_under_adapter(source: Source, output: str | Path, cfg: CompressConf
     """
     from tuneforge.compress.merge import checked_base
     from tuneforge.models.lora import ADAPTER_FILES, attach_adapter
+    from tuneforge.train.methods import METHODS as TUNING_METHODS
 
     adapter_method = source.manifest.get("method", "lora")
-    if adapter_method not in ("lora", "qlora"):
+    if adapter_method not in TUNING_METHODS or not TUNING_METHODS[adapter_method].plain_lora:
         raise CompressError(f"{source.path}: a {adapter_method!r} adapter cannot stay unmerged over a quantized "
                             "base; merge it (tuneforge compress merge) and quantize the merged model")
     base_ref, _ = checked_base(source.path, source.manifest)
     parent = load(source.reference)  # the adapter over its float base (PEFT)
-    child = load(base_ref)
-    spec = weight_only(child.model, method, cfg)
+    base = load(base_ref)
+    model, spec = fmt.create_quantized(base.model, cfg.group_size)
     try:
-        targets = attach_adapter(child.model, source.path)
+        targets = attach_adapter(model, source.path)
     except ValueError as exc:
         raise CompressError(str(exc)) from None
-    spec["adapter"] = {"method": adapter_method, "parent": source.content_hash, "modules": len(targets),
-                       "dtype": "float32"}
-    return write_checked(source, parent, child, spec, cfg, output, "quantize", eval_cfg=eval_cfg,
-                         extra_files=[source.path / name for name in ADAPTER_FILES])
+    spec.adapter = {"method": adapter_method, "parent": source.content_hash, "modules": len(targets),
+                    "dtype": "float32"}
+    child = LoadedModel(model, base.tokenizer, base.ref, base.source)
+    return write_checked(source, parent, child, spec_to_json(spec), cfg, output, "quantize", eval_cfg=eval_cfg,
+                         quantized=fmt, extra_files=[source.path / name for name in ADAPTER_FILES])

@@ -18,7 +18,7 @@ from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
-from tuneforge.models.int8 import QUANT_FILE
+from tuneforge.models.formats import QUANT_FILE, QuantFormat
 from tuneforge.models.loader import fingerprint, fingerprint_chain
 
 
@@ -69,13 +69,14 @@ def model_source(model_ref: str | Path) -> Source:
 def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec: dict[str, Any],
                   cfg: CompressConfig, output: str | Path, operation: str, float_weights: Any = None,
                   kind: str = "lossy", eval_cfg: EvalConfig | None = None,
-                  extra_files: list[Path] | None = None) -> Artifact:
+                  extra_files: list[Path] | None = None, quantized: QuantFormat | None = None) -> Artifact:
     """Parity-check `child` against `parent`; when it passes, write a model artifact whose manifest's
     `compression` is `{operation, **spec, parent}`.
 
-    Weights written: the child's state dict with its config (quantized layers), or with `float_weights`
-    that float model itself (methods applied at load time). A spec with `bits` is a quantization and
-    also goes to `quantization.json`, which the loader reads to rebuild the layers. With
+    Weights written: with `float_weights` that float model itself (formats applied at load time), else
+    for a `quantized` format that stores codes the child's state dict with its config, else the child.
+    With `quantized` the spec also goes to `quantization.json`, which the loader's format reads to
+    rebuild the layers, and the manifest records the float weights it approximates. With
     `compress.parity.eval`, `eval_cfg`'s question sets are answered by both as well. `extra_files` are
     copied in as they are (an adapter kept over a quantized base).
     """
@@ -92,7 +93,7 @@ def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec:
     with create_artifact(output, "model", config=config, parents=source.parents()) as writer:
         if float_weights is not None:
             float_weights.save_pretrained(writer.path)
-        elif "bits" in spec:
+        elif quantized is not None and quantized.stores_codes:
             child.model.config.save_pretrained(writer.path)
             state = {k: v.contiguous() for k, v in child.model.state_dict().items()}
             save_file(state, str(writer.path / "model.safetensors"), metadata={"format": "pt"})
@@ -101,7 +102,7 @@ def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec:
         child.tokenizer.save_pretrained(writer.path)
         for extra in extra_files or []:
             shutil.copyfile(extra, writer.path / extra.name)
-        if "bits" in spec:
+        if quantized is not None:
             (writer.path / QUANT_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         (writer.path / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
         writer.metrics.update({"parity": {k: v for k, v in report.items() if k != "disagreements"}})
@@ -110,7 +111,7 @@ def write_checked(source: Source, parent: LoadedModel, child: LoadedModel, spec:
             "compression": {"operation": operation, **{k: v for k, v in spec.items() if k not in ("modules",
                                                                                                "int8_modules")},
                             "parent": source.content_hash,
-                            **({"weights_of": source.weights_of()} if "bits" in spec else {})},
+                            **({"weights_of": source.weights_of()} if quantized is not None else {})},
             "chat_template_hash": template_hash(child.tokenizer), "tokenizer_hash": tokenizer_hash(child.tokenizer),
         })
     return load_artifact(output, kind="model")

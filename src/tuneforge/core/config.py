@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,11 +21,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def default(section: type[BaseModel], name: str) -> Any:
+    """The default of `section.name`: what a function's unset (None) keyword falls back to."""
+    return section.model_fields[name].get_default(call_default_factory=True)
+
+
+def settings(section: type[SectionT], cfg: SectionT | None = None, **given: Any) -> SectionT:
+    """`cfg` (or `section`'s defaults) with the keyword values that were given (not None), validated:
+    how a function keeps keyword options without repeating the config's defaults."""
+    base = cfg.model_dump() if cfg is not None else {}
+    return section.model_validate({**base, **{k: v for k, v in given.items() if v is not None}})
+
+
+DEFAULT_MODEL = "smollm2-135m"  # the built-in SmolLM2-135M-Instruct (models/loader.py)
+
+
 class ModelConfig(_Section):
     """Which base model to start from."""
 
     name: str = Field(
-        "smollm2-135m",
+        DEFAULT_MODEL,
         description="A built-in name (smollm2-135m, tiny-random-llama), a local Hugging Face model "
         "folder, a tuneforge model/adapter artifact folder, or a hub id.",
     )
@@ -35,8 +53,7 @@ class ModelConfig(_Section):
 
 
 PiiType = Literal["SECRET", "CREDENTIALS", "EMAIL", "IBAN", "CREDIT_CARD", "CN_ID", "SSN", "PHONE", "IP_ADDRESS"]
-ALL_PII: tuple[PiiType, ...] = ("SECRET", "CREDENTIALS", "EMAIL", "IBAN", "CREDIT_CARD", "CN_ID", "SSN", "PHONE",
-                                "IP_ADDRESS")
+ALL_PII: tuple[PiiType, ...] = get_args(PiiType)
 
 
 class SourceConfig(_Section):
@@ -183,7 +200,7 @@ class DataConfig(_Section):
 
 
 TrainMethod = Literal["full", "lora", "dora", "qlora", "adapter", "prompt_tuning", "prefix_tuning", "ia3"]
-TRAIN_METHODS: tuple[str, ...] = ("full", "lora", "dora", "qlora", "adapter", "prompt_tuning", "prefix_tuning", "ia3")
+TRAIN_METHODS: tuple[TrainMethod, ...] = get_args(TrainMethod)
 
 
 class LoraConfig(_Section):
@@ -377,9 +394,15 @@ class PruneConfig(_Section):
                                       "Minitron's retraining recipe); off: cross-entropy on the data alone.")
 
 
+QuantizeMethod = Literal["int8", "int4", "dynamic-int8", "nf4"]  # one module each in models/formats/
+
+
 class CompressConfig(_Section):
     """`tuneforge compress`: offline transforms of a tuned model, each checked against its parent."""
 
+    quantize_method: QuantizeMethod = Field(
+        "int8", description="quantize: the format (" + ", ".join(get_args(QuantizeMethod)) + "); int8/int4 over an "
+        "adapter quantize its base and keep the adapter on top.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Dtype of merged weights.")
     group_size: int = Field(32, ge=2, le=4096, description="int4: input weights sharing one scale and zero "
                             "(32 as llama.cpp's Q4_0/Q4_1; larger is smaller on disk and less exact).")
@@ -458,6 +481,10 @@ class ServeConfig(_Section):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted; a larger one is refused with 413 "
         "before it is read whole or parsed."
     )
+    malloc_trim_every: float = Field(
+        30.0, ge=0, description="Seconds between glibc malloc_trim calls that hand freed memory back to the OS "
+        "(a long-running server's RSS otherwise creeps up); 0 turns them off."
+    )
     request_timeout: float = Field(300.0, gt=0, description="Seconds a request may live, queue time included.")
     drain_timeout: float = Field(30.0, ge=0, description="On SIGTERM: seconds in-flight requests get to finish "
                                  "while new ones are refused with 503.")
@@ -476,7 +503,7 @@ class ServeConfig(_Section):
 
 
 Stage = Literal["prepare", "train", "eval", "serve"]
-STAGES: tuple[Stage, ...] = ("prepare", "train", "eval", "serve")
+STAGES: tuple[Stage, ...] = get_args(Stage)
 
 
 class PipelineConfig(_Section):

@@ -12,6 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from tuneforge.core.errors import ModelLoadError
 
 CONFIG_FILE = "bottleneck_config.json"
@@ -19,29 +22,23 @@ WEIGHTS_FILE = "bottleneck_adapters.safetensors"
 _MLP = re.compile(r"(^|\.)(layers|h|blocks)\.\d+\.mlp$")
 
 
-def _module_class():
-    import torch
-    from torch import nn
+class BottleneckAdapter(nn.Module):
+    """Wraps a layer's MLP: out = mlp(x) + up(dropout(act(down(mlp(x)))))."""
 
-    class BottleneckAdapter(nn.Module):
-        """Wraps a layer's MLP: out = mlp(x) + up(dropout(act(down(mlp(x)))))."""
+    def __init__(self, inner: nn.Module, hidden: int, bottleneck: int, dropout: float) -> None:
+        super().__init__()
+        self.inner = inner
+        param = next(inner.parameters())
+        self.adapter_down = nn.Linear(hidden, bottleneck, device=param.device)
+        self.adapter_up = nn.Linear(bottleneck, hidden, device=param.device)
+        self.adapter_dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.adapter_up.weight)
+        nn.init.zeros_(self.adapter_up.bias)
 
-        def __init__(self, inner: nn.Module, hidden: int, bottleneck: int, dropout: float) -> None:
-            super().__init__()
-            self.inner = inner
-            param = next(inner.parameters())
-            self.adapter_down = nn.Linear(hidden, bottleneck, device=param.device)
-            self.adapter_up = nn.Linear(bottleneck, hidden, device=param.device)
-            self.adapter_dropout = nn.Dropout(dropout)
-            nn.init.zeros_(self.adapter_up.weight)
-            nn.init.zeros_(self.adapter_up.bias)
-
-        def forward(self, x):
-            out = self.inner(x)
-            delta = self.adapter_up(self.adapter_dropout(torch.nn.functional.gelu(self.adapter_down(out))))
-            return out + delta.to(out.dtype)
-
-    return BottleneckAdapter
+    def forward(self, x):
+        out = self.inner(x)
+        delta = self.adapter_up(self.adapter_dropout(torch.nn.functional.gelu(self.adapter_down(out))))
+        return out + delta.to(out.dtype)
 
 
 def mlp_names(model) -> list[str]:
@@ -57,14 +54,13 @@ def attach_bottleneck(model, bottleneck: int, dropout: float = 0.0):
             f"{type(model).__name__}: no decoder-layer MLPs found (looked for modules named "
             "'layers.N.mlp', 'h.N.mlp' or 'blocks.N.mlp'); bottleneck adapters need one per layer"
         )
-    cls = _module_class()
     hidden = model.config.hidden_size
     for p in model.parameters():
         p.requires_grad_(False)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, cls(getattr(parent, child), hidden, bottleneck, dropout))
+        setattr(parent, child, BottleneckAdapter(getattr(parent, child), hidden, bottleneck, dropout))
     model.bottleneck_config = {"bottleneck": bottleneck, "dropout": dropout, "modules": names}
     return model
 

@@ -23,12 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.core.artifacts import is_artifact, load_artifact, sha256_file
+from tuneforge.core.config import DEFAULT_MODEL
 from tuneforge.core.errors import ModelLoadError
 from tuneforge.core.paths import cache_dir
 from tuneforge.core.progress import console
 from tuneforge.models.chat_template import ensure_chat_template
+from tuneforge.models.formats import QuantFormat, recorded_format, weights_of
+from tuneforge.models.formats.nf4 import load_nf4, nf4_from_float
 
-SMOLLM2 = "smollm2-135m"
+SMOLLM2 = DEFAULT_MODEL
 TINY = "tiny-random-llama"
 BUILTIN = (SMOLLM2, TINY)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -217,35 +220,14 @@ def load_4bit(ref: str | Path, compute_dtype: str = "bfloat16") -> LoadedModel:
 
     bitsandbytes ≥ 0.48 has a CPU backend, so this works on CPU as well as CUDA.
     """
-    import tempfile
-
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as exc:
-        raise ModelLoadError("4-bit loading needs bitsandbytes: pip install 'bitsandbytes>=0.48'") from exc
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=_torch_dtype(compute_dtype))
     ref = str(ref)
     folder = smollm2_model_dir() if ref == SMOLLM2 else _hf_folder_of(ref)
-    device_map = "auto" if _cuda() else "cpu"
     if folder is not None and not (is_artifact(folder) and load_artifact(folder).kind == "adapter"):
-        model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, device_map=device_map)
-        return LoadedModel(model, load_tokenizer(ref), ref, "4bit")
+        return LoadedModel(load_nf4(folder, compute_dtype), load_tokenizer(ref), ref, "4bit")
     full = load(ref)
     if full.source == "artifact-adapter":
         raise ModelLoadError(f"{ref} is an adapter; load its base model in 4-bit instead")
-    with tempfile.TemporaryDirectory(prefix="tuneforge-4bit-") as tmp:
-        full.model.save_pretrained(tmp)
-        model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quant, device_map=device_map)
-    return LoadedModel(model, full.tokenizer, ref, "4bit")
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return LoadedModel(nf4_from_float(full.model, compute_dtype), full.tokenizer, ref, "4bit")
 
 
 def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
@@ -281,14 +263,9 @@ def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
             else:
                 model = PeftModel.from_pretrained(base.model, str(path))
             return LoadedModel(model.eval(), base.tokenizer, ref, "artifact-adapter", base_ref=base_ref)
-        if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("format") == "gguf":
-            raise ModelLoadError(f"{path} is a GGUF export (for llama.cpp): serve it with "
-                                 "`--set serve.backend=llamacpp`, or use its parent artifact")
-        if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("format") == "onnx":
-            raise ModelLoadError(f"{path} is an ONNX export: run model.onnx with onnxruntime "
-                                 "(tuneforge.compress.onnx.ONNXSide), or use its parent artifact")
-        if artifact.kind == "model" and artifact.manifest.get("compression", {}).get("operation") == "quantize":
-            return _load_quantized(path, ref)
+        recorded = recorded_format(path, artifact.manifest) if artifact.kind == "model" else None
+        if recorded is not None:
+            return _load_quantized(path, ref, *recorded)
         if artifact.kind == "model":
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
             tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
@@ -323,40 +300,13 @@ def adapter_format(manifest: dict[str, Any]) -> str:
     return "bottleneck" if manifest.get("method") == "adapter" else "peft"
 
 
-def _load_quantized(path: Path, ref: str) -> LoadedModel:
-    """A quantized model artifact: the architecture from config.json, int8/int4 layers rebuilt (or dynamic int8
-    applied to the float weights)."""
-    import json
+def _load_quantized(path: Path, ref: str, fmt: QuantFormat, spec: Any) -> LoadedModel:
+    """A quantized model artifact, converted for running by its format (and a LoRA adapter kept over it)."""
+    from transformers import AutoTokenizer
 
-    import torch
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from tuneforge.models.int8 import QUANT_FILE, quantize_linears
-
-    spec = json.loads((path / QUANT_FILE).read_text())
-    if spec["method"] == "nf4":
-        loaded = load_4bit(path)
-        return LoadedModel(loaded.model.eval(), loaded.tokenizer, ref, "artifact-model", info={"quantization": "nf4"})
-    if spec["method"] == "dynamic-int8":
-        from tuneforge.models.int8 import quantize_dynamic_int8
-
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        quantize_dynamic_int8(model)
-        tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
-        return LoadedModel(model.eval(), tokenizer, ref, "artifact-model", info={"quantization": spec["method"]})
-    config = AutoConfig.from_pretrained(path)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    if spec.get("bits") == 4:
-        quantize_linears(model, skip=tuple(spec.get("int8_modules", [])), dtype=torch.bfloat16, from_weights=False,
-                         bits=4, group_size=spec["group_size"])
-    quantize_linears(model, dtype=torch.bfloat16, from_weights=False)  # int8: all (int4: what is left)
-    missing, unexpected = model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
-    if unexpected or [k for k in missing if "rotary" not in k]:
-        raise ModelLoadError(f"{path}: quantized weights do not match the architecture "
-                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    info: dict[str, Any] = {"quantization": spec["method"]}
-    if spec.get("adapter"):  # a LoRA adapter kept unmerged over the quantized base
+    model = fmt.convert_for_runtime(path, spec)
+    info: dict[str, Any] = {"quantization": spec.method}
+    if getattr(spec, "adapter", None):  # a LoRA adapter kept unmerged over the quantized base
         from tuneforge.models.lora import attach_adapter
 
         try:
@@ -400,7 +350,7 @@ def weights_fingerprints(ref: str | Path) -> list[str]:
 
 def fingerprint_chain(own: str, manifest: dict[str, Any]) -> list[str]:
     """`own` followed by the fingerprints a manifest's quantization approximates (`compression.weights_of`)."""
-    return [own, *manifest.get("compression", {}).get("weights_of", [])]
+    return [own, *weights_of(manifest)]
 
 
 def fingerprint(ref: str | Path) -> str:
