@@ -13,10 +13,22 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import BaseModel
 from rich.table import Table
 from rich.text import Text
 
-from tuneforge.core.config import PipelineConfig, load_pipeline, pipeline_schema
+from tuneforge.core.config import (
+    DEFAULT_MODEL,
+    TRAIN_METHODS,
+    CompressConfig,
+    DistillConfig,
+    PipelineConfig,
+    PruneConfig,
+    TrainConfig,
+    default,
+    load_pipeline,
+    pipeline_schema,
+)
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.progress import console
 
@@ -45,6 +57,13 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a field: --set train.lr=1e-4 (repeatable; value parsed as YAML)."),
 ]
+
+
+def _default(section: type[BaseModel], name: str) -> str:
+    """`(default: X)` for a help string, read from the config model, where every default lives (rich would take
+    `[default: X]` for markup and drop it)."""
+    value = default(section, name)
+    return f"(default: {', '.join(map(str, value)) if isinstance(value, list) else value})"
 
 
 def _config(config: Path | None, overrides: list[str] | None, **values: Any) -> PipelineConfig:
@@ -179,7 +198,7 @@ def train_cmd(
     config: ConfigOpt = None,
     model: Annotated[str | None, typer.Option(help="Base model (name, folder or hub id).")] = None,
     method: Annotated[str | None, typer.Option(
-        help="full, lora, dora, qlora, adapter, prompt_tuning, prefix_tuning or ia3 (default lora).")] = None,
+        help=", ".join(TRAIN_METHODS[:-1]) + f" or {TRAIN_METHODS[-1]}. {_default(TrainConfig, 'method')}")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output artifact folder.")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from the newest valid checkpoint in OUTPUT.checkpoints/.")] = False,
@@ -257,10 +276,11 @@ def compress_quantize(
                                          "name or Hugging Face folder (e.g. smollm2-135m), or a LoRA adapter artifact "
                                          "(int8/int4: its base is quantized and the adapter kept unmerged on top).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
-    method: Annotated[str, typer.Option(
+    method: Annotated[str | None, typer.Option(
         help="int8: weight-only, per output channel, bf16 activations; int4: weight-only, group-wise "
-        "(compress.group_size, default 32); dynamic-int8: int8 weights and run-time int8 activations (CPU); "
-        "nf4: bitsandbytes NF4 at load (CUDA; CPU works, slowly).")] = "int8",
+        f"by compress.group_size {_default(CompressConfig, 'group_size')}; dynamic-int8: int8 weights and run-time "
+        "int8 activations (CPU); nf4: bitsandbytes NF4 at load (CUDA; CPU works, slowly). "
+        f"{_default(CompressConfig, 'quantize_method')}")] = None,
     allow_requantize: Annotated[bool, typer.Option(
         "--allow-requantize", help="Quantize an already quantized artifact (the error compounds).")] = False,
     config: ConfigOpt = None,
@@ -275,9 +295,8 @@ def compress_quantize(
     """
     from tuneforge.compress.quantize import quantize
 
-    cfg = _config(config, overrides)
-    artifact = quantize(model, output, cfg.compress, method=method, allow_requantize=allow_requantize,
-                        eval_cfg=cfg.eval)
+    cfg = _config(config, overrides, compress__quantize_method=method)
+    artifact = quantize(model, output, cfg.compress, allow_requantize=allow_requantize, eval_cfg=cfg.eval)
     console.print(f"model artifact → {artifact.path}")
 
 
@@ -287,13 +306,14 @@ def compress_prune(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model artifact folder to write.")],
     method: Annotated[str | None, typer.Option(
         help="magnitude (zero the smallest weights), 2:4 (2 of every 4 inputs, for sparse tensor cores) or "
-        "structured (remove MLP channels / heads: a smaller dense model). [default: magnitude]")] = None,
+        f"structured (remove MLP channels / heads: a smaller dense model). {_default(PruneConfig, 'method')}")] = None,
     sparsity: Annotated[float | None, typer.Option(
         help="Share removed, in [0, 1): of the weights (magnitude), of the MLP channels and of the heads per "
-        "KV group (structured). [default: 0.3]")] = None,
-    scope: Annotated[str | None, typer.Option(help="magnitude: global or per-layer. [default: per-layer]")] = None,
+        f"KV group (structured). {_default(PruneConfig, 'sparsity')}")] = None,
+    scope: Annotated[str | None, typer.Option(
+        help=f"magnitude: global or per-layer. {_default(PruneConfig, 'scope')}")] = None,
     target: Annotated[list[str] | None, typer.Option(
-        "--target", help="structured: mlp and/or heads (repeat the flag). [default: mlp]")] = None,
+        "--target", help=f"structured: mlp and/or heads (repeat the flag). {_default(PruneConfig, 'targets')}")] = None,
     recover: Annotated[Path | None, typer.Option(
         help="Prepared dataset artifact: fully fine-tune the pruned model on it before the parity check "
         "(compress.prune.recover_steps / recover_lr; zeros kept).")] = None,
@@ -331,9 +351,9 @@ def compress_distill(
     student: Annotated[str | None, typer.Option(
         help="Student = this model instead (a built-in name, folder or artifact; same tokenizer).")] = None,
     temperature: Annotated[float | None, typer.Option(
-        help="Softmax temperature of the KL term. [default: 2.0]")] = None,
+        help=f"Softmax temperature of the KL term. {_default(DistillConfig, 'temperature')}")] = None,
     alpha: Annotated[float | None, typer.Option(
-        help="Weight of KL vs cross-entropy (1 - alpha). [default: 0.5]")] = None,
+        help=f"Weight of KL vs cross-entropy (1 - alpha). {_default(DistillConfig, 'alpha')}")] = None,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
 ) -> None:
@@ -387,7 +407,7 @@ def compress_export(
 def bench_train(
     dataset: Annotated[Path | None, typer.Option(
         help="Dataset artifact (default: the customer-service example, prepared into OUTPUT/dataset).")] = None,
-    model: Annotated[str, typer.Option(help="Base model.")] = "smollm2-135m",
+    model: Annotated[str, typer.Option(help="Base model.")] = DEFAULT_MODEL,
     rows: Annotated[int | None, typer.Option(help="Train on the first N training rows (default all).")] = 160,
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     qlora: Annotated[bool, typer.Option("--qlora", help="Also run tuneforge's recipe as QLoRA (memory row).")] = False,
@@ -423,7 +443,7 @@ def bench_serve(
         "started here.")] = None,
     served_model: Annotated[str, typer.Option("--served-model", help="`model` field sent with --url.")] = "bench",
     model: Annotated[str, typer.Option(help="What tuneforge serves in the comparison (llama-server always "
-                                            "serves the shipped SmolLM2 GGUF).")] = "smollm2-135m",
+                                            "serves the shipped SmolLM2 GGUF).")] = DEFAULT_MODEL,
     concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent clients, e.g. 1,16.")] = "1,16",
     num_prompts: Annotated[int, typer.Option(help="Requests per client at each concurrency.")] = 4,
     max_tokens: Annotated[int, typer.Option(min=1, help="Output tokens per request (ignore_eos).")] = 128,

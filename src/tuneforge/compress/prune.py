@@ -25,7 +25,7 @@ from typing import Any
 
 from tuneforge.compress.step import model_source, scratch_beside, teacher_settings, train_copy, write_checked
 from tuneforge.core.artifacts import Artifact, load_artifact
-from tuneforge.core.config import CompressConfig, EvalConfig, TrainConfig
+from tuneforge.core.config import CompressConfig, EvalConfig, ModelConfig, TrainConfig, default
 from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
@@ -36,7 +36,10 @@ PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self
 
 def prune(model_path: str | Path, output: str | Path, cfg: CompressConfig,
           eval_cfg: EvalConfig | None = None, recover: str | Path | None = None,
-          train_cfg: TrainConfig | None = None, dtype: str = "float32") -> Artifact:
+          train_cfg: TrainConfig | None = None, dtype: str | None = None) -> Artifact:
+    """Prune the model at `model_path` as `cfg.prune` says (recovering on `recover` with `train_cfg` in
+    `dtype`, default `model.dtype`'s), check it against its parent, write a model artifact."""
+    dtype = dtype or default(ModelConfig, "dtype")
     opts = cfg.prune
     dataset = load_artifact(recover, kind="dataset") if recover is not None else None
     source = model_source(model_path)

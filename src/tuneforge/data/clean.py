@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tuneforge.core.config import DedupConfig, FilterConfig, NormalizeConfig, settings
 from tuneforge.data.pii import RowScrubber
 
 Row = dict[str, Any]
@@ -80,8 +81,13 @@ def strip_html(text: str) -> str:
     return html.unescape(text)
 
 
-def normalize_text(text: str, nfkc: bool = True, html_strip: bool = False) -> str:
-    """NFKC (keeping CJK punctuation), no control characters, collapsed spaces, at most one blank line."""
+def normalize_text(text: str, nfkc: bool | None = None, html_strip: bool | None = None) -> str:
+    """NFKC (keeping CJK punctuation), no control characters, collapsed spaces, at most one blank line.
+
+    Unset options take `data.normalize`'s defaults (`nfkc`, `strip_html`)."""
+    if nfkc is None or html_strip is None:
+        opts = settings(NormalizeConfig, nfkc=nfkc, strip_html=html_strip)
+        nfkc, html_strip = opts.nfkc, opts.strip_html
     if html_strip:
         text = strip_html(text)
     if nfkc:
@@ -92,11 +98,14 @@ def normalize_text(text: str, nfkc: bool = True, html_strip: bool = False) -> st
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 
-def normalize_rows(rows: list[Row], nfkc: bool = True, html_strip: bool = False) -> tuple[list[Row], StepStats]:
+def normalize_rows(rows: list[Row], nfkc: bool | None = None, html_strip: bool | None = None,
+                   cfg: NormalizeConfig | None = None) -> tuple[list[Row], StepStats]:
+    """Normalize every text of every row (`normalize_text`); unset options from `cfg` or its defaults."""
+    opts = settings(NormalizeConfig, cfg, nfkc=nfkc, strip_html=html_strip)
     stats = StepStats("normalize", rows_in=len(rows))
     out = []
     for row in rows:
-        new = map_contents(row, lambda t: normalize_text(t, nfkc, html_strip))
+        new = map_contents(row, lambda t: normalize_text(t, opts.nfkc, opts.strip_html))
         stats.changed += new != row
         out.append(new)
     stats.kept = len(out)
@@ -122,16 +131,21 @@ def shingles(text: str, n: int = 3) -> set[bytes]:
     return {" ".join(tokens[i : i + n]).encode() for i in range(len(tokens) - n + 1)}
 
 
-def dedup_rows(rows: list[Row], exact: bool = True, near: bool = True, threshold: float = 0.85,
-               num_perm: int = 128, ngram: int = 3) -> tuple[list[Row], StepStats]:
-    """Keep the first of each exact duplicate group and of each near-duplicate (MinHash LSH) group."""
+def dedup_rows(rows: list[Row], exact: bool | None = None, near: bool | None = None, threshold: float | None = None,
+               num_perm: int | None = None, ngram: int | None = None,
+               cfg: DedupConfig | None = None) -> tuple[list[Row], StepStats]:
+    """Keep the first of each exact duplicate group and of each near-duplicate (MinHash LSH) group.
+
+    Unset options take `cfg`'s values, or `data.dedup`'s defaults."""
+    opts = settings(DedupConfig, cfg, exact=exact, near=near, threshold=threshold, num_perm=num_perm, ngram=ngram)
+    exact, near, num_perm, ngram = opts.exact, opts.near, opts.num_perm, opts.ngram
     stats = StepStats("dedup", rows_in=len(rows))
     seen: set[str] = set()
     lsh = minhash_cls = None
     if near:
         from datasketch import MinHash, MinHashLSH
 
-        lsh, minhash_cls = MinHashLSH(threshold=threshold, num_perm=num_perm), MinHash
+        lsh, minhash_cls = MinHashLSH(threshold=opts.threshold, num_perm=num_perm), MinHash
     out = []
     for i, row in enumerate(rows):
         if exact:
@@ -191,12 +205,18 @@ def detect_language(text: str, min_letters: int = 20) -> str | None:
 
 
 def filter_rows(rows: list[Row], count_tokens: Callable[[list[Row]], list[int]] | None = None,
-                min_tokens: int = 1, max_tokens: int | None = None, max_repetition: float = 0.6,
-                max_symbol_ratio: float = 0.3, languages: list[str] | None = None) -> tuple[list[Row], StepStats]:
+                min_tokens: int | None = None, max_tokens: int | None = None, max_repetition: float | None = None,
+                max_symbol_ratio: float | None = None, languages: list[str] | None = None,
+                cfg: FilterConfig | None = None) -> tuple[list[Row], StepStats]:
     """Drop rows with an empty answer, too few/many tokens, heavy repetition, mostly symbols, or another language.
 
-    Rows too short for language detection are kept.
+    Rows too short for language detection are kept. Unset options take `cfg`'s values, or `data.filter`'s
+    defaults.
     """
+    opts = settings(FilterConfig, cfg, min_tokens=min_tokens, max_tokens=max_tokens, max_repetition=max_repetition,
+                    max_symbol_ratio=max_symbol_ratio, languages=languages)
+    min_tokens, max_tokens, languages = opts.min_tokens, opts.max_tokens, opts.languages
+    max_repetition, max_symbol_ratio = opts.max_repetition, opts.max_symbol_ratio
     stats = StepStats("filter", rows_in=len(rows))
     lengths = count_tokens(rows) if count_tokens else [None] * len(rows)
     out = []

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.core.config import ContaminationConfig, settings
 from tuneforge.data.clean import _TOKEN, row_texts
 from tuneforge.data.formats import read_jsonl
 
@@ -48,9 +49,12 @@ class ContaminationResult:
     clean_rows: list[Any]
 
 
-def check_contamination(train_rows: list[dict[str, Any]], eval_files: list[Path], n: int = 8,
-                        threshold: float = 0.5) -> list[ContaminationResult]:
-    """Overlap of each evaluation row with the training rows' n-grams."""
+def check_contamination(train_rows: list[dict[str, Any]], eval_files: list[Path], n: int | None = None,
+                        threshold: float | None = None) -> list[ContaminationResult]:
+    """Overlap of each evaluation row with the training rows' n-grams (unset: `data.contamination`'s
+    `ngram` and `threshold` defaults)."""
+    opts = settings(ContaminationConfig, ngram=n, threshold=threshold)
+    n, threshold = opts.ngram, opts.threshold
     seen: set[tuple[str, ...]] = set()
     short: set[tuple[str, ...]] = set()
     for row in train_rows:

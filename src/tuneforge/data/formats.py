@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from tuneforge.core.config import DataConfig, default
 from tuneforge.core.errors import DataError
 
 Format = Literal["auto", "instruction", "chat", "sharegpt", "text"]
@@ -93,14 +94,6 @@ def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
     if not any(m["role"] == "assistant" and m["content"].strip() for m in clean):
         raise DataError(f"{where}: no non-empty assistant message to learn from")
     return clean
-
-
-def row_to_messages(row: Any, where: str, fmt: Format = "auto") -> list[dict[str, str]]:
-    """Validate one parsed JSON value of a chat/instruction format and convert it to messages."""
-    converted = convert_row(row, where, fmt)
-    if "messages" not in converted:
-        raise DataError(f"{where}: expected a chat or instruction row, found a text row")
-    return converted["messages"]
 
 
 def convert_row(row: Any, where: str, fmt: Format = "auto") -> dict[str, Any]:
@@ -240,8 +233,10 @@ def file_format_of(path: Path, declared: str) -> str:
 
 
 def load_source(path: Path, declared: str = "auto", columns: dict[str, str] | None = None,
-                on_error: str = "fail", errors: list[str] | None = None) -> list[dict[str, Any]]:
-    """All valid rows of one source; with on_error='skip' bad rows are listed in `errors` instead."""
+                on_error: str | None = None, errors: list[str] | None = None) -> list[dict[str, Any]]:
+    """All valid rows of one source; with on_error='skip' bad rows are listed in `errors` instead
+    (unset: `data.on_error`'s default)."""
+    on_error = on_error or default(DataConfig, "on_error")
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such data file")

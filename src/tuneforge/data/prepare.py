@@ -15,7 +15,7 @@ from typing import Any
 from rich.progress import Progress
 
 from tuneforge.core.artifacts import Artifact, create_artifact, load_artifact, sha256_file
-from tuneforge.core.config import DataConfig, ModelConfig
+from tuneforge.core.config import DataConfig, ModelConfig, default
 from tuneforge.core.errors import DataError
 from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.augment import augment_rows
@@ -34,9 +34,12 @@ SPLITS = ("train", "validation", "test")
 Row = dict[str, Any]
 
 
-def split_rows(rows: list[Row], validation_fraction: float, seed: int, test_fraction: float = 0.0,
-               stratify: bool = True) -> dict[str, list[Row]]:
-    """Seeded train/validation/test split; rows with a `label` are split per label (stratified)."""
+def split_rows(rows: list[Row], validation_fraction: float, seed: int, test_fraction: float | None = None,
+               stratify: bool | None = None) -> dict[str, list[Row]]:
+    """Seeded train/validation/test split; rows with a `label` are split per label (stratified).
+    Unset options take `data`'s defaults."""
+    test_fraction = default(DataConfig, "test_fraction") if test_fraction is None else test_fraction
+    stratify = default(DataConfig, "stratify") if stratify is None else stratify
     rng = random.Random(seed)
     groups: dict[str, list[int]] = defaultdict(list)
     labelled = stratify and any("label" in r for r in rows if isinstance(r, dict))
@@ -132,16 +135,13 @@ def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list
     f = data.filter
     with progress_bar() as bar:
         if data.normalize.enabled:
-            rows, stats = normalize_rows(_Tracked(rows, bar, "normalize"), data.normalize.nfkc,
-                                         data.normalize.strip_html)
+            rows, stats = normalize_rows(_Tracked(rows, bar, "normalize"), cfg=data.normalize)
             steps.append(stats)
         if data.dedup.exact or data.dedup.near:
-            rows, stats = dedup_rows(_Tracked(rows, bar, "dedup"), data.dedup.exact, data.dedup.near,
-                                     data.dedup.threshold, data.dedup.num_perm, data.dedup.ngram)
+            rows, stats = dedup_rows(_Tracked(rows, bar, "dedup"), cfg=data.dedup)
             steps.append(stats)
             _check_left(rows, stats)
-        rows, stats = filter_rows(_Tracked(rows, bar, "filter"), _token_counter(tokenizer), f.min_tokens,
-                                  f.max_tokens, f.max_repetition, f.max_symbol_ratio, f.languages)
+        rows, stats = filter_rows(_Tracked(rows, bar, "filter"), _token_counter(tokenizer), cfg=f)
         steps.append(stats)
         _check_left(rows, stats)
         if data.pii.enabled:

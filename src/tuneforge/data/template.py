@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneforge.core.config import DataConfig, default
 from tuneforge.core.errors import DataError
 from tuneforge.models.lm import IGNORE_INDEX  # noqa: F401  (re-exported)
 
@@ -37,12 +38,14 @@ def assistant_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, lis
 
 
 def tokenize_conversation(tokenizer, messages: list[dict[str, str]], max_length: int,
-                          mask: str = "assistant") -> dict[str, Any]:
-    """input_ids and labels (-100 outside assistant turns unless mask='all'), cut to max_length.
+                          mask: str | None = None) -> dict[str, Any]:
+    """input_ids and labels (-100 outside assistant turns unless mask='all'; unset: `data.mask`'s default),
+    cut to max_length.
 
     `turns_without_eos` counts assistant turns whose trained tokens do not include the EOS token:
     a model trained on them never learns to stop (a classic template/tokenizer mismatch).
     """
+    mask = mask or default(DataConfig, "mask")
     text, spans = assistant_spans(tokenizer, messages)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoded["input_ids"])
@@ -72,7 +75,7 @@ def tokenize_text(tokenizer, text: str, max_length: int) -> dict[str, Any]:
     return {"input_ids": input_ids, "labels": list(input_ids), "truncated": truncated, "turns_without_eos": 0}
 
 
-def tokenize_row(tokenizer, row: dict[str, Any], max_length: int, mask: str = "assistant") -> dict[str, Any]:
+def tokenize_row(tokenizer, row: dict[str, Any], max_length: int, mask: str | None = None) -> dict[str, Any]:
     """Tokenize a chat row (assistant-only loss by default) or a text row (loss on every token)."""
     if "messages" in row:
         return tokenize_conversation(tokenizer, row["messages"], max_length, mask)

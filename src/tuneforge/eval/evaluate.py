@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.core.artifacts import Artifact, ParentRef, create_artifact, is_artifact, load_artifact
-from tuneforge.core.config import EvalConfig
+from tuneforge.core.config import EvalConfig, ModelConfig, default
 from tuneforge.core.errors import DataError
 from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.formats import read_jsonl
@@ -120,8 +120,9 @@ def answer_questions(loaded, rows: list[dict[str, Any]], cfg: EvalConfig, label:
 
 
 def evaluate_model(ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any]]],
-                   validation: list[dict[str, Any]], dtype: str = "float32") -> dict[str, Any]:
-    """Answers, per-answer scores and set metrics of one model."""
+                   validation: list[dict[str, Any]], dtype: str | None = None) -> dict[str, Any]:
+    """Answers, per-answer scores and set metrics of one model (loaded in `dtype`, default `model.dtype`'s)."""
+    dtype = dtype or default(ModelConfig, "dtype")
     from tuneforge.core.errors import ModelLoadError, TuneforgeError
 
     try:
@@ -213,7 +214,7 @@ def question_sets(cfg: EvalConfig) -> dict[str, list[dict[str, Any]]]:
 
 
 def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artifact | None = None,
-             dtype: str = "float32") -> Artifact:
+             dtype: str | None = None) -> Artifact:
     """Evaluate `model_ref` (and its base) and write an eval-report artifact."""
     from tuneforge.eval.report import write_report
 

@@ -9,6 +9,8 @@ import os
 import re
 from typing import Any
 
+from tuneforge.core.config import JudgeConfig, default
+
 DEFAULT_RUBRIC = ("Score how well the ANSWER responds to the QUESTION, using the REFERENCE or KEY facts when "
                   "given: 5 = correct and complete, 3 = partly correct, 1 = wrong or off-topic.")
 PROMPT = ("You are a strict evaluator.\n{rubric}\n\nQUESTION: {question}\nREFERENCE: {reference}\n"
@@ -23,8 +25,9 @@ def parse_score(verdict: str) -> int | None:
 
 
 def judge_answers(rows: list[dict[str, Any]], answers: list[str], base_url: str, model: str | None,
-                  api_key_env: str, rubric: str, max_tokens: int = 96) -> list[dict[str, Any]]:
+                  api_key_env: str, rubric: str, max_tokens: int | None = None) -> list[dict[str, Any]]:
     """A verdict per answer: the prompt sent, the raw reply, the parsed score (None if unparseable)."""
+    max_tokens = max_tokens or default(JudgeConfig, "max_tokens")
     from openai import OpenAI
 
     client = OpenAI(base_url=base_url, api_key=os.environ.get(api_key_env, "not-needed"))

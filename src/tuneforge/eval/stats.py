@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from tuneforge.core.config import EvalConfig, default
 
-def paired_bootstrap(base: list[float], tuned: list[float], samples: int = 1000, seed: int = 0,
+
+def paired_bootstrap(base: list[float], tuned: list[float], samples: int | None = None, seed: int | None = None,
                      confidence: float = 0.95) -> dict[str, float]:
-    """Mean delta and its percentile CI from resampling question indices with replacement."""
+    """Mean delta and its percentile CI from resampling question indices with replacement (unset: `eval`'s
+    `bootstrap_samples` and `seed` defaults)."""
+    samples = default(EvalConfig, "bootstrap_samples") if samples is None else samples
+    seed = default(EvalConfig, "seed") if seed is None else seed
     if len(base) != len(tuned):
         raise ValueError(f"paired bootstrap needs equal lengths, got {len(base)} and {len(tuned)}")
     if not base:
