@@ -98,6 +98,9 @@ def serve(model_ref: str, cfg: ServeConfig) -> None:
     """Serve until SIGTERM / Ctrl-C, then drain. The engine loop runs on the main thread, HTTP on another."""
     import uvicorn
 
+    from tuneforge.serve import memory
+
+    memory.limit_arenas()  # before the threads that would each get an arena start
     app, name = build_app(model_ref, cfg, loop_in_thread=False)
     engine = app.state.engine
     # Bind here so port 0 (any free port) can be reported before uvicorn takes the socket over.
@@ -135,5 +138,9 @@ def serve(model_ref: str, cfg: ServeConfig) -> None:
     signal.signal(signal.SIGINT, on_signal)
     http_thread = threading.Thread(target=http, name="tuneforge-http", daemon=True)
     http_thread.start()
+    stop_trimming = threading.Event()
+    if cfg.malloc_trim_every > 0:
+        memory.trim_every(cfg.malloc_trim_every, stop_trimming)
     engine.run_loop()
+    stop_trimming.set()
     http_thread.join(timeout=10)
