@@ -97,24 +97,26 @@ def test_the_check_catches_a_copy(monkeypatch):
         test_no_function_repeats_a_config_default()
 
 
+def string_constants(path: Path) -> list[ast.Constant]:
+    """The string constants of a source file, its docstrings aside."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings]
+
+
 def test_cli_help_reads_defaults_from_the_config():
-    tree = ast.parse((SRC / "cli.py").read_text())
-    hard_coded = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
-                  and isinstance(node.value, str) and re.search(r"\[default: |default:? \d", node.value)]
+    hard_coded = [node.value for node in string_constants(SRC / "cli.py")
+                  if re.search(r"\[default: |default:? \d", node.value)]
     assert not hard_coded, hard_coded
 
 
 def code_strings(value: str) -> list[str]:
-    """`path:line` of each string constant in src equal to `value` (docstrings and comments aside)."""
-    places = []
-    for path in sorted(SRC.rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-                      and node.body and isinstance(node.body[0], ast.Expr)}
-        places += [f"{path.relative_to(SRC)}:{node.lineno}" for node in ast.walk(tree)
-                   if isinstance(node, ast.Constant) and node.value == value and id(node) not in docstrings]
-    return places
+    """`path:line` of each string constant in src equal to `value` (docstrings aside)."""
+    return [f"{path.relative_to(SRC)}:{node.lineno}" for path in sorted(SRC.rglob("*.py"))
+            for node in string_constants(path) if node.value == value]
 
 
 def test_the_default_model_is_named_once():

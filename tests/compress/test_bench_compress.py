@@ -24,8 +24,9 @@ def test_bench_compress_measures_parent_and_variants(merged, tmp_path):
     assert [r["name"] for r in rows] == ["bf16 (parent, cast at load)", "int4-weight-only, g32"]
     parent, small = rows
     assert small["size_mib"] < parent["size_mib"]
-    for row in rows:
-        assert row["tok_s_1"] > 0 and row["tok_s_16"] > 0 and row["peak_ram_mib"] > 100
+    for row in rows:  # what the rates are made of is checked exactly in test_decode_rate_counts_every_token
+        assert row["tok_s_1"] > 0 and row["tok_s_16"] > 0
+        assert 100 < row["peak_ram_mib"] < 8192 and row["peak_ram_mib"] > row["size_mib"]
         for streams in (1, 16):  # the median of two rounds, and the ratio to the parent's median
             runs = row[f"tok_s_{streams}_runs"]
             assert len(runs) == 2 and row[f"tok_s_{streams}"] == pytest.approx(sum(runs) / 2)
@@ -47,3 +48,34 @@ def test_variant_names_say_what_the_manifest_records():
     assert _name({**int4, "adapter": {"method": "lora"}}, False) == "int4-weight-only, g32 + lora kept"
     assert _name({"operation": "prune", "method": "structured", "sparsity": 0.25}, False) == "pruned structured 0.25"
     assert _name({}, True) == "bf16 (parent, cast at load)"
+
+
+def test_decode_rate_counts_every_token(monkeypatch):
+    """tok/s = every stream's completion tokens over the wall time of the whole batch, with EOS ignored."""
+    from types import SimpleNamespace
+
+    import tuneforge.bench.compress as bench
+    from tuneforge.models import load_tokenizer
+    from tuneforge.models.generate import render_prompt
+
+    clock = [100.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    tokenizer = load_tokenizer("tiny-random-llama")
+
+    class FakeEngine:  # each request takes 0.5 s of the fake clock and finishes at once with its tokens
+        def __init__(self):
+            self.submitted = []
+
+        def submit(self, ids, params, sink):
+            self.submitted.append((ids, params))
+            clock[0] += 0.5
+            sink(SimpleNamespace(finish_reason=None, completion_tokens=1))  # a delta on the way is not counted
+            sink(SimpleNamespace(finish_reason="length", completion_tokens=params.max_new_tokens))
+
+    engine = FakeEngine()
+    rate = bench._decode_rate(engine, tokenizer, 16, 8)
+    assert rate == pytest.approx(16 * 8 / (16 * 0.5))
+    assert len(engine.submitted) == 16 and all(p.ignore_eos and p.max_new_tokens == 8 for _, p in engine.submitted)
+    first = render_prompt(tokenizer, [{"role": "user", "content": bench.PROMPTS[0]}])
+    assert engine.submitted[0][0] == tokenizer(first, add_special_tokens=False)["input_ids"]
+    assert engine.submitted[4][0] == engine.submitted[0][0] != engine.submitted[1][0]  # prompts cycle

@@ -1,4 +1,9 @@
-"""Batched chat generation with Hugging Face `generate`, shared by evaluation and the simple server."""
+"""Sampling parameters and chat prompts, and batched chat generation with Hugging Face `generate`.
+
+`SamplingParams` and `render_prompt` are what the serving engine and API share; `generate_chat` (HF
+`generate`, no engine) answers evaluation questions, paraphrases for augmentation and the base
+model's self-rehearsal rows.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ from dataclasses import dataclass, field
 
 from tuneforge.models.chat_template import stop_strings
 from tuneforge.models.loader import LoadedModel
-
 
 GREEDY_BELOW = 1e-5
 
