@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from tuneforge.core.progress import console
 
 
-def _local_stream(model: str, max_tokens: int, temperature: float, dtype: str = "float32"):
+def _local_stream(model: str, max_tokens: int, temperature: float, dtype: str | None = None):
     from tuneforge.models import load
     from tuneforge.models.generate import SamplingParams, render_prompt
     from tuneforge.serve.engine.engine import Engine, EngineLimits
@@ -44,7 +44,7 @@ def _remote_stream(url: str, max_tokens: int, temperature: float):
 
 
 def chat_session(model: str | None, url: str | None, prompt: str | None, system: str | None,
-                 max_tokens: int, temperature: float, dtype: str = "float32") -> None:
+                 max_tokens: int, temperature: float, dtype: str | None = None) -> None:
     """Ask once (`prompt`) or run an interactive session; answers are printed as they stream."""
     ask = (_remote_stream(url, max_tokens, temperature) if url
            else _local_stream(model or "", max_tokens, temperature, dtype))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.core.artifacts import is_artifact, load_artifact, sha256_file
-from tuneforge.core.config import DEFAULT_MODEL
+from tuneforge.core.config import DEFAULT_MODEL, ModelConfig, default
 from tuneforge.core.errors import ModelLoadError
 from tuneforge.core.paths import cache_dir
 from tuneforge.core.progress import console
@@ -230,11 +230,13 @@ def load_4bit(ref: str | Path, compute_dtype: str = "bfloat16") -> LoadedModel:
     return LoadedModel(nf4_from_float(full.model, compute_dtype), full.tokenizer, ref, "4bit")
 
 
-def load(ref: str | Path, dtype: str = "float32") -> LoadedModel:
-    """Load a model and its tokenizer from a built-in name, artifact, HF folder or hub id."""
+def load(ref: str | Path, dtype: str | None = None) -> LoadedModel:
+    """Load a model and its tokenizer from a built-in name, artifact, HF folder or hub id, in `dtype`
+    (default: `model.dtype`'s)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ref = str(ref)
+    dtype = dtype or default(ModelConfig, "dtype")
     torch_dtype = _torch_dtype(dtype)
     if ref == TINY:
         tokenizer = load_tokenizer(TINY)
