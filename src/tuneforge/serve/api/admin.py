@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from tuneforge.serve.api.context import ServingContext
+from tuneforge.serve.api.context import Context
 from tuneforge.serve.api.errors import APIError
 from tuneforge.serve.api.protocol import STRICT, error_responses
 
 router = APIRouter()
 faults = APIRouter()  # included only with serve.debug_faults
-Context = Annotated[ServingContext, Depends(ServingContext.of)]
 
 
 class LoadAdapterRequest(BaseModel):

@@ -12,18 +12,17 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from tuneforge.core.config import ServeConfig
 from tuneforge.models.generate import SamplingParams, render_prompt
 from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api.errors import APIError, engine_error
 from tuneforge.serve.api.limits import PromptBound
-from tuneforge.serve.api.protocol import error_body
 from tuneforge.serve.engine.engine import StreamDelta
 from tuneforge.serve.engine.protocol import ServingEngine
 from tuneforge.serve.engine.sampler import Sampled
@@ -38,7 +37,6 @@ class ServerState:
     in_flight: int = 0
     draining: bool = False
     ready_at: float = 0.0  # monotonic time of the last successful self-test
-    events: list[str] = field(default_factory=list)
 
 
 class Places:
@@ -240,4 +238,7 @@ class ServingContext:
     def stream_error(self, final: StreamDelta) -> str | None:
         """The SSE error event of a streamed job that failed after its headers were sent, if it did."""
         error = engine_error(final, self.cfg.request_timeout)
-        return None if error is None else sse(error_body(error.message, error.type, error.param, error.code))
+        return None if error is None else sse(error.body())
+
+
+Context = Annotated[ServingContext, Depends(ServingContext.of)]  # a route's parameter: the app's context

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tuneforge.serve.api.context import ServingContext
+from tuneforge.serve.api.context import Context
 
 router = APIRouter()
-Context = Annotated[ServingContext, Depends(ServingContext.of)]
 STATUS_ONLY: dict[int | str, dict[str, Any]] = {
     503: {"description": "Not live / not ready, and why", "content": {"application/json": {}}}}
 READY_EVERY_S = 30.0  # a self-test older than this is run again
