@@ -58,24 +58,27 @@ def pin(body: Any, model: str) -> Any:
     return body
 
 
-def _refusal(response) -> str:
+def _error_of(response) -> dict | None:
+    """The OpenAI error object of a response, {} when the body has none, None when it is not JSON."""
     try:
-        error = response.json().get("error") or {}
+        body = response.json()
     except ValueError:
-        return f"{response.status_code}"
-    return f"{response.status_code} {error.get('param') or error.get('code') or error.get('message', '')[:40]}"
-
-
-def _unnamed_4xx(response) -> str | None:
-    """A 4xx must name the parameter or the limit: OpenAI's error object with a message."""
-    if not 400 <= response.status_code < 500:
         return None
-    try:
-        error = response.json().get("error") or {}
-    except ValueError:
-        return f"{response.status_code} without a JSON error body"
+    return (body.get("error") or {}) if isinstance(body, dict) else {}
+
+
+def _refusal(status: int, error: dict | None) -> str:
+    if error is None:
+        return f"{status}"
+    return f"{status} {error.get('param') or error.get('code') or error.get('message', '')[:40]}"
+
+
+def _unnamed_4xx(status: int, error: dict | None) -> str | None:
+    """A 4xx must name the parameter or the limit: OpenAI's error object with a message."""
+    if error is None:
+        return f"{status} without a JSON error body"
     if not error.get("message"):
-        return f"{response.status_code} without an error message"
+        return f"{status} without an error message"
     return None
 
 
@@ -131,20 +134,23 @@ def run_fuzz(base_url: str, model: str, cases: int, seed: int = 0, negative_shar
 def _one_case(operation, mode, checks, model: str, root: str, session, report: FuzzReport):
     """The Hypothesis test body for one operation and mode: call, count, check; failures are recorded."""
 
+    from schemathesis.core.failures import Failure, FailureGroup
+
     def one(case) -> None:
         case.body = pin(case.body, model)
         response = case.call(base_url=root, session=session, timeout=120)
+        status = response.status_code
         report.cases += 1
-        report.statuses[response.status_code] += 1
-        if 400 <= response.status_code < 500 and mode.value == "positive":
-            why = _refusal(response)
-            report.refusals[why] += 1
-            report.examples.setdefault(why, response.text[:300])
-        unnamed = _unnamed_4xx(response)
-        if unnamed:
-            report.failures.append(f"{operation.label}: {unnamed} | {case.as_curl_command()}")
-        from schemathesis.core.failures import Failure, FailureGroup
-
+        report.statuses[status] += 1
+        if 400 <= status < 500:
+            error = _error_of(response)
+            if mode.value == "positive":
+                why = _refusal(status, error)
+                report.refusals[why] += 1
+                report.examples.setdefault(why, response.text[:300])
+            unnamed = _unnamed_4xx(status, error)
+            if unnamed:
+                report.failures.append(f"{operation.label}: {unnamed} | {case.as_curl_command()}")
         try:
             case.validate_response(response, checks=checks)
         except (Failure, FailureGroup) as exc:  # failed checks: recorded, the run goes on
