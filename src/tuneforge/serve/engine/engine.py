@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +83,6 @@ class Engine:
                  runner: Runner | None = None) -> None:
         """`runner` defaults to the native ModelRunner over `loaded.model`; another backend passes its own
         (see `protocol.Runner`). A runner that runs fewer sequences at once than `limits` asks gets fewer."""
-        from dataclasses import replace
-
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         limits = limits or EngineLimits()
@@ -455,7 +453,7 @@ class Engine:
             self.metrics.observe_finished(self._labels(seq), reason, len(seq.prompt_ids), len(seq.output_ids),
                                           time.monotonic() - request.arrival)
         request.sink(StreamDelta(text, reason, len(seq.prompt_ids), len(seq.output_ids), list(seq.output_ids),
-                                 request.pending, error, status if reason == "error" else None))
+                                 request.pending, error, status))
         request.pending = []
 
     def _fail_all(self, message: str) -> None:
