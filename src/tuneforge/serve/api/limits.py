@@ -5,9 +5,10 @@
   read whole or parsed.
 - `PromptBound`: a prompt whose UTF-8 bytes exceed what the context can hold is refused before it is
   tokenized. A token stands for at most `longest` bytes of text (the longest entry of the vocabulary,
-  measured once), so a text of B bytes has at least B / longest tokens: that lower bound is exact
-  for byte-level BPE, WordPiece and SentencePiece vocabularies (a normalizer that deletes characters
-  could only make the bound refuse less, never wrongly: the check uses twice the longest entry).
+  measured once in its stored form, which is never shorter than the text it decodes to for byte-level
+  BPE, WordPiece and SentencePiece vocabularies), so a text of B bytes has at least B / longest tokens.
+  The check uses twice the longest entry as a margin; a tokenizer whose normalizer deletes much of the
+  text (accent stripping over a text of combining marks) could still be refused by it wrongly.
 """
 
 from __future__ import annotations
