@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
+from tuneforge.core.registry_config import RegistryConfig
 
 
 class _Section(BaseModel):
@@ -520,6 +521,7 @@ class PipelineConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     compress: CompressConfig = Field(default_factory=CompressConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @field_validator("stages")
     @classmethod

@@ -1,0 +1,83 @@
+"""The model registry's configuration: where it lives, who is acting, what each alias demands.
+
+In `core` so that a pipeline file (its `registry:` section) and the serving side can name it; the registry
+itself lives in `tuneforge.registry`. Defaults here and only here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_RULE = re.compile(r"^\s*(>=|<=|==|>|<)\s*(-?\d+(?:\.\d+)?)\s*$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def normalize_rule(rule: str) -> str:
+    """'>=0.80' → '>= 0.8': the form `eval.gates` results record a rule in, so the two can be compared."""
+    match = _RULE.match(str(rule))
+    if not match:
+        raise ValueError(f"{rule!r} is not a comparison like '>= 0.8' or '<= 0.02'")
+    return f"{match.group(1)} {float(match.group(2)):g}"
+
+
+class AliasPolicy(_Section):
+    """What moving one alias (e.g. production) to a version requires."""
+
+    gates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric → rule, e.g. {domain_accuracy: '>= 0.8', general_accuracy_drop: '<= 0.02'}: each must "
+        "have passed, with this very rule, in an eval report attached to the version (run eval with these "
+        "eval.gates). Gates the version's own manifest records (e.g. a compress parity check) count too.",
+    )
+    approvals: int = Field(
+        0, ge=0, le=10, description="Approvals needed, each by an identity other than the one who asked; 0 = the "
+        "promotion applies at once."
+    )
+
+    @field_validator("gates")
+    @classmethod
+    def _rules(cls, gates: dict[str, str]) -> dict[str, str]:
+        return {name: normalize_rule(rule) for name, rule in gates.items()}
+
+
+def _default_policies() -> dict[str, AliasPolicy]:
+    return {"staging": AliasPolicy(), "production": AliasPolicy(approvals=1)}
+
+
+class RegistryConfig(_Section):
+    """`tuneforge registry …` and the pipeline's registry step."""
+
+    tracking_uri: str | None = Field(
+        None, description="An MLflow tracking server (http://host:5000) or SQL store URI (sqlite:///…, "
+        "postgresql://…) as the store of record. None: the embedded file registry under `root`."
+    )
+    root: Path = Field(
+        Path("registry"), description="Folder of the embedded registry, the audit log (audit.jsonl) and the "
+        "local artifact store (objects/)."
+    )
+    user: str | None = Field(
+        None, description="Who is acting. Default: the TUNEFORGE_USER environment variable, else the OS user."
+    )
+    admins: list[str] = Field(
+        default_factory=list, description="Identities allowed `promote --force` (skips gates and approvals; "
+        "logged as forced)."
+    )
+    policies: dict[str, AliasPolicy] = Field(
+        default_factory=_default_policies,
+        description="Alias → its policy. An alias not listed needs nothing. Default: staging free, production "
+        "needs one approval by a second identity.",
+    )
+    name: str | None = Field(
+        None, pattern=_NAME, description="`tuneforge run`: register the run's adapter under this model name "
+        "(with its eval report attached)."
+    )
+    promote_to: str | None = Field(
+        None, pattern=_NAME, description="`tuneforge run`: then promote it to this alias (its policy applies)."
+    )
