@@ -68,10 +68,12 @@ def start_server(model_ref: str, cfg: ServeConfig, workdir: Path | None = None) 
     name = cfg.served_model_name or "tuneforge-model"
     folder = Path(workdir or tempfile.mkdtemp(prefix="tuneforge-serve-"))
     config_file = folder / "serve.yaml"
-    config_file.write_text(yaml.safe_dump({"serve": cfg.model_dump(mode="json")}))
+    config_file.write_text(yaml.safe_dump({"serve": cfg.model_dump(mode="json", exclude={"api_key", "admin_key"})}))
     command = [sys.executable, "-m", "tuneforge", "serve", model_ref, "--config", str(config_file),
                "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name]
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    api_key, admin_key = cfg.keys()  # through the environment: never written to the config file
+    keys = {k: v for k, v in (("TUNEFORGE_API_KEY", api_key), ("TUNEFORGE_ADMIN_KEY", admin_key)) if v}
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1", **keys})
     try:
         wait_ready(f"http://127.0.0.1:{port}/health", process)
     except BaseException:
@@ -100,7 +102,7 @@ def smoke_test(model_ref: str, cfg: ServeConfig, questions: list[str]) -> list[t
 
     process, base_url = start_server(model_ref, cfg)
     try:
-        client = OpenAI(base_url=base_url, api_key=os.environ.get("TUNEFORGE_API_KEY", "not-needed"))
+        client = OpenAI(base_url=base_url, api_key=cfg.keys()[0] or "not-needed")
         name = client.models.list().data[0].id
         answers = []
         for question in questions:

@@ -240,3 +240,26 @@ def test_overload_is_refused_with_429_before_headers():
         assert 'tuneforge:num_requests_running{model_name="tiny"} 0.0' in metrics
     finally:
         stop_server(process)
+
+
+def test_api_key_guards_v1_and_admin_calls_are_off_by_default(tiny, monkeypatch):
+    """serve.api_key: /v1/* needs it (401 without, 401 with a wrong one), probes stay open; the runtime-LoRA
+    calls are not even routed unless serve.allow_runtime_lora is set, which needs an admin key and roots."""
+    monkeypatch.delenv("TUNEFORGE_ADMIN_KEY", raising=False)
+    client = TestClient(_app(tiny, api_key="s3cret"))
+    no_key = client.post("/v1/chat/completions", json=_body())
+    assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "missing_api_key"
+    wrong = client.post("/v1/chat/completions", json=_body(), headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    ok = client.post("/v1/chat/completions", json=_body(), headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200
+    assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
+    load = {"lora_name": "x", "lora_path": "/etc"}
+    key = {"Authorization": "Bearer s3cret"}
+    assert client.post("/v1/load_lora_adapter", json=load, headers=key).status_code == 404
+    assert "401" in client.get("/openapi.json").json()["paths"]["/v1/chat/completions"]["post"]["responses"]
+    with pytest.raises(ValueError, match="admin_key"):
+        ServeConfig(allow_runtime_lora=True, lora_roots=["/tmp"])
+    with pytest.raises(ValueError, match="lora_roots"):
+        ServeConfig(allow_runtime_lora=True, admin_key="a")
+    assert "s3cret" not in json.dumps(ServeConfig(api_key="s3cret").model_dump(mode="json"))

@@ -149,33 +149,46 @@ def test_watchdog_restarts_a_stuck_engine_and_fails_its_requests_cleanly(server)
 
 
 def test_multi_lora_over_http(tiny, tmp_path):
-    """Adapters from config and loaded at run time; concurrent requests each get their adapter's answer."""
+    """Adapters from config and loaded at run time; concurrent requests each get their adapter's answer. The API
+    needs serve.api_key, admin calls serve.admin_key, and adapters load only from serve.lora_roots."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tests.serve.test_engine import PROMPTS, _lora, hf_greedy
 
     models = {"a": _lora(tiny, tmp_path / "a", 1), "b": _lora(tiny, tmp_path / "b", 2), "tiny": tiny.model}
-    cfg = ServeConfig(served_model_name="tiny", adapters={"a": str(tmp_path / "a")}, max_num_seqs=8, dtype="float32")
+    cfg = ServeConfig(served_model_name="tiny", adapters={"a": str(tmp_path / "a")}, max_num_seqs=8, dtype="float32",
+                      api_key="user-key", admin_key="admin-key", allow_runtime_lora=True, lora_roots=[str(tmp_path)])
+    user, admin = {"Authorization": "Bearer user-key"}, {"Authorization": "Bearer admin-key"}
     process, url = start_server("tiny-random-llama", cfg, tmp_path)
     try:
-        loaded = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": "b", "lora_path": str(tmp_path / "b")})
+        assert "admin-key" not in (tmp_path / "serve.yaml").read_text()  # keys reach the child by environment
+        b = {"lora_name": "b", "lora_path": str(tmp_path / "b")}
+        assert httpx.post(f"{url}/load_lora_adapter", json=b).status_code == 401
+        assert httpx.post(f"{url}/load_lora_adapter", json=b, headers=user).status_code == 401
+        outside = httpx.post(f"{url}/load_lora_adapter", headers=admin, json={"lora_name": "c", "lora_path": "/etc"})
+        assert outside.status_code == 403 and outside.json()["error"]["param"] == "lora_path"
+        loaded = httpx.post(f"{url}/load_lora_adapter", json=b, headers=admin)
         assert loaded.status_code == 200
-        assert [m["id"] for m in httpx.get(f"{url}/models").json()["data"]] == ["tiny", "a", "b"]
+        assert httpx.get(f"{url}/models").status_code == 401
+        assert httpx.get(f"{url}/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert [m["id"] for m in httpx.get(f"{url}/models", headers=user).json()["data"]] == ["tiny", "a", "b"]
+        assert httpx.get(url.removesuffix("/v1") + "/health").status_code == 200  # probes need no key
 
         def ask(model):
             body = {"model": model, "prompt": PROMPTS[1], "max_tokens": 6, "ignore_eos": True}
-            return httpx.post(f"{url}/completions", json=body, timeout=60).json()["choices"][0]["text"]
+            return httpx.post(f"{url}/completions", json=body, headers=user, timeout=60).json()["choices"][0]["text"]
 
         names = ["a", "b", "tiny"] * 4
         with ThreadPoolExecutor(12) as pool:
             answers = list(pool.map(ask, names))
         for name, answer in zip(names, answers, strict=True):
             assert answer == tiny.tokenizer.decode(hf_greedy(models[name], PROMPTS[1], 6), skip_special_tokens=True)
-        gone = httpx.post(f"{url}/unload_lora_adapter", json={"lora_name": "b"})
+        gone = httpx.post(f"{url}/unload_lora_adapter", json={"lora_name": "b"}, headers=admin)
         assert gone.status_code == 200
-        missing = httpx.post(f"{url}/completions", json={"model": "b", "prompt": "x"})
+        missing = httpx.post(f"{url}/completions", json={"model": "b", "prompt": "x"}, headers=user)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
-        bad = httpx.post(f"{url}/load_lora_adapter", json={"lora_name": "c", "lora_path": str(tmp_path / "nope")})
+        nope = {"lora_name": "c", "lora_path": str(tmp_path / "nope")}
+        bad = httpx.post(f"{url}/load_lora_adapter", json=nope, headers=admin)
         assert bad.status_code == 400 and "no such adapter folder" in bad.json()["error"]["message"]
     finally:
         stop_server(process)

@@ -8,11 +8,12 @@ silently ignored key. Relative paths in a pipeline file are resolved against the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
 from tuneforge.core.registry_config import RegistryConfig
@@ -493,6 +494,22 @@ class ServeConfig(_Section):
                                  "engine loop (its requests fail with an error).")
     debug_faults: bool = Field(False, description="Testing: expose POST /admin/fault to make the engine raise "
                                "or hang (to watch the watchdog). Never in production.")
+    api_key: SecretStr | None = Field(
+        None, description="Clients must send `Authorization: Bearer <api_key>` on /v1/* (vLLM's --api-key); "
+        "/health, /ready and /metrics stay open. Default: the TUNEFORGE_API_KEY environment variable, else none."
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="The key for admin calls (runtime LoRA loading, /admin/fault): `Authorization: Bearer "
+        "<admin_key>`. Default: the TUNEFORGE_ADMIN_KEY environment variable, else none."
+    )
+    allow_runtime_lora: bool = Field(
+        False, description="Expose POST /v1/load_lora_adapter and /v1/unload_lora_adapter (vLLM's "
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING); needs admin_key and lora_roots."
+    )
+    lora_roots: list[str] = Field(
+        default_factory=list, description="Folders runtime-loaded adapters must lie under (a path outside them, "
+        "symlinks resolved, is refused with 403)."
+    )
     adapters: dict[str, str] = Field(
         default_factory=dict, description="Multi-LoRA: served name → LoRA adapter artifact; the request's `model` "
         "picks one. More can be loaded at run time through POST /v1/load_lora_adapter."
@@ -501,6 +518,22 @@ class ServeConfig(_Section):
         default_factory=list,
         description="`tuneforge run`: questions asked through the openai SDK after the server starts.",
     )
+
+    @model_validator(mode="after")
+    def _runtime_lora(self) -> ServeConfig:
+        """Runtime LoRA loading reads files named by the caller: it needs an admin key and the folders it may read."""
+        if self.allow_runtime_lora and not self.keys()[1]:
+            raise ValueError("serve.allow_runtime_lora needs serve.admin_key (or TUNEFORGE_ADMIN_KEY)")
+        if self.allow_runtime_lora and not self.lora_roots:
+            raise ValueError("serve.allow_runtime_lora needs serve.lora_roots: the folders adapters may be read from")
+        return self
+
+    def keys(self) -> tuple[str | None, str | None]:
+        """(api key, admin key): the configured ones, else the environment's (so that they need not sit in a
+        YAML file); never written into a dumped config (SecretStr)."""
+        api = self.api_key.get_secret_value() if self.api_key else os.environ.get("TUNEFORGE_API_KEY") or None
+        admin = self.admin_key.get_secret_value() if self.admin_key else os.environ.get("TUNEFORGE_ADMIN_KEY") or None
+        return api, admin
 
 
 Stage = Literal["prepare", "train", "eval", "serve"]

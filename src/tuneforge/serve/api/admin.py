@@ -1,4 +1,7 @@
-"""Admin calls: LoRA adapters loaded and unloaded at run time (vLLM's calls), and fault injection for tests."""
+"""Admin calls: LoRA adapters loaded and unloaded at run time (vLLM's calls), and fault injection for tests.
+
+Both routers are mounted only when enabled (serve.allow_runtime_lora, serve.debug_faults) and then behind
+serve.admin_key (`auth.require_admin_key`)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import asyncio
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from tuneforge.serve.api.auth import adapter_path
 from tuneforge.serve.api.context import Context
 from tuneforge.serve.api.errors import APIError
 from tuneforge.serve.api.protocol import STRICT, error_responses
@@ -28,14 +32,16 @@ class UnloadAdapterRequest(BaseModel):
     lora_name: str
 
 
-@router.post("/v1/load_lora_adapter", responses=error_responses(400, 413))
+@router.post("/v1/load_lora_adapter", responses=error_responses(400, 403, 413))
 async def load_lora_adapter(req: LoadAdapterRequest, ctx: Context) -> dict:
-    """Load a LoRA adapter artifact at run time; requests then pick it by `model: <lora_name>`."""
+    """Load a LoRA adapter artifact at run time (only under serve.lora_roots); requests then pick it by
+    `model: <lora_name>`."""
     engine = ctx.engine
     if req.lora_name == ctx.served_model_name or req.lora_name in engine.adapter_names():
         raise APIError(400, f"an adapter or model named {req.lora_name!r} is already served", param="lora_name")
+    path = adapter_path(req.lora_path, ctx.cfg.lora_roots)
     try:
-        await asyncio.wrap_future(engine.call(lambda: engine.load_adapter(req.lora_name, req.lora_path)))
+        await asyncio.wrap_future(engine.call(lambda: engine.load_adapter(req.lora_name, path)))
     except (ValueError, OSError) as exc:
         raise APIError(400, str(exc), param="lora_path") from None
     return {"status": "loaded", "lora_name": req.lora_name}

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from tuneforge import __version__
 from tuneforge.core.config import ServeConfig
 from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api import admin, health
+from tuneforge.serve.api.auth import require_admin_key, require_api_key
 from tuneforge.serve.api.chat.router import router as chat_router
 from tuneforge.serve.api.completions.router import router as completions_router
 from tuneforge.serve.api.context import ServingContext
 from tuneforge.serve.api.errors import install_handlers
-from tuneforge.serve.api.limits import BodyLimit
+from tuneforge.serve.api.protocol import error_responses
+from tuneforge.serve.api.wire import BodyLimit
 from tuneforge.serve.engine.protocol import ServingEngine
 
 
@@ -40,8 +42,13 @@ def create_app(engine: ServingEngine, served_model_name: str, cfg: ServeConfig |
     app.state.engine = engine
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
-    for router in (health.router, admin.router, chat_router, completions_router):
-        app.include_router(router)
+    app.include_router(health.router)
+    api = {"dependencies": [Depends(require_api_key)], "responses": error_responses(401)} if context.keys[0] else {}
+    for router in (health.models, chat_router, completions_router):
+        app.include_router(router, **api)
+    admin_only = {"dependencies": [Depends(require_admin_key)], "responses": error_responses(401)}
+    if cfg.allow_runtime_lora:
+        app.include_router(admin.router, **admin_only)
     if cfg.debug_faults:
-        app.include_router(admin.faults)
+        app.include_router(admin.faults, **admin_only)
     return app

@@ -98,6 +98,7 @@ class ServingContext:
         self.capacity = engine.max_num_seqs + cfg.max_waiting
         self.bound = PromptBound.of(engine.tokenizer, engine.max_context)
         self.vocab_size = len(engine.tokenizer)
+        self.keys = cfg.keys()  # (api key, admin key), read once
         # tokenizing and chat-template rendering run here, never on the event loop (a long prompt takes seconds)
         self._tokenizing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuneforge-tokenize")
 

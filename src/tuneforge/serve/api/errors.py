@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneforge.serve.api.protocol import error_body
+from tuneforge.serve.api.wire import error_body
 from tuneforge.serve.engine.engine import StreamDelta
 
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tuneforge.serve.api.context import Context
 
 router = APIRouter()
+models = APIRouter()  # under /v1: behind serve.api_key when one is set
 STATUS_ONLY: dict[int | str, dict[str, Any]] = {
     503: {"description": "Not live / not ready, and why", "content": {"application/json": {}}}}
 READY_EVERY_S = 30.0  # a self-test older than this is run again
@@ -51,8 +52,8 @@ async def prometheus_metrics(ctx: Context) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/models")
-async def models(ctx: Context) -> dict:
+@models.get("/v1/models")
+async def list_models(ctx: Context) -> dict:
     def card(name: str, parent: str | None = None) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": ctx.started, "owned_by": "tuneforge", "root": name,
                 "parent": parent, "max_model_len": ctx.engine.max_context}

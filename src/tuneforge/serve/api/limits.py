@@ -13,66 +13,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-
-from tuneforge.serve.api.protocol import error_body
-
-
-class BodyLimit:
-    """Refuse request bodies over `max_bytes` with OpenAI's error shape and 413."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                await self._refuse(send)
-                return
-            await self.app(scope, receive, send)  # the server stops reading at Content-Length
-            return
-        # no Content-Length (chunked): read up to the limit here, then hand the body on
-        chunks, seen = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
-                return
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                await self._refuse(send)
-                return
-            chunks.append(message)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(chunks, receive), send)
-
-    async def _refuse(self, send) -> None:
-        body = json.dumps(error_body(f"the request body is larger than this server's limit of {self.max_bytes} "
-                                     "bytes (serve.max_body_bytes)", code="request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-def _replay(messages: list[dict], then=None):
-    """A `receive` that hands out `messages`, then defers to `then` (disconnects) or waits."""
-    pending = list(messages)
-
-    async def receive() -> dict:
-        if pending:
-            return pending.pop(0)
-        if then is not None:
-            return await then()
-        return {"type": "http.disconnect"}
-
-    return receive
 
 
 @dataclass(frozen=True)
