@@ -31,6 +31,7 @@ from tuneforge.core.config import (
 )
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.progress import console
+from tuneforge.gateway.cli import app as gateway_app
 
 app = typer.Typer(
     help="tuneforge: raw domain data → fine-tuned LLM → OpenAI-compatible endpoint.\n\n"
@@ -49,6 +50,7 @@ app.add_typer(bench_app, name="bench")
 compress_app = typer.Typer(help="Compress a tuned model; every step is parity-checked against its parent.",
                            no_args_is_help=True)
 app.add_typer(compress_app, name="compress")
+app.add_typer(gateway_app, name="gateway")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose sections this command uses.")

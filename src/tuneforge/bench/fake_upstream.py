@@ -1,0 +1,90 @@
+"""A fast fake OpenAI-compatible upstream: fixed tokens, no model, so that a benchmark of the gateway
+measures the gateway. `python -m tuneforge.bench.fake_upstream --port 9001 [--delay-ms 5] [--ignore-max-tokens]`.
+
+Answers chat and text completions, streamed or not, with `usage` as OpenAI reports it (the usage event
+when `stream_options.include_usage` is set), and /health and /v1/models as a tuneforge server does.
+`--ignore-max-tokens` sends `--tokens` tokens whatever the request asks (a misbehaving upstream, for the
+gateway's budget cut-off); `--version` is the model card's version (the cache's key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+
+def create_app(tokens: int, delay_ms: float, ignore_max_tokens: bool, version: str) -> FastAPI:
+    app = FastAPI()
+    state = {"requests": 0}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "in_flight": 0, "requests": state["requests"]}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": "fake", "object": "model", "version": version}]}
+
+    async def answer(request: Request, chat: bool) -> Response:
+        state["requests"] += 1
+        body = json.loads(await request.body())
+        n = tokens if ignore_max_tokens else min(tokens, int(body.get("max_tokens") or tokens))
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        usage = {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}
+        if not body.get("stream"):
+            await asyncio.sleep(delay_ms / 1000 * n)
+            text = "tok " * n
+            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
+                      if chat else {"index": 0, "text": text, "finish_reason": "length"})
+            return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
+                                 "created": int(time.time()), "model": body.get("model"), "choices": [choice],
+                                 "usage": usage})
+
+        async def events():
+            kind = "chat.completion.chunk" if chat else "text_completion"
+            for i in range(n):
+                if delay_ms:
+                    await asyncio.sleep(delay_ms / 1000)
+                part = {"index": 0, "delta": {"content": "tok "}} if chat else {"index": 0, "text": "tok "}
+                part["finish_reason"] = "length" if i == n - 1 else None
+                chunk = {"id": rid, "object": kind, "model": body.get("model"), "choices": [part]}
+                yield f"data: {json.dumps(chunk)}\n\n"
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield f"data: {json.dumps({'id': rid, 'object': kind, 'choices': [], 'usage': usage})}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await answer(request, True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await answer(request, False)
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per answer (capped by max_tokens)")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="pause before each streamed token")
+    parser.add_argument("--ignore-max-tokens", action="store_true")
+    parser.add_argument("--version", default="fake-v1")
+    args = parser.parse_args()
+    app = create_app(args.tokens, args.delay_ms, args.ignore_max_tokens, args.version)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+"""The gateway's HTTP app: OpenAI's API in front of replicas, with keys, limits, budgets, cache and canary.
+
+A request goes: body bound (413) → key (401) → route and permission (404 / 403) → limits and budget,
+reserved atomically (429, `insufficient_quota`) → variant (sticky) and replica (least outstanding) →
+cache (hit: answered here) → upstream, streamed through event by event, retried once on another replica
+if it failed before its first byte → settle the real tokens → cache, metrics, request log. Every refusal is
+decided before a stream starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tuneforge import __version__
+from tuneforge.gateway.auth import KeyCache
+from tuneforge.gateway.balancer import Balancer, Replica, Route
+from tuneforge.gateway.cache import ResponseCache, cache_key
+from tuneforge.gateway.config import GatewayConfig
+from tuneforge.gateway.errors import GatewayError
+from tuneforge.gateway.keys import KeyRecord, KeyStore
+from tuneforge.gateway.metrics import GatewayMetrics
+from tuneforge.gateway.quota import Admission, Quota, QuotaRefused
+from tuneforge.gateway.requestlog import RequestLog
+from tuneforge.gateway.upstream import Outcome, StreamWatch, UpstreamFailed, call_json, open_stream, relay
+from tuneforge.serve.api.wire import BodyLimit, error_body
+
+MESSAGE_OVERHEAD = 16  # tokens a chat template may add per message (role markers, separators)
+
+
+def redis_client(url: str | None) -> Any:
+    """A Redis client: the real server at `url`, or fakeredis in this process (one gateway instance only)."""
+    if url is None:
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis()
+    import redis.asyncio as aioredis
+
+    return aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+
+def prompt_bound(body: dict[str, Any]) -> int:
+    """An upper bound on the prompt's tokens without its tokenizer: a token covers at least one byte of
+    text for byte-level BPE and SentencePiece vocabularies, plus the template's markers per message."""
+    if "messages" in body:
+        messages = body["messages"] if isinstance(body["messages"], list) else []
+        return len(json.dumps(messages, ensure_ascii=False).encode()) + MESSAGE_OVERHEAD * (len(messages) + 1)
+    prompt = body.get("prompt")
+    return len(json.dumps(prompt, ensure_ascii=False).encode()) if prompt is not None else 0
+
+
+class Gateway:
+    """The state behind the app: keys, quota, cache, routes, the upstream client, metrics, the log."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.keys = KeyStore(cfg.database_url)
+        self.key_cache = KeyCache(self.keys, cfg.key_cache_s)
+        self.quota_redis = redis_client(cfg.redis_url)
+        cache_url = cfg.cache.redis_url or cfg.redis_url
+        self.cache_redis = self.quota_redis if cache_url == cfg.redis_url else redis_client(cache_url)
+        self.quota = Quota(self.quota_redis)
+        self.cache = ResponseCache(self.cache_redis, cfg.cache)
+        self.balancer = Balancer(cfg)
+        self.metrics = GatewayMetrics()
+        self.log = RequestLog(self.keys.engine)
+        h = cfg.health
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(h.read_timeout_s, connect=h.connect_timeout_s, pool=h.read_timeout_s),
+            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512))
+
+    # ---- before upstream ---------------------------------------------------------------------------
+    def route_for(self, key: KeyRecord, model: Any) -> Route:
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "model: a string naming the model is required", "invalid_request", param="model")
+        route = self.balancer.routes.get(model)
+        allowed = [name for name in self.balancer.routes if key.policy.allows(name)]
+        if route is None:
+            raise GatewayError(404, f"The model `{model}` does not exist; this key may call: {', '.join(allowed)}",
+                               "model_not_found", "not_found_error", param="model")
+        if not key.policy.allows(model):
+            raise GatewayError(403, f"this key may not call `{model}`; it may call: {', '.join(allowed) or 'none'}",
+                               "model_not_allowed", "permission_error", param="model")
+        return route
+
+    async def admit(self, key: KeyRecord, reserve: int) -> Admission | None:
+        p = key.policy
+        if not (p.rpm or p.tpm or p.max_parallel or p.budget_tokens):
+            return None
+        try:
+            return await self.quota.admit(key, reserve)
+        except QuotaRefused as refused:
+            self.metrics.refusals.labels(p.tenant, refused.reason).inc()
+            raise refusal(key, refused, reserve) from None
+        except Exception as exc:  # the limits store is down: limited keys fail closed, never unmetered
+            self.metrics.refusals.labels(p.tenant, "limits_unavailable").inc()
+            raise GatewayError(503, f"the limits store is unavailable ({type(exc).__name__}); try again shortly",
+                               "limits_unavailable", "server_error", headers={"Retry-After": "1"}) from None
+
+    async def settle(self, key: KeyRecord, admission: Admission | None, tokens: int) -> int | None:
+        if admission is None:
+            return None
+        try:
+            used = await self.quota.settle(key, admission, tokens)
+        except Exception:  # counted again when the store is back? no: the reservation expires by its TTL
+            return None
+        if key.policy.budget_tokens:
+            self.metrics.budget_used.labels(key.policy.tenant, key.key_id).set(used)
+        return used
+
+    # ---- the request -------------------------------------------------------------------------------
+    async def handle(self, request: Request, path: str) -> Response:
+        started = time.perf_counter()
+        key = await self.key_cache.resolve(request.headers.get("authorization"))
+        body = await _json_body(request)
+        route = self.route_for(key, body.get("model"))
+        n = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 0) > 0 else 1
+        if not isinstance(body.get("max_tokens"), int) and not isinstance(body.get("max_completion_tokens"), int):
+            body["max_tokens"] = route.config.max_tokens  # the reservation below must bound the answer
+        cap = int(body.get("max_tokens") or body.get("max_completion_tokens") or route.config.max_tokens) * n
+        admission = await self.admit(key, prompt_bound(body) + cap)
+        try:
+            caller = body.get("user") if route.config.sticky_by == "user" and isinstance(body.get("user"), str) \
+                else None
+            variant = route.variant_for(caller or key.lineage)
+            call = Call(self, key, route, variant.name, body, path, admission, cap, started)
+            return await call.run(variant)
+        except BaseException:
+            await self.settle(key, admission, 0)
+            raise
+
+
+class Call:
+    """One request through the gateway, from its replica pick to its settlement."""
+
+    def __init__(self, gw: Gateway, key: KeyRecord, route: Route, variant: str, body: dict, path: str,
+                 admission: Admission | None, cap: int, started: float) -> None:
+        self.gw, self.key, self.route, self.variant, self.body, self.path = gw, key, route, variant, body, path
+        self.admission, self.cap, self.started = admission, cap, started
+        self.stream = bool(body.get("stream"))
+        self.outcome = Outcome()
+        self.cache_name: str | None = None
+        self.replica: Replica | None = None
+
+    def headers(self, cache: str) -> dict[str, str]:
+        headers = {"x-tuneforge-cache": cache, "x-tuneforge-variant": self.variant,
+                   "x-tuneforge-route": self.route.name}
+        if self.replica is not None and self.replica.version:
+            headers["x-tuneforge-model-version"] = self.replica.version
+        return {**headers, **limit_headers(self.key, self.admission)}
+
+    async def run(self, variant) -> Response:  # noqa: ANN001
+        gw = self.gw
+        self.replica = replica = Route.pick(variant)
+        assert replica is not None  # a variant has at least one replica (config)
+        if gw.cache.usable(self.route.config, self.body):
+            self.cache_name = cache_key(self.key.policy.tenant, replica.version or replica.url, self.body)
+            cached = await gw.cache.get(self.cache_name)
+            gw.metrics.cache.labels(self.route.name, "hit" if cached else "miss").inc()
+            if cached is not None:
+                return await self.from_cache(cached)
+        gw.metrics.added.labels(self.route.name).observe(time.perf_counter() - self.started)
+        tried: set[str] = set()
+        while True:
+            upstream = dict(self.body, model=replica.config.model or self.route.name)
+            if self.stream:
+                upstream["stream_options"] = {**(self.body.get("stream_options") or {}), "include_usage": True}
+            try:
+                return await self.forward(replica, upstream)
+            except UpstreamFailed as failed:
+                tried.add(replica.url)
+                self.failed(replica, failed)
+                nxt = Route.pick(variant, tried)
+                if nxt is None:
+                    return await self.give_up(failed)
+                gw.metrics.retries.labels(self.route.name).inc()
+                self.replica = replica = nxt
+
+    def failed(self, replica: Replica, failed: UpstreamFailed) -> None:
+        replica.outstanding -= 1
+        self.gw.metrics.outstanding.labels(replica.url).set(replica.outstanding)
+        if failed.eject:
+            replica.eject(self.gw.cfg.health.eject_s, failed.why)
+            self.gw.metrics.ejections.labels(replica.url).inc()
+
+    async def give_up(self, failed: UpstreamFailed) -> Response:
+        await self.finish(failed.status or 502)
+        if failed.status is not None and failed.body:
+            return Response(failed.body, status_code=failed.status, media_type="application/json",
+                            headers=self.headers("miss"))
+        raise GatewayError(502, f"no replica of `{self.route.name}` could answer: {failed.why}", "upstream_error",
+                           "server_error")
+
+    async def forward(self, replica: Replica, upstream: dict) -> Response:
+        gw, url = self.gw, f"{replica.url}{self.path}"
+        replica.outstanding += 1
+        gw.metrics.outstanding.labels(replica.url).set(replica.outstanding)
+        if not self.stream:
+            reply = await call_json(gw.client, url, upstream, replica.config.api_key, self.outcome)
+            self.release(replica)
+            if self.cache_name and reply.status_code == 200:
+                await gw.cache.put(self.cache_name, reply.content)
+            await self.finish(reply.status_code)
+            return Response(reply.content, status_code=reply.status_code, headers=self.headers(self.cache_state()),
+                            media_type=reply.headers.get("content-type", "application/json"))
+        reply = await open_stream(gw.client, url, upstream, replica.config.api_key, self.outcome)
+        if reply.status_code != 200:  # a 4xx from the replica: the client's to read
+            self.release(replica)
+            await self.finish(reply.status_code)
+            return Response(reply.content, status_code=reply.status_code, headers=self.headers("miss"),
+                            media_type=reply.headers.get("content-type", "application/json"))
+        wants_usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
+        keep: list[bytes] | None = [] if self.cache_name else None
+        return StreamingResponse(self.streamed(replica, relay(reply, StreamWatch(self.outcome, wants_usage, self.cap),
+                                                              keep), keep),
+                                 media_type="text/event-stream", headers=self.headers(self.cache_state()))
+
+    async def streamed(self, replica: Replica, events, keep: list[bytes] | None):  # noqa: ANN001
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+            self.release(replica)
+            complete = self.outcome.complete and not self.outcome.cut
+            if keep is not None and complete and self.outcome.status == 200:
+                await self.gw.cache.put(self.cache_name or "", b"".join(keep))
+            await self.finish(self.outcome.status if complete else (499 if not self.outcome.cut else 429))
+
+    def cache_state(self) -> str:
+        return "miss" if self.cache_name else "bypass"
+
+    def release(self, replica: Replica) -> None:
+        replica.outstanding -= 1
+        self.gw.metrics.outstanding.labels(replica.url).set(replica.outstanding)
+        if self.outcome.ttft is not None:
+            self.gw.metrics.ttft.labels(self.route.name, self.variant, replica.url).observe(self.outcome.ttft)
+
+    async def from_cache(self, cached: bytes) -> Response:
+        self.outcome.complete = True
+        await self.finish(200, cache="hit")
+        headers = self.headers("hit")
+        if not self.stream:
+            return Response(cached, media_type="application/json", headers=headers)
+
+        async def replay():
+            for event in cached.split(b"\n\n"):
+                if event:
+                    yield event + b"\n\n"
+
+        return StreamingResponse(replay(), media_type="text/event-stream", headers=headers)
+
+    async def finish(self, status: int, cache: str | None = None) -> None:
+        """Settle the tokens (a cache hit costs none), count, log."""
+        gw, p, usage = self.gw, self.key.policy, self.outcome.usage
+        tokens = 0 if cache == "hit" else usage.total
+        await gw.settle(self.key, self.admission, tokens)
+        backend = self.replica.url if self.replica else ""
+        labels = (p.tenant, self.route.name, self.variant, backend)
+        gw.metrics.requests.labels(*labels, str(status)).inc()
+        if tokens:
+            gw.metrics.tokens.labels(*labels, "prompt").inc(usage.prompt)
+            gw.metrics.tokens.labels(*labels, "completion").inc(usage.completion or usage.counted)
+        latency = time.perf_counter() - self.started
+        if cache != "hit":
+            gw.metrics.latency.labels(self.route.name, self.variant, backend).observe(latency)
+        if self.outcome.response_id:
+            gw.log.add(response_id=self.outcome.response_id, ts=time.time(), tenant=p.tenant, key_id=self.key.key_id,
+                       route=self.route.name, variant=self.variant, backend=backend, status=status,
+                       prompt_tokens=0 if cache == "hit" else usage.prompt,
+                       completion_tokens=0 if cache == "hit" else usage.completion or usage.counted,
+                       ttft_ms=None if self.outcome.ttft is None else self.outcome.ttft * 1000,
+                       latency_ms=latency * 1000, cache=cache or self.cache_state())
+
+
+def limit_headers(key: KeyRecord, admission: Admission | None) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the limits the key has."""
+    p, out = key.policy, {}
+    if p.rpm:
+        out["x-ratelimit-limit-requests"] = str(p.rpm)
+        if admission and admission.rpm_left is not None:
+            out["x-ratelimit-remaining-requests"] = str(int(admission.rpm_left))
+    if p.tpm:
+        out["x-ratelimit-limit-tokens"] = str(p.tpm)
+        if admission and admission.tpm_left is not None:
+            out["x-ratelimit-remaining-tokens"] = str(int(admission.tpm_left))
+    if p.budget_tokens and admission is not None:
+        left = max(0, p.budget_tokens - admission.budget_used)
+        out["x-tuneforge-budget-remaining"] = str(left)
+        if admission.budget_used >= p.soft_budget * p.budget_tokens:
+            out["x-tuneforge-budget-warning"] = (f"{admission.budget_used} of {p.budget_tokens} tokens used this "
+                                                 f"{p.budget_period} (soft limit {p.soft_budget:.0%})")
+    return out
+
+
+def refusal(key: KeyRecord, refused: QuotaRefused, reserve: int) -> GatewayError:
+    p = key.policy
+    retry = {"Retry-After": str(max(1, refused.retry_after)), **limit_headers(key, None)}
+    if refused.reason == "rpm":
+        return GatewayError(429, f"Rate limit reached: {p.rpm} requests per minute for this key; retry in "
+                            f"{refused.retry_after} s", "rate_limit_exceeded", "requests", headers=retry)
+    if refused.reason == "tpm":
+        return GatewayError(429, f"Rate limit reached: {p.tpm} tokens per minute for this key (this request "
+                            f"reserves {reserve}: prompt + max_tokens); retry in {refused.retry_after} s",
+                            "rate_limit_exceeded", "tokens", headers=retry)
+    if refused.reason == "parallel":
+        return GatewayError(429, f"this key already has {p.max_parallel} requests in flight (its max_parallel)",
+                            "too_many_parallel_requests", "requests", headers=retry)
+    if refused.reason == "budget":
+        return GatewayError(429, f"this key's budget of {p.budget_tokens} tokens per {p.budget_period} is used up "
+                            f"({refused.used} used)", "insufficient_quota", "insufficient_quota")
+    left = max(0, (p.budget_tokens or 0) - refused.used - refused.reserved)
+    return GatewayError(429, f"this request reserves {reserve} tokens (prompt + max_tokens) but the key's budget "
+                        f"has {left} left this {p.budget_period}; lower max_tokens or wait",
+                        "insufficient_quota", "insufficient_quota", param="max_tokens",
+                        headers={"Retry-After": str(refused.retry_after)})
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise GatewayError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "the body must be a JSON object", "invalid_json")
+    return body
+
+
+def create_app(cfg: GatewayConfig) -> FastAPI:
+    gw = Gateway(cfg)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        await gw.balancer.check_all(gw.client)
+        gw.balancer.start(gw.client)
+        gw.log.start()
+        try:
+            yield
+        finally:
+            await gw.balancer.stop()
+            await gw.log.stop()
+            await gw.client.aclose()
+
+    app = FastAPI(title="tuneforge gateway", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible gateway: keys, limits, budgets, cache, load balancing, canary.")
+    app.state.gateway = gw
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes, setting="gateway.max_body_bytes")
+
+    @app.exception_handler(GatewayError)
+    async def _refused(_: Request, exc: GatewayError) -> JSONResponse:
+        return exc.response()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await gw.handle(request, "/chat/completions")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await gw.handle(request, "/completions")
+
+    _operations(app, gw)
+    return app
+
+
+def _operations(app: FastAPI, gw: Gateway) -> None:
+    """Models, feedback, probes and metrics."""
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        key = await gw.key_cache.resolve(request.headers.get("authorization"))
+        names = [n for n in gw.balancer.routes if key.policy.allows(n)]
+        return {"object": "list", "data": [{"id": n, "object": "model", "owned_by": "tuneforge"} for n in names]}
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> dict:
+        """Thumbs up (+1) or down (-1) on an answer, by its response id: compared per variant."""
+        key = await gw.key_cache.resolve(request.headers.get("authorization"))
+        body = await _json_body(request)
+        rid, score = body.get("response_id"), body.get("score")
+        if not isinstance(rid, str) or not rid:
+            raise GatewayError(400, "response_id: the `id` of an answer is required", "invalid_request",
+                               param="response_id")
+        if score not in (1, -1) or isinstance(score, bool):
+            raise GatewayError(400, "score: 1 (thumbs up) or -1 (thumbs down)", "invalid_request", param="score")
+        await gw.log.flush()
+        row = await asyncio.to_thread(gw.log.known, rid)
+        if row is None or row["tenant"] != key.policy.tenant:
+            raise GatewayError(404, f"no answer with id {rid!r} for this tenant", "not_found", "not_found_error",
+                               param="response_id")
+        comment = body.get("comment") if isinstance(body.get("comment"), str) else ""
+        await asyncio.to_thread(gw.log.record_feedback, rid, key.key_id, score, comment[:2000])
+        return {"status": "recorded", "response_id": rid, "variant": row["variant"]}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Ready when every route has a replica up; `degraded` (still 200) when the cache is bypassed or a
+        replica is out."""
+        now = time.monotonic()
+        routes = {name: {"up": sum(r.up(now) for r in route.replicas()), "replicas": len(route.replicas()),
+                         "out": {r.url: r.last_error for r in route.replicas() if not r.up(now)}}
+                  for name, route in gw.balancer.routes.items()}
+        if any(r["up"] == 0 for r in routes.values()):
+            return JSONResponse({"status": "not ready", "routes": routes}, status_code=503)
+        degraded = gw.cache.degraded or any(r["out"] for r in routes.values())
+        return JSONResponse({"status": "degraded" if degraded else "ready",
+                             "cache": "bypassed" if gw.cache.degraded else "ok", "routes": routes})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.api_route("/v1/{rest:path}", methods=["GET", "POST"])
+    async def unknown(rest: str) -> JSONResponse:
+        return JSONResponse(error_body(f"/v1/{rest} is not served by this gateway", "not_found_error",
+                                       code="not_found"), status_code=404)
