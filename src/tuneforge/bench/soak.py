@@ -41,6 +41,14 @@ class SoakReport:
         first = after_warmup[0] if after_warmup else self.rss_mib[0][1]
         return self.rss_mib[-1][1] / first - 1.0
 
+    def per_minute(self) -> list[tuple[int, float]]:
+        """(minute, MiB): the first sample at or after each whole minute of the run."""
+        curve: list[tuple[int, float]] = []
+        for t, mib in self.rss_mib:
+            if not curve or int(t // 60) > curve[-1][0]:
+                curve.append((int(t // 60), mib))
+        return curve
+
     @property
     def passed(self) -> bool:
         growth = self.rss_growth
@@ -55,6 +63,8 @@ class SoakReport:
             f"server RSS: {first or 0:.0f} MiB after minute 1 → {self.rss_mib[-1][1] if self.rss_mib else 0:.0f} MiB "
             f"at the end ({(growth or 0) * 100:+.1f} %); in flight after the load: {self.in_flight_after} "
             f"(running {self.running_after})",
+            "RSS by minute (MiB): " + ", ".join(f"{minute}: {mib:.0f}" for minute, mib in self.per_minute())
+            + (f", end: {self.rss_mib[-1][1]:.0f}" if self.rss_mib else ""),
             "PASS" if self.passed else "FAIL", *[f"  error: {e}" for e in self.errors[:5]]])
 
 
