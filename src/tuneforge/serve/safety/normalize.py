@@ -1,0 +1,162 @@
+"""Undo the usual evasions before a text is judged: what an attacker hides, the guard reads.
+
+`canonical(text)` folds what looks alike into one form (NFKC, homoglyphs of other scripts, invisible and
+zero-width characters removed, Unicode tag characters decoded, leetspeak and spaced-out letters joined,
+case folded). `variants(text)` adds what a wrapper hides: base64 / hex blobs decoded, the rot13 reading,
+the reversed reading. `evasion_signs(text)` counts the evasions themselves (a word mixing Latin and Cyrillic
+letters, invisible characters), which are evidence on their own: benign text seldom has them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+from dataclasses import dataclass
+
+# Letters of other scripts that render like Latin ones (the common subset of Unicode's confusables.txt
+# that attacks use; NFKC already folds full-width and mathematical alphanumerics).
+_HOMOGLYPHS = str.maketrans({
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+    "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w",
+    "ɡ": "g", "һ": "h", "ӏ": "l", "ү": "y", "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H",
+    "О": "O", "Р": "P", "С": "C", "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S", "І": "I", "Ј": "J",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
+    "χ": "x", "ω": "w", "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
+    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # Latin look-alikes and symbols
+    "ı": "i", "ȷ": "j", "ſ": "s", "ℓ": "l", "⍺": "a", "∪": "u", "∨": "v",
+})
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
+                       "!": "i", "|": "l", "+": "t", "€": "e"})
+_TAG_BASE = 0xE0000  # U+E0020..U+E007E mirror ASCII: "ASCII smuggling" hides a prompt in them
+_INVISIBLE_EXTRA = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800", "\u034f", "\u180e"}
+_SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*]){3,}\w(?!\S)")  # "i g n o r e", "i.g.n.o.r.e"
+_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{16,}={0,2}")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :]?){8,}")
+_SPACES = re.compile(r"\s+")
+
+
+def _is_invisible(ch: str) -> bool:
+    if ch in "\n\t ":
+        return False
+    cat = unicodedata.category(ch)
+    return cat in ("Cf", "Cc", "Co", "Cn", "Mn") or ch in _INVISIBLE_EXTRA or (
+        0xFE00 <= ord(ch) <= 0xFE0F or 0xE0100 <= ord(ch) <= 0xE01EF)  # variation selectors
+
+
+def _is_tag(ch: str) -> bool:
+    return 0xE0000 <= ord(ch) <= 0xE007F
+
+
+def reveal_tags(text: str) -> str:
+    """Unicode tag characters turned back into the ASCII they mirror (U+E0041 → 'A')."""
+    if not any(_is_tag(ch) for ch in text):
+        return text
+    return "".join(chr(ord(ch) - _TAG_BASE) if 0xE0020 <= ord(ch) <= 0xE007E else ch for ch in text)
+
+
+def strip_invisible(text: str) -> str:
+    """Zero-width, format, control, private-use and combining characters removed; tags revealed.
+
+    Combining marks go too (after NFKD they are only accents): "ïgnörë" reads "ignore".
+    """
+    text = reveal_tags(text)
+    return "".join(ch for ch in unicodedata.normalize("NFKD", text) if not _is_invisible(ch))
+
+
+def join_spaced(text: str) -> str:
+    """Letters spaced out to dodge word matching joined back ("i g n o r e" → "ignore")."""
+    return _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), text)
+
+
+def canonical(text: str) -> str:
+    """The folded reading a guard matches on: NFKC, homoglyphs, invisibles, spacing, case; single spaces."""
+    text = unicodedata.normalize("NFKC", text)
+    text = strip_invisible(text).translate(_HOMOGLYPHS)
+    text = unicodedata.normalize("NFKC", text)
+    return _SPACES.sub(" ", join_spaced(text)).strip().casefold()
+
+
+def deleet(text: str) -> str:
+    """Leetspeak read as letters, only inside words that mix letters and leet digits/symbols ("1gn0r3")."""
+    def fix(match: re.Match[str]) -> str:
+        word = match.group()
+        return word.translate(_LEET) if re.search(r"[a-z]", word) and re.search(r"[0-9@$!|+€]", word) else word
+    return re.sub(r"[\w@$!|+€]+", fix, text)
+
+
+def _printable_share(text: str) -> float:
+    return sum(ch.isprintable() or ch in "\n\t" for ch in text) / max(len(text), 1)
+
+
+def decoded_blobs(text: str) -> list[str]:
+    """Base64 (standard and URL-safe) and hex blobs in `text` that decode to readable text."""
+    found = []
+    for match in _B64.finditer(text):
+        blob = match.group()
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                raw = decode(blob + "=" * (-len(blob) % 4))
+                out = raw.decode("utf-8")
+            except (binascii.Error, ValueError):
+                continue
+            if len(out) >= 8 and _printable_share(out) > 0.95 and re.search(r"[A-Za-z]{3}", out):
+                found.append(out)
+                break
+    for match in _HEX.finditer(text):
+        try:
+            out = bytes.fromhex(re.sub(r"[ :]", "", match.group())).decode("utf-8")
+        except ValueError:
+            continue
+        if _printable_share(out) > 0.95 and re.search(r"[A-Za-z]{3}", out):
+            found.append(out)
+    return found
+
+
+def variants(text: str, max_chars: int | None = None) -> list[tuple[str, str]]:
+    """(name, canonical text) readings of `text` to judge: as written, leet-folded, rot13, reversed, and
+    each decoded base64/hex blob. A guard that judges every reading defeats the wrapper."""
+    if max_chars is not None and len(text) > max_chars:
+        half = max_chars // 2
+        text = text[:half] + "\n" + text[-half:]
+    base = canonical(text)
+    out = [("text", base)]
+    leet = deleet(base)
+    if leet != base:
+        out.append(("leetspeak", leet))
+    out.append(("rot13", codecs.encode(base, "rot13")))
+    out.append(("reversed", base[::-1]))
+    out += [("base64/hex", canonical(blob)) for blob in decoded_blobs(text)]
+    return out
+
+
+def _script(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return name.split(" ")[0] if name else ""
+
+
+@dataclass(frozen=True)
+class EvasionSigns:
+    """Evasions found in a text: each is a sign of an attack whatever the text says."""
+
+    invisible: int  # zero-width, tag, format characters
+    mixed_script_words: int  # words with Latin letters and Cyrillic/Greek/… letters together
+    tags: int  # Unicode tag characters (ASCII smuggling)
+
+
+def evasion_signs(text: str) -> EvasionSigns:
+    """Counts of hidden characters and of words that mix scripts ("раypal" with a Cyrillic р)."""
+    invisible = sum(1 for ch in text if ch not in "\n\t " and (unicodedata.category(ch) in ("Cf", "Co")
+                    or ch in _INVISIBLE_EXTRA or 0xFE00 <= ord(ch) <= 0xFE0F))
+    tags = sum(1 for ch in text if _is_tag(ch))
+    mixed = 0
+    for word in re.findall(r"\w{3,}", unicodedata.normalize("NFKC", text)):
+        scripts = {_script(ch) for ch in word if ch.isalpha()}
+        if "LATIN" in scripts and scripts & {"CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE"}:
+            mixed += 1
+    return EvasionSigns(invisible=invisible, mixed_script_words=mixed, tags=tags)
