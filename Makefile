@@ -16,7 +16,14 @@ LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 
 .PHONY: setup demo test lint clean
 
+# Servers the tests start as real processes: redis-server (gateway limits, budgets, cache) and PostgreSQL
+# (the gateway's key store on PostgreSQL); installed from Debian when missing.
+SYSTEM_PACKAGES := $(if $(shell command -v redis-server),,redis-server) \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
+
 setup:
+	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then echo "installing $(strip $(SYSTEM_PACKAGES)) (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; fi
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0 2>&1 | $(QUIET_PIP)

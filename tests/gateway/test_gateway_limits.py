@@ -128,3 +128,17 @@ def test_a_stream_past_its_reservation_is_cut_with_an_error_event(tmp_path, upst
     content = [e for e in events if '"content"' in e]
     assert len(content) == 5
     assert json.loads(events[-1])["error"]["code"] == "budget_exceeded"
+
+
+def test_key_store_on_a_real_postgresql_server(tmp_path, postgres_server, upstreams, gateways):
+    """The same store on PostgreSQL: keys created by the CLI work in a gateway, revocation is seen."""
+    up = upstreams()
+    runner = CliRunner()
+    made = runner.invoke(gateway_cli, ["keys", "create", "--tenant", "acme", "--database-url", postgres_server.url])
+    assert made.exit_code == 0, made.output
+    key = made.output.strip().splitlines()[-1]
+    gw = gateways({"database_url": postgres_server.url, "key_cache_s": 0, "routes": {"bot": {"backends": [up]}}})
+    reply = chat(gw, key)
+    assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 8
+    runner.invoke(gateway_cli, ["keys", "revoke", key.split("_")[1], "--database-url", postgres_server.url])
+    assert chat(gw, key).status_code == 401
