@@ -122,10 +122,11 @@ class Gateway:
         key = await self.key_cache.resolve(request.headers.get("authorization"))
         body = await _json_body(request)
         route = self.route_for(key, body.get("model"))
-        n = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 0) > 0 else 1
+        n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 0 else 1
         if not isinstance(body.get("max_tokens"), int) and not isinstance(body.get("max_completion_tokens"), int):
             body["max_tokens"] = route.config.max_tokens  # the reservation below must bound the answer
-        cap = int(body.get("max_tokens") or body.get("max_completion_tokens") or route.config.max_tokens) * n
+        wanted: int = body["max_tokens"] if isinstance(body.get("max_tokens"), int) else body["max_completion_tokens"]
+        cap = max(1, wanted) * n  # a bad value is the upstream's 400 to give; the reservation stays sound
         admission = await self.admit(key, prompt_bound(body) + cap)
         try:
             caller = body.get("user") if route.config.sticky_by == "user" and isinstance(body.get("user"), str) \
@@ -396,8 +397,9 @@ def _operations(app: FastAPI, gw: Gateway) -> None:
         if row is None or row["tenant"] != key.policy.tenant:
             raise GatewayError(404, f"no answer with id {rid!r} for this tenant", "not_found", "not_found_error",
                                param="response_id")
-        comment = body.get("comment") if isinstance(body.get("comment"), str) else ""
-        await asyncio.to_thread(gw.log.record_feedback, rid, key.key_id, score, comment[:2000])
+        comment = body.get("comment")
+        text = comment[:2000] if isinstance(comment, str) else ""
+        await asyncio.to_thread(gw.log.record_feedback, rid, key.key_id, score, text)
         return {"status": "recorded", "response_id": rid, "variant": row["variant"]}
 
     @app.get("/health")
