@@ -137,7 +137,8 @@ def _lineage_tree(node: dict[str, Any], tree: Tree) -> None:
         base = node["base_model"]
         branch.add(f"base model {base['name']}  fingerprint {str(base.get('fingerprint'))[:16]}")
     for source in node.get("sources", []) or []:
-        branch.add(f"raw data {json.dumps(source, default=str)[:160]}")
+        branch.add(f"raw data {source.get('path')}  sha256 {str(source.get('sha256'))[:12]}…  "
+                   f"{source.get('rows')} rows")
     for parent in node.get("parents", []):
         _lineage_tree(parent, branch)
 
