@@ -86,9 +86,12 @@ class Head:
 
     def to_json(self) -> dict[str, Any]:
         """The plain-number form written to `injection_head.json`."""
-        layers: dict[str, Any] = {"w2": self.w2.tolist(), "b2": float(self.b2)}
+        def rounded(a: np.ndarray) -> list[Any]:
+            return np.round(a.astype(np.float64), 6).tolist()  # 6 decimals: the probabilities move < 1e-4
+
+        layers: dict[str, Any] = {"w2": rounded(self.w2), "b2": float(self.b2)}
         if self.w1 is not None and self.b1 is not None:
-            layers |= {"w1": self.w1.tolist(), "b1": self.b1.tolist()}
+            layers |= {"w1": rounded(self.w1), "b1": rounded(self.b1)}
         return {"meta": self.meta, "layers": layers}
 
     @classmethod

@@ -18,7 +18,8 @@ from tuneforge.serve.safety.verdict import Finding
 _ANY = r"(?:all|any|every|each|the|your|my|these|those|this|that|its|of|previous|prior|above|earlier|preceding|" \
        r"former|initial|original|old|existing|system|safety|ethical|content|default)"
 _RULESET = r"(?:instructions?|rules?|prompts?|directions?|guidelines?|directives?|commands?|context|constraints?|" \
-           r"restrictions?|programming|policies|policy|guardrails?|filters?|orders?|training|limitations?|messages?)"
+           r"restrictions?|programming|policies|policy|guardrails?|filters?|orders?|training|limitations?|messages?|" \
+           r"requests?|tasks?|queries|query|inputs?|text|content|everything|conversation)"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ RULES: tuple[Rule, ...] = (
     _rule("override", rf"\b(?:ignore|disregard|forget|override|bypass|skip|drop|abandon|neglect|discard|"
           rf"overlook|nevermind|never mind|stop following|do not follow|don't follow|no longer follow)\b"
           rf"(?:\W+\w+){{0,3}}?\W+{_ANY}\b(?:\W+\w+){{0,3}}?\W+{_RULESET}\b", 0.9),
+    _rule("override-previous", r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:all\s+|any\s+)?(?:of\s+)?"
+          r"(?:your|the|my)?\s*(?:previous|prior|above|earlier|preceding|original|initial)\s+"
+          r"\w*(?:nstr|nstu|struct|rule|prompt|direct|guid|command|request|task|order|context|messag)\w*", 0.85),
     _rule("new-instructions", r"\b(?:new|updated|real|actual|true|secret|hidden|revised|important|additional)\s+"
           r"(?:instructions?|task|directive|system prompt|orders?)\s*(?::|are|is|follow)", 0.6),
     _rule("reveal-prompt", r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|leak|write out|spell out|"
@@ -59,12 +63,16 @@ RULES: tuple[Rule, ...] = (
           r"usage|legal)?\s*(?:restrictions|limitations|filters|guidelines|policies|rules|constraints|censorship|"
           r"boundaries|morals|ethics)\b", 0.55),
     _rule("role-tags", r"(?:<\|?(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\|?>|\[/?(?:inst|sys)\]|"
-          r"<</?sys>>|^#{2,}\s*(?:system|instruction|new instructions?)\b|\b(?:system|assistant)\s*:\s*(?:you|"
-          r"ignore|new|override|from now)|\bend of (?:system )?prompt\b|\bbegin(?:ning)? of new (?:prompt|"
-          r"instructions)\b)", 0.7),
+          r"<</?sys>>|#{2,}\s*\(?\s*(?:system|instruction|new instructions?|admin)\b|\(system_message\)|"
+          r"\b(?:system|assistant)\s*:\s*(?:you|ignore|new|override|from now)|\bend of (?:system )?prompt\b|"
+          r"\bbegin(?:ning)? of new (?:prompt|instructions)\b)", 0.7),
     _rule("answer-format-attack", r"\b(?:respond|reply|answer|start your (?:response|answer|reply))\s+(?:only\s+)?"
           r"(?:with|by saying|in the form)\b(?:\W+\w+){0,3}?\W+(?:\"|'|“)?(?:sure|absolutely|of course|i have "
           r"been pwned|pwned|hacked|access granted)", 0.6),
+    _rule("markdown-exfiltration", r"!\[[^\]]*\]\(\s*https?://[^)\s]*\?[^)\s]*=", 0.5),
+    _rule("output-injection", r"\b(?:include|insert|add|append|put|output|print)\b(?:\W+\w+){0,2}?\W+(?:in|into|to|at "
+          r"the end of)\s+(?:your|the)\s+(?:response|answer|reply|output|summary)\b", 0.35),
+    _rule("script-markup", r"<[^>]*\bon(?:error|load|click|mouseover)\s*=|\bjavascript:", 0.35),
     _rule("pwned", r"\b(?:i have been pwned|i've been pwned|you (?:have|'ve) been (?:pwned|hacked)|access granted|"
           r"pwned)\b", 0.6),
     _rule("exfiltrate", r"\b(?:send|forward|email|e-mail|post|upload|exfiltrate|transfer|leak)\b(?:\W+\w+){0,6}?\W+"

