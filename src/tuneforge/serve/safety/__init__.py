@@ -2,6 +2,7 @@
 
 Contract (kept stable; the gateway and `tuneforge serve` code against it):
 
+    warm_up()                               # at start-up: loads the classifier (else the first request does)
     check = check_input(messages, cfg)      # blocking (a few ms with the classifier): run it in a thread
     if check.verdict.blocked: refuse (400, check.verdict.reasons)
     send check.messages to the engine
@@ -25,11 +26,12 @@ from tuneforge.core.safety_config import (
     TopicGuardConfig,
     TopicRule,
 )
+from tuneforge.serve.safety.classifier import warm_up
 from tuneforge.serve.safety.guard import InputCheck, OutputGuard, check_input, message_text, needs_review
 from tuneforge.serve.safety.verdict import Finding, Verdict
 
 __all__ = [
     "Action", "CodeGuardConfig", "Finding", "InjectionGuardConfig", "InputCheck", "LanguageGuardConfig",
     "OutputGuard", "PiiGuardConfig", "SafetyConfig", "TopicGuardConfig", "TopicRule", "Verdict", "check_input",
-    "message_text", "needs_review",
+    "message_text", "needs_review", "warm_up",
 ]
