@@ -564,6 +564,30 @@ def bench_fuzz(
         raise typer.Exit(1)
 
 
+@bench_app.command("gateway")
+def bench_gateway(
+    concurrency: Annotated[str, typer.Option(help="Concurrent streaming clients, comma-separated.")] = "16,64",
+    per_client: Annotated[int, typer.Option(min=1, help="Requests per client per round (2 rounds each).")] = 8,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per answer.")] = 64,
+    delay_ms: Annotated[float, typer.Option(help="The fake upstream's pause per token (ms).")] = 5.0,
+    engine: Annotated[str | None, typer.Option(help="Also measure in front of `tuneforge serve MODEL` (e.g. "
+                                               "smollm2-135m), at the first concurrency level.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where results.md goes.")] = Path(
+        "runs/bench-gateway"),
+) -> None:
+    """The same streamed load directly and through `tuneforge gateway` (a key with every limit on), in one
+    run: added TTFT p50/p99 and the throughput ratio; plus one gateway worker's requests/s ceiling.
+
+    Example:  tuneforge bench gateway --concurrency 16,64 --engine smollm2-135m
+    """
+    from tuneforge.bench.gateway import run
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    if not levels or min(levels) < 1:
+        raise typer.BadParameter("--concurrency takes positive integers, e.g. 16,64")
+    console.print(run(levels, per_client, max_tokens, delay_ms, engine, output))
+
+
 @bench_app.command("compress")
 def bench_compress(
     parent: Annotated[Path, typer.Argument(help="The float model artifact the variants were made from.")],

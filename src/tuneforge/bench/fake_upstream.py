@@ -3,8 +3,9 @@ measures the gateway. `python -m tuneforge.bench.fake_upstream --port 9001 [--de
 
 Answers chat and text completions, streamed or not, with `usage` as OpenAI reports it (the usage event
 when `stream_options.include_usage` is set), and /health and /v1/models as a tuneforge server does.
-`--ignore-max-tokens` sends `--tokens` tokens whatever the request asks (a misbehaving upstream, for the
-gateway's budget cut-off); `--version` is the model card's version (the cache's key).
+`--text` answers that text in 3-character pieces; `--ignore-max-tokens` sends every piece whatever the
+request asks (a misbehaving upstream, for the gateway's budget cut-off); `--version` is the model card's
+version (the cache's key).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 
-def create_app(tokens: int, delay_ms: float, ignore_max_tokens: bool, version: str) -> FastAPI:
+def create_app(tokens: int, delay_ms: float, ignore_max_tokens: bool, version: str,
+               text: str | None = None) -> FastAPI:
     app = FastAPI()
     state = {"requests": 0}
 
@@ -34,14 +36,15 @@ def create_app(tokens: int, delay_ms: float, ignore_max_tokens: bool, version: s
     async def answer(request: Request, chat: bool) -> Response:
         state["requests"] += 1
         body = json.loads(await request.body())
-        n = tokens if ignore_max_tokens else min(tokens, int(body.get("max_tokens") or tokens))
+        pieces = [text[i:i + 3] for i in range(0, len(text), 3)] if text else ["tok "] * tokens
+        n = len(pieces) if ignore_max_tokens else min(len(pieces), int(body.get("max_tokens") or len(pieces)))
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         usage = {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}
         if not body.get("stream"):
             await asyncio.sleep(delay_ms / 1000 * n)
-            text = "tok " * n
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
-                      if chat else {"index": 0, "text": text, "finish_reason": "length"})
+            answer = "".join(pieces[:n])
+            choice = ({"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "length"}
+                      if chat else {"index": 0, "text": answer, "finish_reason": "length"})
             return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
                                  "created": int(time.time()), "model": body.get("model"), "choices": [choice],
                                  "usage": usage})
@@ -51,7 +54,7 @@ def create_app(tokens: int, delay_ms: float, ignore_max_tokens: bool, version: s
             for i in range(n):
                 if delay_ms:
                     await asyncio.sleep(delay_ms / 1000)
-                part = {"index": 0, "delta": {"content": "tok "}} if chat else {"index": 0, "text": "tok "}
+                part = {"index": 0, "delta": {"content": pieces[i]}} if chat else {"index": 0, "text": pieces[i]}
                 part["finish_reason"] = "length" if i == n - 1 else None
                 chunk = {"id": rid, "object": kind, "model": body.get("model"), "choices": [part]}
                 yield f"data: {json.dumps(chunk)}\n\n"
@@ -81,8 +84,9 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=0.0, help="pause before each streamed token")
     parser.add_argument("--ignore-max-tokens", action="store_true")
     parser.add_argument("--version", default="fake-v1")
+    parser.add_argument("--text", default=None, help="answer this text (in 3-character pieces) instead of tokens")
     args = parser.parse_args()
-    app = create_app(args.tokens, args.delay_ms, args.ignore_max_tokens, args.version)
+    app = create_app(args.tokens, args.delay_ms, args.ignore_max_tokens, args.version, args.text)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

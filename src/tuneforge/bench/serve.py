@@ -114,7 +114,8 @@ async def _one(client, url: str, model: str, prompt: str, max_tokens: int) -> Re
 
 
 async def run_load(url: str, model: str, prompts: list[str], num_prompts: int, concurrency: int,
-                   max_tokens: int, request_rate: float = float("inf"), seed: int = 0, name: str = "") -> RunSummary:
+                   max_tokens: int, request_rate: float = float("inf"), seed: int = 0, name: str = "",
+                   headers: dict[str, str] | None = None) -> RunSummary:
     """Send `num_prompts` requests (prompts cycled) at `concurrency`; Poisson arrivals when `request_rate` is finite."""
     import httpx
 
@@ -125,7 +126,7 @@ async def run_load(url: str, model: str, prompts: list[str], num_prompts: int, c
     # a fresh connection per request: reusing keep-alive connections that a server closed meanwhile fails
     # requests on the client side (seen with llama-server), which would count against the server
     limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits, headers=headers) as client:
         async def limited(prompt: str) -> RequestResult:
             async with gate:
                 return await _one(client, url, model, prompt, max_tokens)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +27,7 @@ from tuneforge.gateway.balancer import Balancer, Replica, Route
 from tuneforge.gateway.cache import ResponseCache, cache_key
 from tuneforge.gateway.config import GatewayConfig
 from tuneforge.gateway.errors import GatewayError
+from tuneforge.gateway.guards import Guards
 from tuneforge.gateway.keys import KeyRecord, KeyStore
 from tuneforge.gateway.metrics import GatewayMetrics
 from tuneforge.gateway.quota import Admission, Quota, QuotaRefused
@@ -129,10 +131,14 @@ class Gateway:
         cap = max(1, wanted) * n  # a bad value is the upstream's 400 to give; the reservation stays sound
         admission = await self.admit(key, prompt_bound(body) + cap)
         try:
+            guards = None
+            if route.config.safety is not None:
+                guards = Guards(route.config.safety, chat=path == "/chat/completions")
+                await guards.check_request(body)  # before the cache key and before any upstream
             caller = body.get("user") if route.config.sticky_by == "user" and isinstance(body.get("user"), str) \
                 else None
             variant = route.variant_for(caller or key.lineage)
-            call = Call(self, key, route, variant.name, body, path, admission, cap, started)
+            call = Call(self, key, route, variant.name, body, path, admission, cap, started, guards)
             return await call.run(variant)
         except BaseException:
             await self.settle(key, admission, 0)
@@ -143,9 +149,9 @@ class Call:
     """One request through the gateway, from its replica pick to its settlement."""
 
     def __init__(self, gw: Gateway, key: KeyRecord, route: Route, variant: str, body: dict, path: str,
-                 admission: Admission | None, cap: int, started: float) -> None:
+                 admission: Admission | None, cap: int, started: float, guards: Guards | None = None) -> None:
         self.gw, self.key, self.route, self.variant, self.body, self.path = gw, key, route, variant, body, path
-        self.admission, self.cap, self.started = admission, cap, started
+        self.admission, self.cap, self.started, self.guards = admission, cap, started, guards
         self.stream = bool(body.get("stream"))
         self.outcome = Outcome()
         self.cache_name: str | None = None
@@ -210,7 +216,10 @@ class Call:
             if self.cache_name and reply.status_code == 200:
                 await gw.cache.put(self.cache_name, reply.content)
             await self.finish(reply.status_code)
-            return Response(reply.content, status_code=reply.status_code, headers=self.headers(self.cache_state()),
+            content = reply.content
+            if self.guards is not None and reply.status_code == 200:
+                content = self.guards.answer(content)
+            return Response(content, status_code=reply.status_code, headers=self.headers(self.cache_state()),
                             media_type=reply.headers.get("content-type", "application/json"))
         reply = await open_stream(gw.client, url, upstream, replica.config.api_key, self.outcome)
         if reply.status_code != 200:  # a 4xx from the replica: the client's to read
@@ -218,11 +227,14 @@ class Call:
             await self.finish(reply.status_code)
             return Response(reply.content, status_code=reply.status_code, headers=self.headers("miss"),
                             media_type=reply.headers.get("content-type", "application/json"))
-        wants_usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
         keep: list[bytes] | None = [] if self.cache_name else None
-        return StreamingResponse(self.streamed(replica, relay(reply, StreamWatch(self.outcome, wants_usage, self.cap),
-                                                              keep), keep),
-                                 media_type="text/event-stream", headers=self.headers(self.cache_state()))
+        events = relay(reply.aiter_raw(), self.watch(), keep, reply.aclose)
+        return StreamingResponse(self.streamed(replica, events, keep), media_type="text/event-stream",
+                                 headers=self.headers(self.cache_state()))
+
+    def watch(self) -> StreamWatch:
+        wants_usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
+        return StreamWatch(self.outcome, wants_usage, self.cap, self.guards)
 
     async def streamed(self, replica: Replica, events, keep: list[bytes] | None):  # noqa: ANN001
         try:
@@ -234,7 +246,8 @@ class Call:
             complete = self.outcome.complete and not self.outcome.cut
             if keep is not None and complete and self.outcome.status == 200:
                 await self.gw.cache.put(self.cache_name or "", b"".join(keep))
-            await self.finish(self.outcome.status if complete else (499 if not self.outcome.cut else 429))
+            ended = complete or self.outcome.cut or self.outcome.status != 200  # else the client left early
+            await self.finish(self.outcome.status if ended else 499)
 
     def cache_state(self) -> str:
         return "miss" if self.cache_name else "bypass"
@@ -246,18 +259,18 @@ class Call:
             self.gw.metrics.ttft.labels(self.route.name, self.variant, replica.url).observe(self.outcome.ttft)
 
     async def from_cache(self, cached: bytes) -> Response:
-        self.outcome.complete = True
+        """A cached answer, through the same guards and usage handling as a live one."""
         await self.finish(200, cache="hit")
         headers = self.headers("hit")
         if not self.stream:
-            return Response(cached, media_type="application/json", headers=headers)
+            content = self.guards.answer(cached) if self.guards is not None else cached
+            return Response(content, media_type="application/json", headers=headers)
 
-        async def replay():
-            for event in cached.split(b"\n\n"):
-                if event:
-                    yield event + b"\n\n"
+        async def stored() -> AsyncIterator[bytes]:
+            yield cached
 
-        return StreamingResponse(replay(), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(relay(stored(), self.watch(), None), media_type="text/event-stream",
+                                 headers=headers)
 
     async def finish(self, status: int, cache: str | None = None) -> None:
         """Settle the tokens (a cache hit costs none), count, log."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tuneforge.core.errors import ConfigError
 from tuneforge.core.paths import state_dir
+from tuneforge.core.safety_config import SafetyConfig
 
 DEFAULT_VARIANT = "default"
 
@@ -47,6 +48,8 @@ class RouteConfig(_Section):
     cache_sampled: bool = Field(False, description="Also cache sampled answers (temperature > 0, no seed).")
     max_tokens: int = Field(512, ge=1, description="max_tokens assumed when a request sets none (its token budget "
                             "is reserved from it); set it to the replicas' serve.max_tokens.")
+    safety: SafetyConfig | None = Field(None, description="Guards on requests and answers (injection, PII, code, "
+                                        "language, topics); none: no guards. See docs/safety.md.")
 
     @model_validator(mode="after")
     def _one_form(self) -> RouteConfig:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -107,10 +108,11 @@ def error_event(message: str, code: str, type_: str = "server_error") -> bytes:
 
 
 class StreamWatch:
-    """Looks at each SSE event going by: id, content tokens, usage; decides what the client gets."""
+    """Looks at each SSE event going by: id, content tokens, usage; decides what the client gets (the
+    route's guards rewrite the text when it has any)."""
 
-    def __init__(self, outcome: Outcome, client_wants_usage: bool, cap: int) -> None:
-        self.outcome, self.wants_usage, self.cap = outcome, client_wants_usage, cap
+    def __init__(self, outcome: Outcome, client_wants_usage: bool, cap: int, guards: Any = None) -> None:
+        self.outcome, self.wants_usage, self.cap, self.guards = outcome, client_wants_usage, cap, guards
 
     def event(self, raw: bytes) -> bytes | None:
         """The event as the client gets it (None: dropped)."""
@@ -137,32 +139,42 @@ class StreamWatch:
             self.outcome.usage.completion = int(usage.get("completion_tokens") or 0)
             if not choices and not self.wants_usage:
                 return None
+        if self.guards is not None and choices:
+            return self.guards.event(data)
         return raw
 
-    @property
-    def over(self) -> bool:
-        return self.outcome.usage.counted > self.cap
+    def stop(self) -> bytes | None:
+        """The final error event when the stream must end here, else None."""
+        if self.outcome.usage.counted > self.cap:
+            self.outcome.cut, self.outcome.status = True, 429
+            return error_event("the answer went past this request's token reservation (its budget)",
+                               "budget_exceeded", "insufficient_quota")
+        if self.guards is not None and self.guards.blocked:
+            self.outcome.cut, self.outcome.status = True, 400
+            return error_event("the answer was blocked by this route's safety guards: "
+                               + "; ".join(self.guards.reasons()), "content_blocked", "invalid_request_error")
+        return None
 
 
-async def relay(reply: httpx.Response, watch: StreamWatch, keep: list[bytes] | None) -> AsyncIterator[bytes]:
-    """The upstream's events, as they arrive, to the client; `keep` collects them for the cache. Closing
-    this generator (the client went away) closes the upstream request, which cancels it there."""
+async def relay(chunks: AsyncIterator[bytes], watch: StreamWatch, keep: list[bytes] | None,
+                close: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[bytes]:
+    """Upstream events, as they arrive, to the client; `keep` collects them as they came (for the cache:
+    a replay goes through the same watch). Closing this generator (the client went away) closes the
+    upstream request, which cancels it there."""
     buffer = b""
     try:
-        async for chunk in reply.aiter_raw():
+        async for chunk in chunks:
             buffer += chunk
             while b"\n\n" in buffer:
                 raw, buffer = buffer.split(b"\n\n", 1)
+                if keep is not None:
+                    keep.append(raw + b"\n\n")
                 out = watch.event(raw)
                 if out is None:
                     continue
-                if watch.over:
-                    watch.outcome.cut = True
-                    yield error_event("the answer went past this request's token reservation (its budget)",
-                                      "budget_exceeded", "insufficient_quota")
+                if (last := watch.stop()) is not None:
+                    yield last
                     return
-                if keep is not None:
-                    keep.append(out + b"\n\n")
                 yield out + b"\n\n"
         if not watch.outcome.complete:
             yield error_event("the model server ended the stream before it was done", "upstream_error")
@@ -170,4 +182,5 @@ async def relay(reply: httpx.Response, watch: StreamWatch, keep: list[bytes] | N
         watch.outcome.status = 502
         yield error_event(f"the model server failed mid-answer: {type(exc).__name__}", "upstream_error")
     finally:
-        await reply.aclose()
+        if close is not None:
+            await close()

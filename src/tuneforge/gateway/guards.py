@@ -1,0 +1,102 @@
+"""A route's safety guards (`serve.safety`) applied by the gateway: on the request before it goes upstream,
+and on the answer — streamed ones event by event, so that no guard is skipped on a stream.
+
+Input: `check_input` runs in a worker thread (the classifier takes milliseconds); a blocked request is a
+400 `content_blocked` naming the guards, and never reaches an engine. The redacted messages go upstream.
+Output: one `OutputGuard` per choice rewrites the text of each event (PII redacted or re-identified, code
+held until scanned); a guard that blocks cuts the stream with a final error event (a JSON answer is
+refused with the same error). Cached answers pass through the same guards on their way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from tuneforge.core.safety_config import SafetyConfig
+from tuneforge.gateway.errors import GatewayError
+
+
+class Guards:
+    """The guards of one request: its input check and one output guard per choice."""
+
+    def __init__(self, cfg: SafetyConfig, chat: bool) -> None:
+        self.cfg, self.chat = cfg, chat
+        self.placeholders: dict[str, str] = {}
+        self.outputs: dict[int, Any] = {}
+        self.input_verdict: Any = None
+
+    async def check_request(self, body: dict[str, Any]) -> None:
+        """Guard the request in place (redacted messages / prompt), or raise 400 when a guard blocks it."""
+        from tuneforge.serve.safety import check_input
+
+        if self.chat:
+            messages = body.get("messages")
+            if not isinstance(messages, list):
+                return  # the upstream's 400 to give
+        else:
+            prompt = body.get("prompt")
+            if not isinstance(prompt, str):
+                return
+            messages = [{"role": "user", "content": prompt}]
+        check = await asyncio.to_thread(check_input, messages, self.cfg)
+        self.input_verdict, self.placeholders = check.verdict, check.placeholders
+        if check.verdict.blocked:
+            raise GatewayError(400, "the request was blocked by this route's safety guards: "
+                               + "; ".join(check.verdict.reasons), "content_blocked", param="messages")
+        if self.chat:
+            body["messages"] = check.messages
+        else:
+            body["prompt"] = check.messages[0]["content"]
+
+    def _guard(self, index: int) -> Any:
+        from tuneforge.serve.safety import OutputGuard
+
+        if index not in self.outputs:
+            self.outputs[index] = OutputGuard(self.cfg, self.placeholders)
+        return self.outputs[index]
+
+    @property
+    def blocked(self) -> bool:
+        return any(g.verdict.blocked for g in self.outputs.values())
+
+    def reasons(self) -> list[str]:
+        return [r for g in self.outputs.values() for r in g.verdict.reasons]
+
+    def rewrite_choice(self, choice: dict[str, Any], final: bool) -> None:
+        """Pass a choice's text (a stream delta or a whole message) through its guard, in place."""
+        guard = self._guard(int(choice.get("index") or 0))
+        if self.chat:
+            holder = choice.get("delta") if "delta" in choice else choice.get("message")
+            if not isinstance(holder, dict):
+                return
+            text = holder.get("content") or ""
+            out = guard.feed(text) if text else ""
+            if final:
+                out += guard.finish()
+            if text or out:
+                holder["content"] = out
+        else:
+            text = choice.get("text") or ""
+            out = guard.feed(text) if text else ""
+            choice["text"] = out + (guard.finish() if final else "")
+
+    def event(self, data: dict[str, Any]) -> bytes:
+        """A streamed chunk with its text guarded; the last chunk of a choice releases what its guard held."""
+        for choice in data.get("choices") or []:
+            self.rewrite_choice(choice, final=choice.get("finish_reason") is not None)
+        return b"data: " + json.dumps(data, ensure_ascii=False).encode()
+
+    def answer(self, content: bytes) -> bytes:
+        """A whole JSON answer with its text guarded, or 400 when a guard blocks it."""
+        try:
+            data = json.loads(content)
+        except ValueError:
+            return content
+        for choice in data.get("choices") or []:
+            self.rewrite_choice(choice, final=True)
+        if self.blocked:
+            raise GatewayError(400, "the answer was blocked by this route's safety guards: "
+                               + "; ".join(self.reasons()), "content_blocked", param="messages")
+        return json.dumps(data, ensure_ascii=False).encode()
