@@ -32,6 +32,7 @@ class RunResult:
     artifacts: dict[str, Path] = field(default_factory=dict)
     answers: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    registered: str | None = None  # NAME/VERSION when registry.name is set
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -131,6 +132,29 @@ def _reuse(path: Path, kind: str) -> Artifact:
     return load_artifact(path, kind=kind)
 
 
+def register_run(cfg: PipelineConfig, model: Path, report: Path | None) -> str:
+    """Register the run's model (its eval report attached) as `registry.name`, then promote it to
+    `registry.promote_to` through that alias's policy; returns the version (NAME/N)."""
+    from tuneforge.registry.open import open_registry
+    from tuneforge.registry.promote import failing_text, promote
+    from tuneforge.registry.versions import register
+
+    if not is_artifact(model):
+        raise TuneforgeError(f"registry.name is set but there is no model artifact at {model} to register")
+    session = open_registry(cfg.registry)
+    version, created = register(session, model, str(cfg.registry.name), [report] if report else [])
+    console.print(f"{'registered' if created else 'already registered:'} {version.ref} "
+                  f"({version.content_hash[:12]}…, {len(version.evals)} eval report(s)) by {session.user}")
+    alias = cfg.registry.promote_to
+    if alias and session.backend.aliases(version.name).get(alias) != version.number:
+        move = promote(session, version.ref, alias)
+        if move.status == "pending":
+            console.print(f"{version.ref} → @{alias} waits for {move.approvals_needed} approval(s)")
+        else:
+            console.print(f"@{alias} → {version.ref}; gates: {failing_text(move.gates) or 'all passed'}")
+    return version.ref
+
+
 def run_pipeline(cfg: PipelineConfig) -> RunResult:
     """Run the configured stages in order."""
     from tuneforge.data.prepare import prepare
@@ -173,6 +197,11 @@ def run_pipeline(cfg: PipelineConfig) -> RunResult:
         report = run_eval(model_ref, eval_cfg, paths["eval"], dataset, cfg.model.dtype)
         result.artifacts["eval"] = report.path
         result.seconds["eval"] = time.perf_counter() - t
+    if cfg.registry.name:
+        t = timed("registry")
+        result.registered = register_run(cfg, Path(model_ref), result.artifacts.get("eval") or (
+            paths["eval"] if is_artifact(paths["eval"]) else None))
+        result.seconds["registry"] = time.perf_counter() - t
     if "serve" in cfg.stages and cfg.serve.smoke_questions:
         t = timed("serve")
         result.answers = smoke_test(model_ref, cfg.serve, cfg.serve.smoke_questions)

@@ -56,7 +56,7 @@ def test_cli_story(tf, model_name, tiny_adapter, tiny_eval):
     assert [(v["number"], sorted(v["aliases"])) for v in listed] == [(1, ["production", "staging"])]
     shown = tf("carol", "show", f"{name}@production")
     assert shown.exit_code == 0
-    for text in ("aliases: @production, @staging", "gate domain_accuracy >= 0.9: 0.0 FAIL", "lineage",
+    for text in ("aliases: @production, @staging", "gate domain_accuracy >= 0.9: 0 FAIL", "lineage",
                  "base model tiny-random-llama", "raw data", "instruct.jsonl", "dataset"):
         assert text in shown.output, text
     moves = json.loads(tf("carol", "history", name, "--moves", "--json").output)

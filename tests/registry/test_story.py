@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tuneforge.core.artifacts import load_artifact
 from tuneforge.core.errors import ArtifactError
 from tuneforge.registry import RegistryError, open_registry
 from tuneforge.registry.lineage import diff, history, show, verify
 from tuneforge.registry.promote import approve, promote, rollback
-from tuneforge.registry.versions import register, resolve
+from tuneforge.registry.versions import artifact_path, register, resolve
 
 
 def test_story(registry_cfg, model_name, tiny_adapter, tiny_eval, second_adapter, second_eval, tmp_path):
@@ -93,6 +94,8 @@ def test_story(registry_cfg, model_name, tiny_adapter, tiny_eval, second_adapter
     assert {Path(s["path"]).name for s in dataset["sources"]} == {"instruct.jsonl", "chat.jsonl"}  # the raw data
     assert all(len(s["sha256"]) == 64 for s in dataset["sources"])
 
+    served, folder = artifact_path(alice, f"registry:{name}@production")  # what serving would load
+    assert served.number == 1 and load_artifact(folder).content_hash == tiny_adapter.content_hash
     assert verify(alice).ok
     _tamper_and_detect(alice, entries)
 

@@ -171,7 +171,7 @@ def show(
                             if not k.startswith("base_") and not k.endswith("_delta"))
         out.print(f"eval {report['content_hash'][:12]}…: {numbers}")
         for g in report["gates"]:
-            out.print(f"  gate {g['gate']} {g['rule']}: {g['value']} {'pass' if g['passed'] else 'FAIL'}")
+            out.print(f"  {_gate_line(g)}")
     tree = Tree("lineage")
     _lineage_tree(info["lineage"], tree)
     out.print(tree)
@@ -206,9 +206,14 @@ def diff(
     out.print(metrics)
 
 
+def _gate_line(g: dict[str, Any]) -> str:
+    value = "not measured" if g.get("value") is None else f"{g['value']:.4g}"
+    return f"gate {g['gate']} {g['rule']}: {value} {'pass' if g['passed'] else 'FAIL'}"
+
+
 def _report_move(move: Any) -> None:
     for g in move.gates:
-        out.print(f"gate {g['gate']} {g['rule']}: {g['value']} {'pass' if g['passed'] else 'FAIL'}")
+        out.print(_gate_line(g))
     if move.status == "pending":
         done = len(move.approved_by)
         out.print(f"{move.model}/{move.to} → @{move.alias} waits for approval ({done}/{move.approvals_needed}): "

@@ -159,3 +159,10 @@ def eval_manifests(session: RegistrySession, version: Version) -> list[dict[str,
         if manifest is not None:
             found.append(manifest)
     return found
+
+
+def artifact_path(session: RegistrySession, ref: str) -> tuple[Version, Path]:
+    """The version `ref` names and the local folder of its artifact (what `serve registry:NAME@ALIAS` loads)."""
+    version = resolve(session, ref.removeprefix("registry:"))
+    manifest_of(session, version)  # its pin must hold before anything is served from it
+    return version, session.store.local_path(version.content_hash)
