@@ -46,9 +46,9 @@ RULES: tuple[Rule, ...] = (
           r"(?:instructions?|task|directive|system prompt|orders?)\s*(?::|are|is|follow)", 0.6),
     _rule("reveal-prompt", r"\b(?:reveal|show|print|repeat|output|display|tell me|give me|leak|write out|spell out|"
           r"recite|dump|share|what (?:is|are|was|were))\b(?:\W+\w+){0,4}?\W+(?:system prompt|system message|"
-          r"initial (?:prompt|instructions)|hidden (?:prompt|instructions)|(?:your|the) (?:instructions|prompt|"
-          r"rules|guidelines|configuration)|everything above|text above|words above|previous text|(?:the )?password"
-          r"|secret key)", 0.7),
+          r"initial (?:prompt|instructions)|hidden (?:prompt|instructions)|your (?:instructions|prompt|"
+          r"rules|guidelines|configuration)|everything above|text above|words above|previous text|(?:your|the "
+          r"secret|the admin) (?:password|secret key))", 0.7),
     _rule("persona", r"\b(?:you are|you're|act as|acting as|pretend (?:to be|you are|that you are)|roleplay as|"
           r"role-?play as|simulate|behave like|you will be|you will now be|from now on,? you)\b(?:\W+\w+){0,6}?\W+"
           r"(?:dan|stan|dude|aim|evil|unfiltered|uncensored|unrestricted|jailbroken|amoral|unethical|"
