@@ -17,10 +17,12 @@ from pathlib import Path
 from tuneforge.core.config import ServeConfig
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.progress import console
+from tuneforge.core.registry_config import RegistryConfig
 from tuneforge.models import load
 from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api.app import create_app
 from tuneforge.serve.engine.engine import Engine, EngineLimits
+from tuneforge.serve.follow import resolve_model_ref
 
 
 def default_served_name(model_ref: str) -> str:
@@ -71,11 +73,14 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
     return engine.start(loop_in_thread)
 
 
-def build_app(model_ref: str, cfg: ServeConfig, loop_in_thread: bool = True):
-    """Load `model_ref`, start its engine and return (app, served name)."""
-    name = cfg.served_model_name or default_served_name(model_ref)
+def build_app(model_ref: str, cfg: ServeConfig, loop_in_thread: bool = True, registry: RegistryConfig | None = None):
+    """Load `model_ref` (a `registry:NAME@ALIAS` resolved first), start its engine and return (app, served name)."""
+    resolved = resolve_model_ref(model_ref, registry)
+    name = cfg.served_model_name or resolved.name or default_served_name(model_ref)
+    if resolved.label:
+        console.print(f"{model_ref} is {resolved.label} ({str(resolved.content_hash)[:12]}…) at {resolved.path}")
     metrics = ServingMetrics()
-    engine = build_engine(model_ref, cfg, name, metrics, loop_in_thread)
+    engine = build_engine(resolved.path, cfg, name, metrics, loop_in_thread)
     return create_app(engine, name, cfg, metrics), name
 
 
@@ -94,14 +99,15 @@ def _drain(server, app, grace: float) -> None:
     server.should_exit = True
 
 
-def serve(model_ref: str, cfg: ServeConfig) -> None:
-    """Serve until SIGTERM / Ctrl-C, then drain. The engine loop runs on the main thread, HTTP on another."""
+def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = None) -> None:
+    """Serve until SIGTERM / Ctrl-C, then drain. The engine loop runs on the main thread, HTTP on another.
+    `registry` is where a `registry:NAME@ALIAS` reference is looked up."""
     import uvicorn
 
     from tuneforge.serve import memory
 
     memory.limit_arenas()  # before the threads that would each get an arena start
-    app, name = build_app(model_ref, cfg, loop_in_thread=False)
+    app, name = build_app(model_ref, cfg, loop_in_thread=False, registry=registry)
     engine = app.state.engine
     # Bind here so port 0 (any free port) can be reported before uvicorn takes the socket over.
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
