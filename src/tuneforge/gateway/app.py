@@ -32,7 +32,15 @@ from tuneforge.gateway.keys import KeyRecord, KeyStore
 from tuneforge.gateway.metrics import GatewayMetrics
 from tuneforge.gateway.quota import Admission, Quota, QuotaRefused
 from tuneforge.gateway.requestlog import RequestLog
-from tuneforge.gateway.upstream import Outcome, StreamWatch, UpstreamFailed, call_json, open_stream, relay
+from tuneforge.gateway.upstream import (
+    Outcome,
+    StreamWatch,
+    UpstreamFailed,
+    call_json,
+    open_stream,
+    relay,
+    session,
+)
 from tuneforge.serve.api.wire import BodyLimit, error_body
 
 MESSAGE_OVERHEAD = 16  # tokens a chat template may add per message (role markers, separators)
@@ -74,10 +82,8 @@ class Gateway:
         self.balancer = Balancer(cfg)
         self.metrics = GatewayMetrics()
         self.log = RequestLog(self.keys.engine)
-        h = cfg.health
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(h.read_timeout_s, connect=h.connect_timeout_s, pool=h.read_timeout_s),
-            limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512))
+        self.client: Any = None  # the upstream session: made in the running loop (lifespan)
+        self.probe = httpx.AsyncClient()  # health checks: a few per second, off the request path
 
     # ---- before upstream ---------------------------------------------------------------------------
     def route_for(self, key: KeyRecord, model: Any) -> Route:
@@ -354,15 +360,17 @@ def create_app(cfg: GatewayConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        await gw.balancer.check_all(gw.client)
-        gw.balancer.start(gw.client)
+        gw.client = session(cfg.health.connect_timeout_s, cfg.health.read_timeout_s)
+        await gw.balancer.check_all(gw.probe)
+        gw.balancer.start(gw.probe)
         gw.log.start()
         try:
             yield
         finally:
             await gw.balancer.stop()
             await gw.log.stop()
-            await gw.client.aclose()
+            await gw.client.close()
+            await gw.probe.aclose()
 
     app = FastAPI(title="tuneforge gateway", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible gateway: keys, limits, budgets, cache, load balancing, canary.")
