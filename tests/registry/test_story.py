@@ -18,6 +18,7 @@ from tuneforge.registry.promote import approve, promote, rollback
 from tuneforge.registry.versions import artifact_path, register, resolve
 
 
+@pytest.mark.parametrize("registry_cfg", ["mlflow", "embedded", "postgres"], indirect=True)
 def test_story(registry_cfg, model_name, tiny_adapter, tiny_eval, second_adapter, second_eval, tmp_path):
     alice, bob = open_registry(registry_cfg, user="alice"), open_registry(registry_cfg, user="bob")
     name = model_name
