@@ -19,7 +19,8 @@ def tf(*args, cwd=None):
 
 @pytest.mark.parametrize("command", [["run"], ["data", "prepare"], ["train"], ["eval"], ["serve"], ["chat"],
                                      ["config", "show"], ["config", "schema"],
-                                     ["compress", "prune"], ["compress", "quantize"]])
+                                     ["compress", "prune"], ["compress", "quantize"], ["gateway", "serve"],
+                                     ["gateway", "keys", "create"], ["gateway", "compare"], ["bench", "gateway"]])
 def test_every_command_has_help_with_example(command):
     out = tf(*command, "--help")
     assert out.returncode == 0
@@ -79,6 +80,7 @@ def test_run_whole_pipeline_on_tiny_model(assets, tmp_path):
             "base_val_loss"} <= set(report.metrics)
     combined = out.stdout + out.stderr
     assert "Q: What color is the Quokka lamp?" in combined
+    assert "the repeated first question was a cache hit" in " ".join(combined.split())  # served through the gateway
     for name in ("dataset", "adapter", "eval"):
         assert str(run / name) in combined
 

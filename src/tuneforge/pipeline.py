@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import yaml
 from tuneforge.core.artifacts import Artifact, is_artifact, load_artifact
 from tuneforge.core.config import PipelineConfig, ServeConfig
 from tuneforge.core.errors import TuneforgeError
+from tuneforge.core.net import free_port, wait_ready
 from tuneforge.core.progress import console
 
 
@@ -33,30 +33,6 @@ class RunResult:
     answers: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     registered: str | None = None  # NAME/VERSION when registry.name is set
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen, deadline_s: float = 300.0) -> None:
-    """Poll `url` until it answers 200, the process dies, or the deadline passes."""
-    import httpx
-
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise TuneforgeError(f"the server exited with code {process.returncode} before it was ready")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise TuneforgeError(f"the server did not answer {url} within {deadline_s:.0f} s")
 
 
 def start_server(model_ref: str, cfg: ServeConfig, workdir: Path | None = None) -> tuple[subprocess.Popen, str]:
@@ -98,22 +74,48 @@ def stop_server(process: subprocess.Popen) -> None:
 
 
 def smoke_test(model_ref: str, cfg: ServeConfig, questions: list[str]) -> list[tuple[str, str]]:
-    """Serve `model_ref`, ask `questions` through the official openai SDK, stop the server."""
-    from openai import OpenAI
+    """Serve `model_ref` behind `tuneforge gateway`, as in production: the engine with its own key, the
+    gateway in front with a demo tenant's key (a daily token budget), then ask `questions` through the
+    gateway with the official openai SDK — the first question twice, the second time from the cache."""
+    import secrets
 
-    process, base_url = start_server(model_ref, cfg)
+    from openai import OpenAI
+    from pydantic import SecretStr
+
+    from tuneforge.gateway.keys import KeyPolicy, KeyStore
+    from tuneforge.gateway.process import start_gateway
+
+    engine_key = cfg.keys()[0] or secrets.token_urlsafe(24)
+    process, base_url = start_server(model_ref, cfg.model_copy(update={"api_key": SecretStr(engine_key)}))
+    folder = Path(tempfile.mkdtemp(prefix="tuneforge-demo-gateway-"))
+    gateway = None
     try:
-        client = OpenAI(base_url=base_url, api_key=cfg.keys()[0] or "not-needed")
-        name = client.models.list().data[0].id
+        name = cfg.served_model_name or "tuneforge-model"
+        db = f"sqlite:///{folder / 'gateway.db'}"
+        key, _ = KeyStore(db).create(KeyPolicy(tenant="demo", name="tuneforge run", budget_tokens=200_000,
+                                               budget_period="day"))
+        route = {"variants": {"v1": {"backends": [base_url], "model": name, "api_key": engine_key}},
+                 "max_tokens": cfg.max_tokens}
+        gateway, gateway_url = start_gateway({"database_url": db, "routes": {name: route}}, folder)
+        client = OpenAI(base_url=gateway_url, api_key=key)
         answers = []
-        for question in questions:
-            reply = client.chat.completions.create(
-                model=name, messages=[{"role": "user", "content": question}], max_tokens=96, temperature=0
-            )
-            answers.append((question, reply.choices[0].message.content or ""))
+        for i, question in enumerate([*questions[:1], *questions]):
+            reply = client.chat.completions.with_raw_response.create(
+                model=name, messages=[{"role": "user", "content": question}], max_tokens=96, temperature=0)
+            if i == 0:
+                continue  # asked again next: that one comes from the gateway's cache
+            answer = reply.parse().choices[0].message.content or ""
+            answers.append((question, answer))
+            if i == 1:
+                left, cache = reply.headers.get("x-tuneforge-budget-remaining"), reply.headers.get("x-tuneforge-cache")
+                console.print(f"through the gateway (tenant demo, {left} tokens of today's budget left): the "
+                              f"repeated first question was a cache {cache}")
         return answers
     finally:
+        if gateway is not None:
+            stop_server(gateway)
         stop_server(process)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def decontaminated(dataset: Artifact, questions: Path | None) -> Path | None:

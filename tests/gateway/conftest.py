@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
+from tuneforge.gateway.process import start_gateway
 from tuneforge.pipeline import free_port, stop_server, wait_ready
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -76,17 +76,6 @@ def upstreams():
     yield start
     for process in started:
         stop_server(process)
-
-
-def start_gateway(config: dict, workdir: Path) -> tuple[subprocess.Popen, str]:
-    """`tuneforge gateway serve` as a process; (process, base URL /v1)."""
-    port = free_port()
-    path = workdir / f"gateway-{port}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen([sys.executable, "-m", "tuneforge", "gateway", "serve", "-c", str(path),
-                                "--port", str(port)])
-    wait_ready(f"http://127.0.0.1:{port}/health", process, 60)
-    return process, f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import yaml
 
 from tuneforge.bench.serve import RunSummary, default_prompts, render, run_load
+from tuneforge.gateway.process import start_gateway
 from tuneforge.pipeline import free_port, stop_server, wait_ready
 
 
@@ -87,14 +87,10 @@ def _gateway(workdir: Path, upstream: str, model: str, redis_url: str | None) ->
     db = f"sqlite:///{workdir / 'bench-gateway.db'}"
     key = KeyStore(db).create(KeyPolicy(tenant="bench", rpm=10**6, tpm=10**9, max_parallel=4096,
                                         budget_tokens=10**12))[0]
-    port = free_port()
     cfg = {"database_url": db, "redis_url": redis_url, "cache": {"enabled": False},
            "routes": {"bench": {"variants": {"v1": {"backends": [upstream], "model": model}}, "max_tokens": 4096}}}
-    path = workdir / f"gateway-{port}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    process = _spawn([sys.executable, "-m", "tuneforge", "gateway", "serve", "-c", str(path), "--port", str(port)],
-                     f"http://127.0.0.1:{port}/health")
-    return process, f"http://127.0.0.1:{port}/v1", key
+    process, url = start_gateway(cfg, workdir)
+    return process, url, key
 
 
 async def _load(url: str, model: str, prompts: list[str], clients: int, per_client: int, max_tokens: int,

@@ -155,7 +155,10 @@ def compare_cmd(
     database_url: DbOpt = None,
 ) -> None:
     """Compare a route's variants (canary / A-B): requests, 5xx rate, latency, tokens and thumbs up, with
-    95 % intervals, from the gateway's request log and POST /v1/feedback."""
+    95 % intervals, from the gateway's request log and POST /v1/feedback.
+
+    Example:  tuneforge gateway compare support-bot --hours 24 -c gateway.yaml
+    """
     from tuneforge.gateway.compare import compare, render
     from tuneforge.gateway.store import connect
 
