@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuneforge.core.safety_config import InjectionGuardConfig, SafetyConfig
+from tuneforge.core.safety_config import InjectionGuardConfig, PiiGuardConfig, SafetyConfig
 from tuneforge.serve.safety import OutputGuard, check_input
 from tuneforge.serve.safety.corpora import Sample, load
 from tuneforge.serve.safety.injection import check_injection
@@ -119,6 +119,7 @@ def evasion_table(attacks: list[Sample], cfg: InjectionGuardConfig, limit: int =
     return table
 
 
+PHONE_REGIONS = ["US", "GB", "DE"]  # the Faker locales' countries
 PII_KINDS = {"EMAIL": "email", "PHONE": "phone_number", "CREDIT_CARD": "credit_card_number", "IBAN": "iban",
              "SSN": "ssn", "IP_ADDRESS": "ipv4_public"}
 TEMPLATES = ("You can reach the customer at {v}.", "Their details on file: {v}, verified last week.",
@@ -127,18 +128,21 @@ TEMPLATES = ("You can reach the customer at {v}.", "Their details on file: {v}, 
 
 
 def pii_recall(n_per_kind: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Recall per PII type in answers, whole and streamed in random pieces (1-8 characters)."""
+    """Recall per PII type in answers, whole and streamed in random pieces (1-8 characters), with
+    `pii.phone_regions` set to the generated locales' countries."""
     from faker import Faker
 
-    fake = Faker(["en_US", "en_GB", "de_DE"])
+    fake, us = Faker(["en_US", "en_GB", "de_DE"]), Faker("en_US")  # SSN is a US number: en_GB's is an NI number
     fake.seed_instance(seed)
+    us.seed_instance(seed)
     rng = random.Random(seed)
-    cfg = SafetyConfig(injection=InjectionGuardConfig(enabled=False))
+    # national-format phones (GB 020 …, DE 030 …) are found only for the configured regions
+    cfg = SafetyConfig(injection=InjectionGuardConfig(enabled=False), pii=PiiGuardConfig(phone_regions=PHONE_REGIONS))
     out: dict[str, Any] = {}
     for kind, provider in PII_KINDS.items():
         whole = streamed = 0
         for _ in range(n_per_kind):
-            value = str(getattr(fake, provider)())
+            value = str(getattr(us if kind == "SSN" else fake, provider)())
             text = rng.choice(TEMPLATES).format(v=value)
             whole += value not in OutputGuard(cfg).check(text)
             guard, pieces, i = OutputGuard(cfg), [], 0
