@@ -196,7 +196,7 @@ async def relay(chunks: AsyncIterator[bytes], watch: StreamWatch, keep: list[byt
             if b"\n\n" not in buffer:
                 continue
             *events, buffer = buffer.split(b"\n\n")
-            ready = []  # the events of one upstream read go out in one write
+            ready: list[bytes] = []  # the events of one upstream read go out in one write
             for raw in events:
                 if keep is not None:
                     keep.append(raw + b"\n\n")

@@ -43,12 +43,11 @@ def create_app(engine: ServingEngine, served_model_name: str, cfg: ServeConfig |
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.include_router(health.router)
-    api = {"dependencies": [Depends(require_api_key)], "responses": error_responses(401)} if context.keys[0] else {}
+    keyed = context.keys[0] is not None
     for router in (health.models, chat_router, completions_router):
-        app.include_router(router, **api)
-    admin_only = {"dependencies": [Depends(require_admin_key)], "responses": error_responses(401)}
-    if cfg.allow_runtime_lora:
-        app.include_router(admin.router, **admin_only)
-    if cfg.debug_faults:
-        app.include_router(admin.faults, **admin_only)
+        app.include_router(router, dependencies=[Depends(require_api_key)] if keyed else None,
+                           responses=error_responses(401) if keyed else None)
+    admin_routers = [r for r, on in ((admin.router, cfg.allow_runtime_lora), (admin.faults, cfg.debug_faults)) if on]
+    for router in admin_routers:
+        app.include_router(router, dependencies=[Depends(require_admin_key)], responses=error_responses(401))
     return app
