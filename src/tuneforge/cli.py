@@ -32,6 +32,9 @@ from tuneforge.core.config import (
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.progress import console
 from tuneforge.gateway.cli import app as gateway_app
+from tuneforge.registry.cli import app as registry_app
+from tuneforge.serve.safety.cli import app as review_app
+from tuneforge.serve.safety.cli import bench_safety
 
 app = typer.Typer(
     help="tuneforge: raw domain data → fine-tuned LLM → OpenAI-compatible endpoint.\n\n"
@@ -51,6 +54,8 @@ compress_app = typer.Typer(help="Compress a tuned model; every step is parity-ch
                            no_args_is_help=True)
 app.add_typer(compress_app, name="compress")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(registry_app, name="registry")
+app.add_typer(review_app, name="review")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose sections this command uses.")
@@ -564,6 +569,9 @@ def bench_fuzz(
         raise typer.Exit(1)
 
 
+bench_app.command("safety")(bench_safety)
+
+
 @bench_app.command("gateway")
 def bench_gateway(
     concurrency: Annotated[str, typer.Option(help="Concurrent streaming clients, comma-separated.")] = "16,64",
@@ -684,7 +692,7 @@ def serve_cmd(
     from tuneforge.serve.server import serve
 
     cfg = _config(config, overrides, serve__host=host, serve__port=port, serve__served_model_name=served_model_name)
-    serve(model, cfg.serve)
+    serve(model, cfg.serve, registry=cfg.registry)
 
 
 @app.command("chat")

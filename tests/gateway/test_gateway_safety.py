@@ -47,3 +47,32 @@ def test_blocked_requests_never_reach_the_upstream_and_answers_are_redacted(tmp_
     again = _streamed_text(gw, key, temperature=0)  # a cache hit passes the same guards
     assert replay == again == answer
     assert _requests_seen(up) == 3
+
+
+def test_a_review_route_holds_answers_until_a_reviewer_decides(tmp_path, upstreams, gateways):
+    up = upstreams("--text", "Take 400 mg every four hours.")
+    db = f"sqlite:///{tmp_path / 'gw.db'}"
+    safety = {**SAFETY, "review": "always"}
+    gw = gateways({"database_url": db, "admin_key": "reviewer-key",
+                   "routes": {"bot": {"backends": [up], "safety": safety}}})
+    key = create_key(db, tenant="clinic")
+    root = gw.removesuffix("/v1")
+
+    stream = chat(gw, key, stream=True)
+    assert stream.status_code == 400 and stream.json()["error"]["param"] == "stream"
+    held = chat(gw, key, max_tokens=100)
+    assert held.status_code == 202 and held.json()["status"] == "pending"
+    rid = held.json()["id"]
+    assert "400 mg" not in held.text  # never a silently unreviewed answer
+    poll = httpx.get(f"{gw}/reviews/{rid}", headers=auth(key))
+    assert poll.status_code == 202
+    assert httpx.get(f"{gw}/reviews/{rid}").status_code == 401  # polling needs a key
+    decide = {"decision": "edit", "answer": "Please ask your pharmacist about the dose.", "reason": "dosage"}
+    assert httpx.post(f"{root}/admin/review/items/{rid}/decision", json=decide).status_code == 401
+    done = httpx.post(f"{root}/admin/review/items/{rid}/decision", json=decide,
+                      headers={**auth("reviewer-key"), "X-Reviewer": "dr-lee"})
+    assert done.status_code == 200, done.text
+    released = httpx.get(f"{gw}/reviews/{rid}", headers=auth(key))
+    assert released.status_code == 200 and released.json()["answer"] == decide["answer"]
+    audit = httpx.get(f"{root}/admin/review/audit", params={"item_id": rid}, headers=auth("reviewer-key")).json()
+    assert [e["who"] for e in audit["audit"]][-1] == "dr-lee"

@@ -10,6 +10,7 @@ decided before a stream starts.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
@@ -83,6 +84,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.log = RequestLog(self.keys.engine)
         self.client: Any = None  # the upstream session: made in the running loop (lifespan)
+        self._reviews: Any = None  # the human review queue, opened on first use
         self.probe = httpx.AsyncClient()  # health checks: a few per second, off the request path
 
     # ---- before upstream ---------------------------------------------------------------------------
@@ -124,6 +126,35 @@ class Gateway:
             self.metrics.budget_used.labels(key.policy.tenant, key.key_id).set(used)
         return used
 
+    async def hold_for_review(self, call: Call, content: bytes) -> Response | None:
+        """Hold a guarded answer for a human when the route's review rule says so: 202 with the review id
+        (the caller polls /v1/reviews/{id}); None when it goes out now."""
+        from tuneforge.serve.safety import needs_review
+
+        guards = call.guards
+        cfg = call.route.config.safety
+        if guards is None or cfg is None or cfg.review == "never":
+            return None
+        verdict = guards.verdict()
+        if not needs_review(cfg, verdict):
+            return None
+        data = json.loads(content)
+        choice = (data.get("choices") or [{}])[0]
+        answer = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
+        messages = call.body.get("messages") or [{"role": "user", "content": call.body.get("prompt", "")}]
+        item = await asyncio.to_thread(self.reviews().hold, messages, answer or "", verdict.to_dict(),
+                                       route=call.route.name, model=call.variant, placeholders=guards.placeholders,
+                                       meta={"tenant": call.key.policy.tenant, "response_id": data.get("id")})
+        return JSONResponse({"id": item, "object": "review", "status": "pending", "poll": f"/v1/reviews/{item}",
+                             "reasons": verdict.reasons}, status_code=202, headers=call.headers("miss"))
+
+    def reviews(self) -> Any:
+        if self._reviews is None:
+            from tuneforge.serve.safety.review import ReviewQueue
+
+            self._reviews = ReviewQueue(self.cfg.database_url)
+        return self._reviews
+
     # ---- the request -------------------------------------------------------------------------------
     async def handle(self, request: Request, path: str) -> Response:
         started = time.perf_counter()
@@ -139,6 +170,11 @@ class Gateway:
         try:
             guards = None
             if route.config.safety is not None:
+                if route.config.safety.review != "never" and body.get("stream"):
+                    raise GatewayError(400, f"`{route.name}` holds answers for human review "
+                                       f"(review: {route.config.safety.review}): ask with stream: false and poll "
+                                       "/v1/reviews/{id} when the answer is held", "stream_not_allowed",
+                                       param="stream")
                 guards = Guards(route.config.safety, chat=path == "/chat/completions")
                 await guards.check_request(body)  # before the cache key and before any upstream
             caller = body.get("user") if route.config.sticky_by == "user" and isinstance(body.get("user"), str) \
@@ -225,6 +261,9 @@ class Call:
             content = reply.content
             if self.guards is not None and reply.status_code == 200:
                 content = self.guards.answer(content)
+                held = await self.gw.hold_for_review(self, content)
+                if held is not None:
+                    return held
             return Response(content, status_code=reply.status_code, headers=self.headers(self.cache_state()),
                             media_type=reply.headers.get("content-type", "application/json"))
         reply = await open_stream(gw.client, url, upstream, replica.config.api_key, self.outcome)
@@ -270,7 +309,8 @@ class Call:
         headers = self.headers("hit")
         if not self.stream:
             content = self.guards.answer(cached) if self.guards is not None else cached
-            return Response(content, media_type="application/json", headers=headers)
+            held = await self.gw.hold_for_review(self, content) if self.guards is not None else None
+            return held or Response(content, media_type="application/json", headers=headers)
 
         async def stored() -> AsyncIterator[bytes]:
             yield cached
@@ -361,6 +401,10 @@ def create_app(cfg: GatewayConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         gw.client = session(cfg.health.connect_timeout_s, cfg.health.read_timeout_s)
+        if any(r.safety and r.safety.injection.enabled and r.safety.injection.classifier for r in cfg.routes.values()):
+            from tuneforge.serve.safety import warm_up
+
+            await asyncio.to_thread(warm_up)  # the injection classifier loads now, not on a first request
         await gw.balancer.check_all(gw.probe)
         gw.balancer.start(gw.probe)
         gw.log.start()
@@ -389,8 +433,37 @@ def create_app(cfg: GatewayConfig) -> FastAPI:
     async def completions(request: Request) -> Response:
         return await gw.handle(request, "/completions")
 
+    if any(r.safety and r.safety.review != "never" for r in cfg.routes.values()):
+        _reviews(app, gw)  # before _operations: its /v1/{rest} catch-all would shadow /v1/reviews
     _operations(app, gw)
     return app
+
+
+def _reviews(app: FastAPI, gw: Gateway) -> None:
+    """Callers poll held answers with their key (/v1/reviews/{id}); reviewers decide with the admin key
+    (/admin/review/…, their name in `X-Reviewer`), only when one is configured."""
+    import os
+
+    from fastapi import Depends
+
+    from tuneforge.serve.safety.review_api import result_router, review_router
+
+    async def caller(request: Request) -> None:
+        await gw.key_cache.resolve(request.headers.get("authorization"))
+
+    app.include_router(result_router(gw.reviews()), dependencies=[Depends(caller)])
+    admin_key = gw.cfg.admin_key or os.environ.get("TUNEFORGE_GATEWAY_ADMIN_KEY")
+    if not admin_key:
+        return
+
+    def reviewer(request: Request) -> str:
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), admin_key.encode()):
+            raise GatewayError(401, "reviewing needs the gateway's admin key", "invalid_api_key",
+                               "authentication_error")
+        return request.headers.get("x-reviewer") or "admin"
+
+    app.include_router(review_router(gw.reviews(), reviewer=reviewer, prefix="/admin/review"))
 
 
 def _operations(app: FastAPI, gw: Gateway) -> None:

@@ -64,6 +64,15 @@ class Guards:
     def reasons(self) -> list[str]:
         return [r for g in self.outputs.values() for r in g.verdict.reasons]
 
+    def verdict(self) -> Any:
+        """The request's and every answer's findings together (what the review rule judges)."""
+        from tuneforge.serve.safety import Verdict
+
+        merged = self.input_verdict or Verdict()
+        for guard in self.outputs.values():
+            merged = merged.merged(guard.verdict)
+        return merged
+
     def rewrite_choice(self, choice: dict[str, Any], final: bool) -> None:
         """Pass a choice's text (a stream delta or a whole message) through its guard, in place."""
         guard = self._guard(int(choice.get("index") or 0))
