@@ -87,9 +87,8 @@ class FusedLinear:
         if self.packed is not None:
             rows = x.shape[0]
             padded = padded_rows(rows)
-            if padded != rows:
-                x = torch.nn.functional.pad(x, (0, 0, 0, padded - rows))
-            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")[:rows]
+            wide = torch.nn.functional.pad(x, (0, 0, 0, padded - rows)) if padded != rows else x
+            y = torch.ops.mkldnn._linear_pointwise(wide, self.packed, self.bias, "none", [], "")[:rows]
         elif self.quantized is not None:
             y = self.matmul(x.contiguous())
         else:
