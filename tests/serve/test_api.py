@@ -263,3 +263,13 @@ def test_api_key_guards_v1_and_admin_calls_are_off_by_default(tiny, monkeypatch)
     with pytest.raises(ValueError, match="lora_roots"):
         ServeConfig(allow_runtime_lora=True, admin_key="a")
     assert "s3cret" not in json.dumps(ServeConfig(api_key="s3cret").model_dump(mode="json"))
+
+
+def test_model_version_is_in_the_card_and_every_response(tiny):
+    engine = Engine(tiny, EngineLimits(max_num_seqs=2, max_model_len=128), model_name="tiny").start()
+    client = TestClient(create_app(engine, "tiny", ServeConfig(max_tokens=8), version="sha256-abc"))
+    models = client.get("/v1/models")
+    assert models.json()["data"][0]["version"] == "sha256-abc"
+    assert models.headers["x-tuneforge-model-version"] == "sha256-abc"
+    with client.stream("POST", "/v1/chat/completions", json=_body(stream=True)) as reply:
+        assert reply.headers["x-tuneforge-model-version"] == "sha256-abc"

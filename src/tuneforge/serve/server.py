@@ -81,7 +81,17 @@ def build_app(model_ref: str, cfg: ServeConfig, loop_in_thread: bool = True, reg
         console.print(f"{model_ref} is {resolved.label} ({str(resolved.content_hash)[:12]}…) at {resolved.path}")
     metrics = ServingMetrics()
     engine = build_engine(resolved.path, cfg, name, metrics, loop_in_thread)
-    return create_app(engine, name, cfg, metrics), name
+    return create_app(engine, name, cfg, metrics, version=model_version(resolved.path, resolved.content_hash)), name
+
+
+def model_version(path: str, known: str | None = None) -> str | None:
+    """What the served model is, for caches and clients: the artifact's content hash (a registry version's
+    is known already); None for a built-in name or a plain Hugging Face folder."""
+    from tuneforge.core.artifacts import is_artifact, load_artifact
+
+    if known:
+        return known
+    return load_artifact(path, verify=False).content_hash if is_artifact(path) else None
 
 
 def _drain(server, app, grace: float) -> None:

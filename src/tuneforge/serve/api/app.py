@@ -23,25 +23,28 @@ from tuneforge.serve.api.completions.router import router as completions_router
 from tuneforge.serve.api.context import ServingContext
 from tuneforge.serve.api.errors import install_handlers
 from tuneforge.serve.api.protocol import error_responses
-from tuneforge.serve.api.wire import BodyLimit
+from tuneforge.serve.api.wire import BodyLimit, VersionHeader
 from tuneforge.serve.engine.protocol import ServingEngine
 
 
 def create_app(engine: ServingEngine, served_model_name: str, cfg: ServeConfig | None = None,
-               metrics: ServingMetrics | None = None) -> FastAPI:
-    """Build the app around a started engine; `served_model_name` is what clients pass as `model`."""
+               metrics: ServingMetrics | None = None, version: str | None = None) -> FastAPI:
+    """Build the app around a started engine; `served_model_name` is what clients pass as `model`; `version`
+    (the artifact's content hash) is in the model card and every response's `x-tuneforge-model-version`."""
     cfg = cfg or ServeConfig()
     app = FastAPI(title="tuneforge", version=__version__,
                   description="OpenAI-compatible endpoint for a tuneforge model, with continuous batching.")
     metrics = metrics or engine.metrics or ServingMetrics()
     engine.metrics = metrics
     context = ServingContext(engine, served_model_name, cfg, metrics)
-    context.started = int(time.time())
+    context.started, context.version = int(time.time()), version
     app.state.context = context
     app.state.serve = context.state  # the server's drain reads and sets it
     app.state.engine = engine
     install_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    if version:
+        app.add_middleware(VersionHeader, version=version)
     app.include_router(health.router)
     keyed = context.keys[0] is not None
     for router in (health.models, chat_router, completions_router):

@@ -95,6 +95,7 @@ class ServingContext:
         self.engine, self.served_model_name, self.cfg, self.metrics = engine, served_model_name, cfg, metrics
         self.state = ServerState()
         self.started = 0  # unix time the app was built (the models' `created`)
+        self.version: str | None = None  # the served artifact's content hash, when it is one
         self.capacity = engine.max_num_seqs + cfg.max_waiting
         self.bound = PromptBound.of(engine.tokenizer, engine.max_context)
         self.vocab_size = len(engine.tokenizer)

@@ -59,4 +59,5 @@ async def list_models(ctx: Context) -> dict:
                 "parent": parent, "max_model_len": ctx.engine.max_context}
 
     base = ctx.served_model_name
-    return {"object": "list", "data": [card(base), *[card(name, base) for name in ctx.engine.adapter_names()]]}
+    first = {**card(base), **({"version": ctx.version} if ctx.version else {})}
+    return {"object": "list", "data": [first, *[card(name, base) for name in ctx.engine.adapter_names()]]}

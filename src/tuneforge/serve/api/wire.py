@@ -69,3 +69,22 @@ def _replay(messages: list[dict], then=None):
         return {"type": "http.disconnect"}
 
     return receive
+
+
+class VersionHeader:
+    """Adds `x-tuneforge-model-version: <version>` to every response (a gateway's cache keys on it)."""
+
+    def __init__(self, app, version: str) -> None:
+        self.app, self.header = app, (b"x-tuneforge-model-version", version.encode())
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_header(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, with_header)
