@@ -134,11 +134,11 @@ def test_key_store_on_a_real_postgresql_server(tmp_path, postgres_server, upstre
     """The same store on PostgreSQL: keys created by the CLI work in a gateway, revocation is seen."""
     up = upstreams()
     runner = CliRunner()
-    made = runner.invoke(gateway_cli, ["keys", "create", "--tenant", "acme", "--database-url", postgres_server.url])
+    made = runner.invoke(gateway_cli, ["keys", "create", "--tenant", "acme", "--database-url", postgres_server])
     assert made.exit_code == 0, made.output
     key = made.output.strip().splitlines()[-1]
-    gw = gateways({"database_url": postgres_server.url, "key_cache_s": 0, "routes": {"bot": {"backends": [up]}}})
+    gw = gateways({"database_url": postgres_server, "key_cache_s": 0, "routes": {"bot": {"backends": [up]}}})
     reply = chat(gw, key)
     assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 8
-    runner.invoke(gateway_cli, ["keys", "revoke", key.split("_")[1], "--database-url", postgres_server.url])
+    runner.invoke(gateway_cli, ["keys", "revoke", key.split("_")[1], "--database-url", postgres_server])
     assert chat(gw, key).status_code == 401

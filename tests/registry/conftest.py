@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.servers import postgres
 
 from tuneforge.core.registry_config import RegistryConfig
 
@@ -73,56 +74,9 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def postgres_url():
-    """A SQLAlchemy URL of a throw-away PostgreSQL server (initdb + postgres, as the `postgres` user when run as
-    root: it refuses root) on a free port; MLflow uses it directly as its SQL store."""
-    import os
-    import pwd
-    import shutil
-    import tempfile
-
-    initdb = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
-    if initdb is None:
-        pytest.fail("PostgreSQL is not installed: `make setup` installs it (apt-get install postgresql)")
-    data = Path(tempfile.mkdtemp(prefix="tuneforge-registry-pg-"))  # pytest's tmp dirs are root-only (0700)
-    user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-    if user is not None:
-        os.chown(data, user.pw_uid, user.pw_gid)
-
-    def as_postgres() -> None:
-        if user is not None:
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-
-    subprocess.run([str(initdb), "-D", str(data), "-U", "tuneforge", "--auth=trust", "-E", "UTF8"], check=True,
-                   stdout=subprocess.DEVNULL, preexec_fn=as_postgres)
-    port = _free_port()
-    process = subprocess.Popen([str(initdb.parent / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
-                                "-c", "listen_addresses=127.0.0.1"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, preexec_fn=as_postgres)
-    url = f"postgresql+psycopg://tuneforge@127.0.0.1:{port}/postgres"
-    try:
-        import psycopg
-
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                psycopg.connect(f"postgresql://tuneforge@127.0.0.1:{port}/postgres").close()
-                break
-            except psycopg.OperationalError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"postgres did not start (exit {process.poll()})")
-                time.sleep(0.25)
+    """A throw-away PostgreSQL server's SQLAlchemy URL; MLflow uses it directly as its SQL store."""
+    with postgres() as url:
         yield url
-    finally:
-        import signal
-
-        process.send_signal(signal.SIGINT)  # fast shutdown: MLflow's connection pool would hold a smart one up
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Where tuneforge keeps its caches. `TUNEFORGE_CACHE` overrides the user cache dir."""
+"""Where tuneforge keeps its caches (`TUNEFORGE_CACHE` overrides the user cache dir) and its durable state
+(`TUNEFORGE_HOME` overrides the user data dir)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,23 @@ import os
 from pathlib import Path
 
 
-def cache_dir() -> Path:
-    """Root of tuneforge's caches (converted models, tokenizers)."""
-    override = os.environ.get("TUNEFORGE_CACHE")
+def _root(variable: str, kind: str) -> Path:
+    override = os.environ.get(variable)
     if override:
         root = Path(override).expanduser()
     else:
-        from platformdirs import user_cache_dir
+        import platformdirs
 
-        root = Path(user_cache_dir("tuneforge"))
+        root = Path(getattr(platformdirs, kind)("tuneforge"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def cache_dir() -> Path:
+    """Root of tuneforge's caches (converted models, tokenizers)."""
+    return _root("TUNEFORGE_CACHE", "user_cache_dir")
 
 
 def state_dir() -> Path:
-    """Root of tuneforge's durable state (the gateway's key database, the local registry).
-    `TUNEFORGE_HOME` overrides the user data dir."""
-    override = os.environ.get("TUNEFORGE_HOME")
-    if override:
-        root = Path(override).expanduser()
-    else:
-        from platformdirs import user_data_dir
-
-        root = Path(user_data_dir("tuneforge"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    """Root of tuneforge's durable state (the gateway's key database)."""
+    return _root("TUNEFORGE_HOME", "user_data_dir")

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy
+from tests.servers import postgres as postgres_server
 from typer.testing import CliRunner
 
 from tuneforge.serve.safety.cli import app
@@ -209,42 +207,8 @@ def test_cli(tmp_path):
 
 @pytest.fixture
 def postgres():
-    """A throw-away PostgreSQL server on a free port, run as the `postgres` user (it refuses root)."""
-    import pwd
-    import tempfile
-
-    initdb = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
-    if initdb is None:
-        pytest.fail("PostgreSQL is not installed (apt-get install postgresql)")
-    data = Path(tempfile.mkdtemp(prefix="tuneforge-review-pg-"))  # pytest's tmp_path is root-only (0700)
-    account = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-    if account is not None:
-        os.chown(data, account.pw_uid, account.pw_gid)
-
-    def demote() -> None:
-        if account is not None:
-            os.setgid(account.pw_gid)
-            os.setuid(account.pw_uid)
-
-    subprocess.run([str(initdb), "-D", str(data), "-U", "tuneforge", "--auth=trust", "-E", "UTF8"], check=True,
-                   stdout=subprocess.DEVNULL, preexec_fn=demote)
-    port = _free_port()
-    proc = subprocess.Popen([str(initdb.parent / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
-                             "-c", "listen_addresses=127.0.0.1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, preexec_fn=demote)
-    url = f"postgresql+psycopg://tuneforge@127.0.0.1:{port}/postgres"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            sqlalchemy.create_engine(url).connect().close()
-            break
-        except sqlalchemy.exc.OperationalError:
-            assert proc.poll() is None and time.monotonic() < deadline, "postgres did not start"
-            time.sleep(0.2)
-    yield url
-    proc.send_signal(signal.SIGINT)  # "fast" shutdown: do not wait for pooled client connections
-    proc.wait(timeout=30)
-    shutil.rmtree(data, ignore_errors=True)
+    with postgres_server() as url:
+        yield url
 
 
 def test_postgres_backend_and_restart(postgres):

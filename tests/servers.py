@@ -1,0 +1,98 @@
+"""Real servers for tests, each on a free loopback port: PostgreSQL and Redis. One implementation for every
+suite that needs them (gateway key store, registry on MLflow's SQL store, review queue)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tuneforge.core.net import free_port
+
+
+def _wait_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            pytest.fail(f"{process.args[0]} exited with {process.returncode} before it listened")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"{process.args[0]} did not listen on {port} within {seconds:.0f} s")
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL server (initdb + postgres, as the `postgres` user when run as root: it refuses
+    root); yields its SQLAlchemy URL, ready for connections."""
+    import pwd
+
+    import psycopg
+
+    initdb = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.fail("PostgreSQL is not installed: `make setup` installs it (apt-get install postgresql)")
+    data = Path(tempfile.mkdtemp(prefix="tuneforge-pg-"))  # pytest's tmp dirs are root-only (0700)
+    account = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+    if account is not None:
+        os.chown(data, account.pw_uid, account.pw_gid)
+
+    def demote() -> None:
+        if account is not None:
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+
+    subprocess.run([str(initdb), "-D", str(data), "-U", "tuneforge", "--auth=trust", "-E", "UTF8"], check=True,
+                   stdout=subprocess.DEVNULL, preexec_fn=demote)
+    port = free_port()
+    process = subprocess.Popen([str(initdb.parent / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data),
+                                "-c", "listen_addresses=127.0.0.1"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, preexec_fn=demote)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # listening is not yet accepting: wait for a real connection
+            try:
+                psycopg.connect(f"postgresql://tuneforge@127.0.0.1:{port}/postgres").close()
+                break
+            except psycopg.OperationalError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"postgres did not start (exit {process.poll()})")
+                time.sleep(0.2)
+        yield f"postgresql+psycopg://tuneforge@127.0.0.1:{port}/postgres"
+    finally:
+        process.send_signal(signal.SIGINT)  # fast shutdown: pooled client connections must not hold it up
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+class Redis:
+    """A redis-server without persistence; `.url`, `.stop()` (tests kill it mid-way)."""
+
+    def __init__(self, workdir: Path) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed: `make setup` installs it (apt-get install redis-server)")
+        self.port = free_port()
+        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                                        stdout=subprocess.DEVNULL)
+        _wait_port(self.port, self.process)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
