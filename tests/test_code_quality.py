@@ -27,6 +27,7 @@ LAYERS = {
     "eval": {"core", "models", "data"}, "compress": {"core", "models", "data", "train"},
     "registry": {"core"}, "monitor": {"core"}, "deploy": {"core"},
     "serve": {"core", "models", "compress", "registry", "monitor"},
+    "gateway": {"core", "serve", "registry", "monitor"},
 }
 # Known crossings, each with its reason; a new one fails until it is justified here or removed.
 CROSSINGS = {
@@ -84,3 +85,13 @@ def test_no_import_cycles():
         if module not in state:
             visit(module, [])
     assert not cycles, "\n".join(cycles)
+
+
+def test_the_gateway_talks_to_engines_only_over_http():
+    """DESIGN.md: the gateway never imports serve.engine (nor anything that does: it takes serve.api.wire
+    and serve.safety only), so an engine can be tuneforge's, vLLM's or llama-server."""
+    allowed = ("tuneforge.serve.api.wire", "tuneforge.serve.safety")
+    wrong = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+             for path in sorted((SRC / "gateway").rglob("*.py")) for line, name in _imports(path)
+             if name.startswith("tuneforge.serve") and not name.startswith(allowed)]
+    assert not wrong, "\n".join(wrong)
