@@ -15,6 +15,7 @@ import pytest
 from tests.servers import postgres
 
 from tuneforge.core.registry_config import RegistryConfig
+from tuneforge.pipeline import stop_server
 
 # The policies the story runs under: staging needs a passing val_loss gate, production that plus an approval,
 # canary a domain_accuracy gate the tiny model fails.
@@ -64,11 +65,7 @@ def mlflow_server(tmp_path_factory):
             time.sleep(0.25)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_server(process)
         log.close()
 
 
