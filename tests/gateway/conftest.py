@@ -4,15 +4,15 @@ free loopback port, stopped at the end."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.servers import Redis, postgres
 
+from tuneforge.bench import fake_upstream
 from tuneforge.gateway.process import start_gateway
-from tuneforge.pipeline import free_port, stop_server, wait_ready
+from tuneforge.pipeline import stop_server
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -24,21 +24,13 @@ def redis_server(tmp_path):
     server.stop()
 
 
-def fake_upstream(*args: str) -> tuple[subprocess.Popen, str]:
-    """A fake OpenAI upstream (tuneforge.bench.fake_upstream) as a process; (process, base URL /v1)."""
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tuneforge.bench.fake_upstream", "--port", str(port), *args])
-    wait_ready(f"http://127.0.0.1:{port}/health", process, 60)
-    return process, f"http://127.0.0.1:{port}/v1"
-
-
 @pytest.fixture
 def upstreams():
     """fn(*args) → base URL of a new fake upstream; all stopped at the end."""
     started: list[subprocess.Popen] = []
 
     def start(*args: str) -> str:
-        process, url = fake_upstream(*args)
+        process, url = fake_upstream.start(*args)
         started.append(process)
         return url
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from tests.gateway.conftest import create_key
+from tests.serve.test_server_process import _metric, _until
 
 from tuneforge.core.config import ServeConfig
 from tuneforge.pipeline import start_server, stop_server
@@ -18,21 +17,6 @@ def engine(tmp_path):
     process, url = start_server("tiny-random-llama", cfg, tmp_path)
     yield url
     stop_server(process)
-
-
-def _metric(url: str, name: str) -> float:
-    text = httpx.get(url.replace("/v1", "/metrics"), timeout=10).text
-    lines = [line for line in text.splitlines() if line.startswith(name)]
-    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
-
-
-def _until(check, seconds: float = 30.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_openai_sdk_through_the_gateway_equals_the_engine_direct(tmp_path, engine, gateways):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 
@@ -73,6 +75,18 @@ def create_app(tokens: int, delay_ms: float, ignore_max_tokens: bool, version: s
         return await answer(request, False)
 
     return app
+
+
+def start(*args: str) -> tuple[subprocess.Popen, str]:
+    """This fake as a process on a free port, with these command-line arguments; (process, base URL /v1)
+    once its /health answers."""
+    from tuneforge.core.net import free_port, wait_ready
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tuneforge.bench.fake_upstream", "--port", str(port), *args],
+                               stdout=subprocess.DEVNULL)
+    wait_ready(f"http://127.0.0.1:{port}/health", process, 120)
+    return process, f"http://127.0.0.1:{port}/v1"
 
 
 def main() -> None:

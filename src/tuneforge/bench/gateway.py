@@ -16,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from tuneforge.bench import fake_upstream
 from tuneforge.bench.serve import RunSummary, default_prompts, render, run_load
 from tuneforge.gateway.process import start_gateway
-from tuneforge.pipeline import free_port, stop_server, wait_ready
+from tuneforge.pipeline import free_port, stop_server
 
 
 @dataclass
@@ -48,17 +49,8 @@ class Pair:
         return self.gateway.output_throughput / self.direct.output_throughput if self.direct.output_throughput else 0
 
 
-def _spawn(args: list[str], health: str) -> subprocess.Popen:
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    wait_ready(health, process, 300)
-    return process
-
-
 def _fake(delay_ms: float, tokens: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = _spawn([sys.executable, "-m", "tuneforge.bench.fake_upstream", "--port", str(port), "--tokens",
-                      str(tokens), "--delay-ms", str(delay_ms)], f"http://127.0.0.1:{port}/health")
-    return process, f"http://127.0.0.1:{port}/v1"
+    return fake_upstream.start("--tokens", str(tokens), "--delay-ms", str(delay_ms))
 
 
 def _redis(workdir: Path) -> tuple[subprocess.Popen | None, str | None]:
@@ -67,8 +59,6 @@ def _redis(workdir: Path) -> tuple[subprocess.Popen | None, str | None]:
     port = free_port()
     process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--dir", str(workdir)], stdout=subprocess.DEVNULL)
-    import time
-
     for _ in range(100):
         try:
             import redis

@@ -42,7 +42,7 @@ from tuneforge.gateway.upstream import (
     relay,
     session,
 )
-from tuneforge.serve.api.wire import BodyLimit, error_body
+from tuneforge.serve.api.wire import BodyLimit, bearer_token, error_body
 
 MESSAGE_OVERHEAD = 16  # tokens a chat template may add per message (role markers, separators)
 
@@ -120,7 +120,7 @@ class Gateway:
             return None
         try:
             used = await self.quota.settle(key, admission, tokens)
-        except Exception:  # counted again when the store is back? no: the reservation expires by its TTL
+        except Exception:  # the store is down: the answer stands; its reservations expire by their TTL
             return None
         if key.policy.budget_tokens:
             self.metrics.budget_used.labels(key.policy.tenant, key.key_id).set(used)
@@ -234,8 +234,7 @@ class Call:
                 self.replica = replica = nxt
 
     def failed(self, replica: Replica, failed: UpstreamFailed) -> None:
-        replica.outstanding -= 1
-        self.gw.metrics.outstanding.labels(replica.url).set(replica.outstanding)
+        self._leave(replica)
         if failed.eject:
             replica.eject(self.gw.cfg.health.eject_s, failed.why)
             self.gw.metrics.ejections.labels(replica.url).inc()
@@ -297,9 +296,13 @@ class Call:
     def cache_state(self) -> str:
         return "miss" if self.cache_name else "bypass"
 
-    def release(self, replica: Replica) -> None:
+    def _leave(self, replica: Replica) -> None:
         replica.outstanding -= 1
         self.gw.metrics.outstanding.labels(replica.url).set(replica.outstanding)
+
+    def release(self, replica: Replica) -> None:
+        """The replica answered: its slot back, its time to first byte counted."""
+        self._leave(replica)
         if self.outcome.ttft is not None:
             self.gw.metrics.ttft.labels(self.route.name, self.variant, replica.url).observe(self.outcome.ttft)
 
@@ -321,22 +324,21 @@ class Call:
     async def finish(self, status: int, cache: str | None = None) -> None:
         """Settle the tokens (a cache hit costs none), count, log."""
         gw, p, usage = self.gw, self.key.policy, self.outcome.usage
-        tokens = 0 if cache == "hit" else usage.total
-        await gw.settle(self.key, self.admission, tokens)
+        prompt, completion = (0, 0) if cache == "hit" else (usage.prompt, usage.completion or usage.counted)
+        await gw.settle(self.key, self.admission, prompt + completion)
         backend = self.replica.url if self.replica else ""
         labels = (p.tenant, self.route.name, self.variant, backend)
         gw.metrics.requests.labels(*labels, str(status)).inc()
-        if tokens:
-            gw.metrics.tokens.labels(*labels, "prompt").inc(usage.prompt)
-            gw.metrics.tokens.labels(*labels, "completion").inc(usage.completion or usage.counted)
+        if prompt + completion:
+            gw.metrics.tokens.labels(*labels, "prompt").inc(prompt)
+            gw.metrics.tokens.labels(*labels, "completion").inc(completion)
         latency = time.perf_counter() - self.started
         if cache != "hit":
             gw.metrics.latency.labels(self.route.name, self.variant, backend).observe(latency)
         if self.outcome.response_id:
             gw.log.add(response_id=self.outcome.response_id, ts=time.time(), tenant=p.tenant, key_id=self.key.key_id,
                        route=self.route.name, variant=self.variant, backend=backend, status=status,
-                       prompt_tokens=0 if cache == "hit" else usage.prompt,
-                       completion_tokens=0 if cache == "hit" else usage.completion or usage.counted,
+                       prompt_tokens=prompt, completion_tokens=completion,
                        ttft_ms=None if self.outcome.ttft is None else self.outcome.ttft * 1000,
                        latency_ms=latency * 1000, cache=cache or self.cache_state())
 
@@ -457,8 +459,8 @@ def _reviews(app: FastAPI, gw: Gateway) -> None:
         return
 
     def reviewer(request: Request) -> str:
-        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), admin_key.encode()):
+        token = bearer_token(request.headers.get("authorization")) or ""
+        if not hmac.compare_digest(token.encode(), admin_key.encode()):
             raise GatewayError(401, "reviewing needs the gateway's admin key", "invalid_api_key",
                                "authentication_error")
         return request.headers.get("x-reviewer") or "admin"

@@ -8,6 +8,7 @@ import time
 
 from tuneforge.gateway.errors import GatewayError
 from tuneforge.gateway.keys import KeyRecord, KeyStore
+from tuneforge.serve.api.wire import bearer_token
 
 NEGATIVE_MAX = 10_000  # unknown keys remembered (bounded: random keys must not grow memory)
 
@@ -19,9 +20,8 @@ class KeyCache:
 
     async def resolve(self, authorization: str | None) -> KeyRecord:
         """The live key of an `Authorization: Bearer …` header, or 401."""
-        scheme, _, token = (authorization or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(authorization)
+        if token is None:
             raise GatewayError(401, "this gateway needs an API key: send `Authorization: Bearer <key>` "
                                "(create one with `tuneforge gateway keys create`)", "missing_api_key",
                                "authentication_error")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from tuneforge.gateway.config import GatewayConfig, RouteConfig, VariantConfig
+from tuneforge.gateway.upstream import headers_for
 
 
 @dataclass
@@ -116,8 +117,7 @@ class Balancer:
     async def _version(client: httpx.AsyncClient, replica: Replica, timeout: float) -> str | None:
         """The replica's model version: the card's `version` (tuneforge: the artifact's content hash), else
         a hash of the card's identity fields (id, root, parent — vLLM and llama-server have no version)."""
-        headers = {"Authorization": f"Bearer {replica.config.api_key}"} if replica.config.api_key else {}
-        reply = await client.get(f"{replica.url}/models", headers=headers, timeout=timeout)
+        reply = await client.get(f"{replica.url}/models", headers=headers_for(replica.config.api_key), timeout=timeout)
         if reply.status_code != 200:
             return None
         wanted = replica.config.model or replica.route

@@ -12,19 +12,13 @@ from pathlib import Path
 from fastapi import Request
 
 from tuneforge.serve.api.errors import APIError
-
-
-def bearer(request: Request) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header (OpenAI's SDKs send it), else None."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+from tuneforge.serve.api.wire import bearer_token
 
 
 def _require(request: Request, key: str | None, what: str) -> None:
     if key is None:
         return
-    token = bearer(request)
+    token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise APIError(401, f"this server needs {what}: send `Authorization: Bearer <key>`",
                        code="missing_api_key", type_="authentication_error")
