@@ -53,6 +53,27 @@ def test_cache_hits_only_within_tenant_version_and_params(tmp_path, redis_server
     assert (first_headers["x-tuneforge-cache"], again_headers["x-tuneforge-cache"]) == ("miss", "hit")
     assert again == first and first[-1] == "data: [DONE]"  # replayed as the same stream
     assert again_headers["x-tuneforge-model-version"] == "v1"
+    # every hit is in the request log, as its own row (3 JSON answers and the stream)
+    hits = _log_rows(db, lambda rows: sum(r["cache"] == "hit" for r in rows) >= 4)
+    assert sorted(r["cache"] for r in hits).count("hit") == 4
+    assert all(r["prompt_tokens"] == r["completion_tokens"] == 0 for r in hits if r["cache"] == "hit")
+
+
+def _log_rows(database_url: str, done, seconds: float = 20.0) -> list[dict]:
+    """The gateway's request log once `done(rows)` holds (it is written in batches, about every second)."""
+    import time
+
+    import sqlalchemy as sa
+
+    from tuneforge.gateway.store import request_log
+
+    engine, end = sa.create_engine(database_url), time.monotonic() + seconds
+    while True:
+        with engine.connect() as db:
+            rows = [dict(r) for r in db.execute(sa.select(request_log)).mappings()]
+        if done(rows) or time.monotonic() > end:
+            return rows
+        time.sleep(0.2)
 
 
 def test_redis_killed_mid_test_bypasses_the_cache_with_no_errors(tmp_path, redis_server, upstreams, gateways):

@@ -66,6 +66,8 @@ def test_a_review_route_holds_answers_until_a_reviewer_decides(tmp_path, upstrea
     assert "400 mg" not in held.text  # never a silently unreviewed answer
     poll = httpx.get(f"{gw}/reviews/{rid}", headers=auth(key))
     assert poll.status_code == 202
+    other = create_key(db, tenant="another-clinic")
+    assert httpx.get(f"{gw}/reviews/{rid}", headers=auth(other)).status_code == 404  # not another tenant's
     assert httpx.get(f"{gw}/reviews/{rid}").status_code == 401  # polling needs a key
     decide = {"decision": "edit", "answer": "Please ask your pharmacist about the dose.", "reason": "dosage"}
     assert httpx.post(f"{root}/admin/review/items/{rid}/decision", json=decide).status_code == 401
@@ -76,3 +78,19 @@ def test_a_review_route_holds_answers_until_a_reviewer_decides(tmp_path, upstrea
     assert released.status_code == 200 and released.json()["answer"] == decide["answer"]
     audit = httpx.get(f"{root}/admin/review/audit", params={"item_id": rid}, headers=auth("reviewer-key")).json()
     assert [e["who"] for e in audit["audit"]][-1] == "dr-lee"
+
+
+def test_a_blocked_answer_is_refused_and_logged_as_the_400_the_client_got(tmp_path, upstreams, gateways):
+    from tests.gateway.test_gateway_routing import _log_rows
+
+    up = upstreams("--text", "Run this:\n```python\nimport os\nos.system(user_input)\n```\n")
+    db = f"sqlite:///{tmp_path / 'gw.db'}"
+    safety = {**SAFETY, "code": {"enabled": True, "action": "block"}}
+    gw = gateways({"database_url": db, "routes": {"bot": {"backends": [up], "safety": safety}}})
+    key = create_key(db, tenant="t")
+
+    blocked = chat(gw, key, max_tokens=100)
+    assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "content_blocked"
+    assert "os.system" not in blocked.text
+    rows = _log_rows(db, lambda rows: len(rows) >= 1)
+    assert [r["status"] for r in rows] == [400]

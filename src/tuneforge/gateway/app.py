@@ -16,10 +16,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from uuid import uuid4
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tuneforge import __version__
@@ -29,6 +30,7 @@ from tuneforge.gateway.cache import ResponseCache, cache_key
 from tuneforge.gateway.config import GatewayConfig
 from tuneforge.gateway.errors import GatewayError
 from tuneforge.gateway.guards import Guards
+from tuneforge.gateway.hotpath import EventStream, HotPath, parse_json
 from tuneforge.gateway.keys import KeyRecord, KeyStore
 from tuneforge.gateway.metrics import GatewayMetrics
 from tuneforge.gateway.quota import Admission, Quota, QuotaRefused
@@ -44,6 +46,7 @@ from tuneforge.gateway.upstream import (
 )
 from tuneforge.serve.api.wire import BodyLimit, bearer_token, error_body
 
+Answer = Response | EventStream  # what a completion request gets: each is an ASGI app
 MESSAGE_OVERHEAD = 16  # tokens a chat template may add per message (role markers, separators)
 
 
@@ -156,10 +159,11 @@ class Gateway:
         return self._reviews
 
     # ---- the request -------------------------------------------------------------------------------
-    async def handle(self, request: Request, path: str) -> Response:
+    async def handle(self, authorization: str | None, raw: bytes, path: str) -> Answer:
+        """One completion request (its Authorization header, its body) → its answer, an ASGI app."""
         started = time.perf_counter()
-        key = await self.key_cache.resolve(request.headers.get("authorization"))
-        body = await _json_body(request)
+        key = await self.key_cache.resolve(authorization)
+        body = parse_json(raw)
         route = self.route_for(key, body.get("model"))
         n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 0 else 1
         if not isinstance(body.get("max_tokens"), int) and not isinstance(body.get("max_completion_tokens"), int):
@@ -206,7 +210,7 @@ class Call:
             headers["x-tuneforge-model-version"] = self.replica.version
         return {**headers, **limit_headers(self.key, self.admission)}
 
-    async def run(self, variant) -> Response:  # noqa: ANN001
+    async def run(self, variant) -> Answer:  # noqa: ANN001
         gw = self.gw
         self.replica = replica = Route.pick(variant)
         assert replica is not None  # a variant has at least one replica (config)
@@ -239,7 +243,7 @@ class Call:
             replica.eject(self.gw.cfg.health.eject_s, failed.why)
             self.gw.metrics.ejections.labels(replica.url).inc()
 
-    async def give_up(self, failed: UpstreamFailed) -> Response:
+    async def give_up(self, failed: UpstreamFailed) -> Answer:
         await self.finish(failed.status or 502)
         if failed.status is not None and failed.body:
             return Response(failed.body, status_code=failed.status, media_type="application/json",
@@ -247,7 +251,7 @@ class Call:
         raise GatewayError(502, f"no replica of `{self.route.name}` could answer: {failed.why}", "upstream_error",
                            "server_error")
 
-    async def forward(self, replica: Replica, upstream: dict) -> Response:
+    async def forward(self, replica: Replica, upstream: dict) -> Answer:
         gw, url = self.gw, f"{replica.url}{self.path}"
         replica.outstanding += 1
         gw.metrics.outstanding.labels(replica.url).set(replica.outstanding)
@@ -256,10 +260,9 @@ class Call:
             self.release(replica)
             if self.cache_name and reply.status_code == 200:
                 await gw.cache.put(self.cache_name, reply.content)
+            content = await self.guarded(reply.content) if reply.status_code == 200 else reply.content
             await self.finish(reply.status_code)
-            content = reply.content
             if self.guards is not None and reply.status_code == 200:
-                content = self.guards.answer(content)
                 held = await self.gw.hold_for_review(self, content)
                 if held is not None:
                     return held
@@ -273,8 +276,18 @@ class Call:
                             media_type=reply.headers.get("content-type", "application/json"))
         keep: list[bytes] | None = [] if self.cache_name else None
         events = relay(reply.aiter_raw(), self.watch(), keep, reply.aclose)
-        return StreamingResponse(self.streamed(replica, events, keep), media_type="text/event-stream",
-                                 headers=self.headers(self.cache_state()))
+        return EventStream(self.streamed(replica, events, keep), self.headers(self.cache_state()))
+
+    async def guarded(self, content: bytes, cache: str | None = None) -> bytes:
+        """A whole JSON answer through the route's guards; one they block is counted and logged as the 400
+        the client gets (its tokens were still spent upstream)."""
+        if self.guards is None:
+            return content
+        try:
+            return self.guards.answer(content)
+        except GatewayError as blocked:
+            await self.finish(blocked.status, cache=cache)
+            raise
 
     def watch(self) -> StreamWatch:
         wants_usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
@@ -306,20 +319,21 @@ class Call:
         if self.outcome.ttft is not None:
             self.gw.metrics.ttft.labels(self.route.name, self.variant, replica.url).observe(self.outcome.ttft)
 
-    async def from_cache(self, cached: bytes) -> Response:
+    async def from_cache(self, cached: bytes) -> Answer:
         """A cached answer, through the same guards and usage handling as a live one."""
-        await self.finish(200, cache="hit")
         headers = self.headers("hit")
+        self.outcome.response_id = _response_id(cached)
         if not self.stream:
-            content = self.guards.answer(cached) if self.guards is not None else cached
+            content = await self.guarded(cached, cache="hit")
+            await self.finish(200, cache="hit")
             held = await self.gw.hold_for_review(self, content) if self.guards is not None else None
             return held or Response(content, media_type="application/json", headers=headers)
+        await self.finish(200, cache="hit")
 
         async def stored() -> AsyncIterator[bytes]:
             yield cached
 
-        return StreamingResponse(relay(stored(), self.watch(), None), media_type="text/event-stream",
-                                 headers=headers)
+        return EventStream(relay(stored(), self.watch(), None), headers)
 
     async def finish(self, status: int, cache: str | None = None) -> None:
         """Settle the tokens (a cache hit costs none), count, log."""
@@ -336,11 +350,26 @@ class Call:
         if cache != "hit":
             gw.metrics.latency.labels(self.route.name, self.variant, backend).observe(latency)
         if self.outcome.response_id:
-            gw.log.add(response_id=self.outcome.response_id, ts=time.time(), tenant=p.tenant, key_id=self.key.key_id,
+            # a hit repeats the stored answer's id; its row gets its own (feedback goes to the original)
+            row_id = self.outcome.response_id
+            if cache == "hit":
+                row_id = f"{row_id}:hit:{uuid4().hex[:12]}"
+            gw.log.add(response_id=row_id, ts=time.time(), tenant=p.tenant, key_id=self.key.key_id,
                        route=self.route.name, variant=self.variant, backend=backend, status=status,
                        prompt_tokens=prompt, completion_tokens=completion,
                        ttft_ms=None if self.outcome.ttft is None else self.outcome.ttft * 1000,
                        latency_ms=latency * 1000, cache=cache or self.cache_state())
+
+
+def _response_id(content: bytes) -> str | None:
+    """The `id` of a stored answer: a JSON body, or the first event of a stream."""
+    if content.startswith(b"data: "):
+        content = content[6:].split(b"\n\n", 1)[0]
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    return data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
 
 
 def limit_headers(key: KeyRecord, admission: Admission | None) -> dict[str, str]:
@@ -387,17 +416,12 @@ def refusal(key: KeyRecord, refused: QuotaRefused, reserve: int) -> GatewayError
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise GatewayError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise GatewayError(400, "the body must be a JSON object", "invalid_json")
-    return body
+    return parse_json(await request.body())
 
 
-def create_app(cfg: GatewayConfig) -> FastAPI:
+def create_app(cfg: GatewayConfig) -> HotPath:
+    """The gateway as an ASGI app: the completion endpoints on the plain-ASGI hot path, the rest on FastAPI
+    (the returned app's `.app`)."""
     gw = Gateway(cfg)
 
     @asynccontextmanager
@@ -427,18 +451,19 @@ def create_app(cfg: GatewayConfig) -> FastAPI:
     async def _refused(_: Request, exc: GatewayError) -> JSONResponse:
         return exc.response()
 
+    # answered by HotPath before FastAPI sees them; declared here for the OpenAPI schema
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Response:
-        return await gw.handle(request, "/chat/completions")
+    async def chat(request: Request) -> Any:
+        return await gw.handle(request.headers.get("authorization"), await request.body(), "/chat/completions")
 
     @app.post("/v1/completions")
-    async def completions(request: Request) -> Response:
-        return await gw.handle(request, "/completions")
+    async def completions(request: Request) -> Any:
+        return await gw.handle(request.headers.get("authorization"), await request.body(), "/completions")
 
     if any(r.safety and r.safety.review != "never" for r in cfg.routes.values()):
         _reviews(app, gw)  # before _operations: its /v1/{rest} catch-all would shadow /v1/reviews
     _operations(app, gw)
-    return app
+    return HotPath(app, gw.handle, cfg.max_body_bytes)
 
 
 def _reviews(app: FastAPI, gw: Gateway) -> None:
@@ -446,14 +471,12 @@ def _reviews(app: FastAPI, gw: Gateway) -> None:
     (/admin/review/…, their name in `X-Reviewer`), only when one is configured."""
     import os
 
-    from fastapi import Depends
-
     from tuneforge.serve.safety.review_api import result_router, review_router
 
-    async def caller(request: Request) -> None:
-        await gw.key_cache.resolve(request.headers.get("authorization"))
+    async def tenant(request: Request) -> str:
+        return (await gw.key_cache.resolve(request.headers.get("authorization"))).policy.tenant
 
-    app.include_router(result_router(gw.reviews()), dependencies=[Depends(caller)])
+    app.include_router(result_router(gw.reviews(), tenant=tenant))
     admin_key = gw.cfg.admin_key or os.environ.get("TUNEFORGE_GATEWAY_ADMIN_KEY")
     if not admin_key:
         return

@@ -21,6 +21,10 @@ def error_body(message: str, type_: str = "invalid_request_error", param: str | 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def body_too_large(max_bytes: int, setting: str) -> str:
+    return f"the request body is larger than this server's limit of {max_bytes} bytes ({setting})"
+
+
 class BodyLimit:
     """Refuse request bodies over `max_bytes` with OpenAI's error shape and 413."""
 
@@ -55,8 +59,7 @@ class BodyLimit:
         await self.app(scope, _replay(chunks, receive), send)
 
     async def _refuse(self, send) -> None:
-        body = json.dumps(error_body(f"the request body is larger than this server's limit of {self.max_bytes} "
-                                     f"bytes ({self.setting})", code="request_too_large")).encode()
+        body = json.dumps(error_body(body_too_large(self.max_bytes, self.setting), code="request_too_large")).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

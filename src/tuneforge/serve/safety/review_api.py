@@ -102,14 +102,21 @@ def review_router(queue: ReviewQueue, reviewer: Callable[..., str] | None = None
     return router
 
 
-def result_router(queue: ReviewQueue, prefix: str = "/v1/reviews") -> APIRouter:
-    """Callers poll a held answer by its review id."""
+def result_router(queue: ReviewQueue, prefix: str = "/v1/reviews", tenant: Callable[..., Any] | None = None
+                  ) -> APIRouter:
+    """Callers poll a held answer by its review id. With `tenant` (a dependency returning the caller's
+    tenant), an item held for another tenant is answered 404, as if it did not exist."""
     router = APIRouter(prefix=prefix, tags=["review"])
 
+    async def anyone() -> None:
+        return None
+
     @router.get("/{item_id}")
-    async def result(item_id: str) -> JSONResponse:
+    async def result(item_id: str, caller: Any = Depends(tenant or anyone)) -> JSONResponse:
         try:
             item = await run_in_threadpool(queue.get, item_id)
+            if tenant is not None and item.meta.get("tenant") != caller:
+                raise ReviewError(f"no review item {item_id!r}")
             answer = await run_in_threadpool(queue.release, item_id)
         except ReviewError as exc:
             raise _not_found_or_conflict(exc) from exc
