@@ -54,6 +54,7 @@ from tuneforge.train.methods import method as get_method
 from tuneforge.train.tracking import Tracker
 
 EvalCallback = Callable[[int, float], None]
+StepCallback = Callable[[dict[str, Any]], None]  # one history record, plus tokens_per_second and total_steps
 
 
 def plan_steps(n_rows: int, cfg: TrainConfig, batch_size: int | None = None) -> tuple[int, int]:
@@ -181,6 +182,7 @@ class _Run:
     kl: KLToBase | None
     ewc: EWC | None
     on_eval: EvalCallback | None
+    on_step: StepCallback | None = None
     tracker: Tracker | None = None
     best: dict[str, Any] | None = None  # trainable tensors of the best validation (early stopping)
     started: float = 0.0  # perf_counter at the start, less the seconds of a resumed run
@@ -206,10 +208,12 @@ class _Run:
 
 
 def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: str | Path,
-          resume: bool = False, on_eval: EvalCallback | None = None) -> Artifact | None:
+          resume: bool = False, on_eval: EvalCallback | None = None,
+          on_step: StepCallback | None = None) -> Artifact | None:
     """Fine-tune with `cfg.method` on `dataset`; write an adapter (or, for `full`, a model) artifact.
 
-    Returns the artifact in the main process and None in the other ranks of a distributed run.
+    Returns the artifact in the main process and None in the other ranks of a distributed run. `on_step`
+    gets each optimizer step's record in the main process (what `tuneforge ui` draws its live curve from).
     """
     output = Path(output).absolute()
     method = get_method(cfg.method)
@@ -223,6 +227,7 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     fingerprint, root = _fingerprint(dataset, model_cfg, cfg), ckpt.checkpoint_dir(output)
     state = _restore_or_start(run, root, fingerprint, resume)
     if run.main:
+        run.on_step = on_step
         run.tracker = Tracker(cfg.tracking, output, output.parent.name + "/" + output.name,
                               {"model": model_cfg.model_dump(mode="json"), "train": cfg.model_dump(mode="json"),
                                "dataset": dataset.content_hash})
@@ -243,6 +248,17 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
             run.tracker.finish(output, {k: v for k, v in metrics.items() if k != "epochs"})
     accelerator.wait_for_everyone()
     return artifact
+
+
+def memory_plan(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig):
+    """The memory plan `train` would start with (batch size, estimated peak, budget), without training."""
+    method = get_method(cfg.method)
+    accelerator = _accelerator(cfg)
+    loaded = method.load_base(model_cfg, cfg)
+    check_dataset(dataset, loaded.tokenizer, model_cfg.name)
+    rows = _read_rows(dataset, loaded, cfg)
+    model, _, weights = _trainable_model(loaded, method, cfg, accelerator.device)
+    return _plan_memory(model, rows.train, cfg, accelerator.device, weights)
 
 
 def _accelerator(cfg: TrainConfig):
@@ -452,6 +468,8 @@ def _record_step(run: _Run, state: ckpt.TrainState, group: list[dict[str, Any]],
         run.tracker.log({"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm,
                          "train/tokens_per_second": tps}, state.step)
     run.progress(f"epoch {state.epoch + 1} loss {step_loss:.3f} lr {lr:.2e} {tps:,.0f} tok/s")
+    if run.on_step is not None:
+        run.on_step({**state.history[-1], "tokens_per_second": tps, "total_steps": run.total_steps})
 
 
 def _after_step(run: _Run, state: ckpt.TrainState, end_of_epoch: bool, root: Path,
