@@ -575,7 +575,7 @@ bench_app.command("safety")(bench_safety)
 @bench_app.command("gateway")
 def bench_gateway(
     concurrency: Annotated[str, typer.Option(help="Concurrent streaming clients, comma-separated.")] = "16,64",
-    per_client: Annotated[int, typer.Option(min=1, help="Requests per client per round (2 rounds each).")] = 8,
+    per_client: Annotated[int, typer.Option(min=1, help="Requests per client per round (3 rounds + a warm-up).")] = 8,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per answer.")] = 64,
     delay_ms: Annotated[float, typer.Option(help="The fake upstream's pause per token (ms).")] = 5.0,
     engine: Annotated[str | None, typer.Option(help="Also measure in front of `tuneforge serve MODEL` (e.g. "

@@ -3,9 +3,10 @@ in one run; the gateway's added TTFT (p50, p99) and its throughput ratio.
 
 Two upstreams: a fast fake (`fake_upstream`: fixed tokens, a few ms per token, no model), so that the
 gateway is measured rather than the model, and optionally a real `tuneforge serve` (`--engine MODEL`).
-Direct and gateway runs alternate (direct, gateway, direct, gateway) so that drift on a shared machine
-hits both. The gateway runs with a key that has RPM, TPM, parallel and budget limits (the limits path is
-exercised on every request), on a real redis-server when one is installed, else its in-process store.
+After one uncounted warm-up of each, direct and gateway runs alternate (three rounds of direct, gateway)
+so that drift on a shared machine hits both. The gateway runs with a key that has RPM, TPM, parallel and
+budget limits (the limits path is exercised on every request), on a real redis-server when one is
+installed, else its in-process store.
 Also reported: the gateway's own measure of the time it adds before a request goes upstream (its
 `added_latency_seconds` histogram), and the requests/s one gateway worker forwards from the fake with
 no per-token delay (the proxy's own ceiling).
@@ -90,9 +91,13 @@ async def _load(url: str, model: str, prompts: list[str], clients: int, per_clie
 
 
 def _pair(label: str, direct: str, model: str, gw: str, key: str, clients: int, per_client: int,
-          max_tokens: int, rounds: int = 2) -> Pair:
+          max_tokens: int, rounds: int = 3) -> Pair:
     prompts = default_prompts()
     runs: dict[str, list[RunSummary]] = {"direct": [], "gateway": []}
+    # a warm-up of each, not counted: an engine's first batches of a shape are slow (kernel caches), and
+    # connection pools fill
+    asyncio.run(_load(direct, model, prompts, clients, 1, max_tokens, f"{label} warm-up", None))
+    asyncio.run(_load(gw, "bench", prompts, clients, 1, max_tokens, f"{label} warm-up", key))
     for _ in range(rounds):
         runs["direct"].append(asyncio.run(_load(direct, model, prompts, clients, per_client, max_tokens,
                                                 f"{label} direct", None)))

@@ -13,7 +13,6 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
@@ -42,6 +41,7 @@ from tuneforge.gateway.upstream import (
     call_json,
     open_stream,
     relay,
+    replay,
     session,
 )
 from tuneforge.serve.api.wire import BodyLimit, bearer_token, error_body
@@ -275,8 +275,8 @@ class Call:
             return Response(reply.content, status_code=reply.status_code, headers=self.headers("miss"),
                             media_type=reply.headers.get("content-type", "application/json"))
         keep: list[bytes] | None = [] if self.cache_name else None
-        events = relay(reply.aiter_raw(), self.watch(), keep, reply.aclose)
-        return EventStream(self.streamed(replica, events, keep), self.headers(self.cache_state()))
+        events = relay(reply.read, self.watch(), keep, reply.aclose)
+        return EventStream(events, self.headers(self.cache_state()), on_close=lambda: self.streamed(replica, keep))
 
     async def guarded(self, content: bytes, cache: str | None = None) -> bytes:
         """A whole JSON answer through the route's guards; one they block is counted and logged as the 400
@@ -293,18 +293,14 @@ class Call:
         wants_usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
         return StreamWatch(self.outcome, wants_usage, self.cap, self.guards)
 
-    async def streamed(self, replica: Replica, events, keep: list[bytes] | None):  # noqa: ANN001
-        try:
-            async for event in events:
-                yield event
-        finally:
-            await events.aclose()
-            self.release(replica)
-            complete = self.outcome.complete and not self.outcome.cut
-            if keep is not None and complete and self.outcome.status == 200:
-                await self.gw.cache.put(self.cache_name or "", b"".join(keep))
-            ended = complete or self.outcome.cut or self.outcome.status != 200  # else the client left early
-            await self.finish(self.outcome.status if ended else 499)
+    async def streamed(self, replica: Replica, keep: list[bytes] | None) -> None:
+        """The stream is over (done, cut, failed, or the client left): slot back, cache, settle."""
+        self.release(replica)
+        complete = self.outcome.complete and not self.outcome.cut
+        if keep is not None and complete and self.outcome.status == 200:
+            await self.gw.cache.put(self.cache_name or "", b"".join(keep))
+        ended = complete or self.outcome.cut or self.outcome.status != 200  # else the client left early
+        await self.finish(self.outcome.status if ended else 499)
 
     def cache_state(self) -> str:
         return "miss" if self.cache_name else "bypass"
@@ -329,11 +325,7 @@ class Call:
             held = await self.gw.hold_for_review(self, content) if self.guards is not None else None
             return held or Response(content, media_type="application/json", headers=headers)
         await self.finish(200, cache="hit")
-
-        async def stored() -> AsyncIterator[bytes]:
-            yield cached
-
-        return EventStream(relay(stored(), self.watch(), None), headers)
+        return EventStream(relay(replay(cached), self.watch(), None), headers)
 
     async def finish(self, status: int, cache: str | None = None) -> None:
         """Settle the tokens (a cache hit costs none), count, log."""

@@ -36,8 +36,8 @@ class EventStream:
     `chunks` cancels the upstream request even while it is still thinking."""
 
     def __init__(self, chunks: AsyncIterator[bytes], headers: Mapping[str, str],
-                 media_type: str = "text/event-stream") -> None:
-        self.chunks, self.status_code = chunks, 200
+                 media_type: str = "text/event-stream", on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.chunks, self.on_close, self.status_code = chunks, on_close, 200
         self.headers = _raw_headers({"cache-control": "no-cache", **headers}, media_type)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,7 +49,9 @@ class EventStream:
             for task in (writer, watcher):
                 task.cancel()
             await asyncio.gather(writer, watcher, return_exceptions=True)
-            await self.chunks.aclose()  # type: ignore[attr-defined]  # settles, logs, closes upstream
+            await self.chunks.aclose()  # type: ignore[attr-defined]  # closes the upstream request
+            if self.on_close is not None:
+                await self.on_close()  # settles, caches, logs
         if writer.done() and not writer.cancelled() and (error := writer.exception()) is not None:
             raise error
 

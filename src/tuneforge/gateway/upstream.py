@@ -69,14 +69,15 @@ def session(connect_s: float, read_s: float) -> aiohttp.ClientSession:
 
 
 class Reply:
-    """An upstream answer: status, headers, and its body whole (`content`) or as it arrives (`aiter_raw`)."""
+    """An upstream answer: status, headers, and its body whole (`content`) or as it arrives (`read`)."""
 
     def __init__(self, response: aiohttp.ClientResponse, content: bytes = b"") -> None:
         self.response, self.content = response, content
         self.status_code, self.headers = response.status, response.headers
 
-    def aiter_raw(self) -> AsyncIterator[bytes]:
-        return self.response.content.iter_any()
+    async def read(self) -> bytes:
+        """What the socket has of the body now (b"" at its end)."""
+        return await self.response.content.readany()
 
     async def aclose(self) -> None:
         self.response.close()  # not release(): a stream cut short must not go back to the pool half-read
@@ -184,14 +185,24 @@ class StreamWatch:
         return None
 
 
-async def relay(chunks: AsyncIterator[bytes], watch: StreamWatch, keep: list[bytes] | None,
+def replay(stored: bytes) -> Callable[[], Awaitable[bytes]]:
+    """A `read` for `relay` that hands out a stored stream, then its end."""
+    left = [stored]
+
+    async def read() -> bytes:
+        return left.pop() if left else b""
+
+    return read
+
+
+async def relay(read: Callable[[], Awaitable[bytes]], watch: StreamWatch, keep: list[bytes] | None,
                 close: Callable[[], Awaitable[None]] | None = None) -> AsyncIterator[bytes]:
-    """Upstream events, as they arrive, to the client; `keep` collects them as they came (for the cache:
-    a replay goes through the same watch). Closing this generator (the client went away) closes the
-    upstream request, which cancels it there."""
+    """Upstream events, as they arrive (`read()` until b""), to the client; `keep` collects them as they
+    came (for the cache: a replay goes through the same watch). Closing this generator (the client went
+    away) closes the upstream request, which cancels it there."""
     buffer = b""
     try:
-        async for chunk in chunks:
+        while chunk := await read():
             buffer += chunk
             if b"\n\n" not in buffer:
                 continue
