@@ -16,6 +16,30 @@ from tuneforge.models.loader import LoadedModel
 GREEDY_BELOW = 1e-5
 
 
+@dataclass(frozen=True)
+class GuidedDecoding:
+    """What a structured output must match, as plain data (vLLM's `GuidedDecodingParams` names): exactly one
+    of a JSON schema (as JSON text), any JSON object, a regular expression, a choice of strings or a Lark
+    grammar. The engine turns it into a token mask (`serve/engine/grammar.py`); a vLLM backend hands it on."""
+
+    json: str | None = None
+    json_object: bool = False
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("json", "regex", "choice", "grammar") if getattr(self, name) is not None]
+        if len(given) + self.json_object != 1:
+            raise ValueError(f"a guided decoding names exactly one constraint, not {given or 'none'}")
+
+    @property
+    def kind(self) -> str:
+        """Which constraint this is: json | json_object | regex | choice | grammar."""
+        set_ = [name for name in ("json", "regex", "choice", "grammar") if getattr(self, name) is not None]
+        return "json_object" if self.json_object else set_[0]
+
+
 @dataclass
 class SamplingParams:
     """Decoding controls; temperature 0 means greedy. Neutral defaults change nothing."""
@@ -32,6 +56,8 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     logprobs: int | None = None  # None: none; k ≥ 0: the chosen token's logprob and the top k
     ignore_eos: bool = False  # keep generating past EOS (benchmarks with a fixed output length)
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id → added to its logit (OpenAI's)
+    guided: GuidedDecoding | None = None  # structured output: what the output must match
 
     @property
     def greedy(self) -> bool:
