@@ -51,7 +51,10 @@ def install_handlers(app: FastAPI) -> None:
         first = exc.errors()[0]
         loc = [str(p) for p in first["loc"] if p != "body"]
         param = ".".join(loc) or None
-        message = f"{param}: {first['msg']}" if param else first["msg"]
+        why = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":  # issue 21: no parameter is ever silently ignored
+            why = "unrecognized parameter: this server does not implement it"
+        message = f"{param}: {why}" if param else why
         return JSONResponse(error_body(message, param=param), status_code=400)
 
     @app.exception_handler(Exception)
