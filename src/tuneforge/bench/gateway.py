@@ -7,6 +7,8 @@ After one uncounted warm-up of each, direct and gateway runs alternate (three ro
 so that drift on a shared machine hits both. The gateway runs with a key that has RPM, TPM, parallel and
 budget limits (the limits path is exercised on every request), on a real redis-server when one is
 installed, else its in-process store.
+A third peer, a TCP splice proxy that copies bytes and parses nothing (`splice_proxy`), shows what any
+extra hop costs on this machine: the gateway is read against that floor as well as against no hop.
 Also reported: the gateway's own measure of the time it adds before a request goes upstream (its
 `added_latency_seconds` histogram), and the requests/s one gateway worker forwards from the fake with
 no per-token delay (the proxy's own ceiling).
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from tuneforge.bench import fake_upstream
+from tuneforge.bench import fake_upstream, splice_proxy
 from tuneforge.bench.serve import RunSummary, default_prompts, render, run_load
 from tuneforge.gateway.process import start_gateway
 from tuneforge.pipeline import free_port, stop_server
@@ -36,6 +38,17 @@ class Pair:
     clients: int
     direct: RunSummary
     gateway: RunSummary
+    floor: RunSummary | None = None  # through the splice proxy: what one hop costs here, whatever proxy
+
+    @property
+    def floor_ttft_p50(self) -> float | None:
+        return None if self.floor is None else self.floor.ttft_ms["p50"] - self.direct.ttft_ms["p50"]
+
+    @property
+    def floor_ratio(self) -> float | None:
+        if self.floor is None or not self.direct.output_throughput:
+            return None
+        return self.floor.output_throughput / self.direct.output_throughput
 
     @property
     def added_ttft_p50(self) -> float:
@@ -91,19 +104,23 @@ async def _load(url: str, model: str, prompts: list[str], clients: int, per_clie
 
 
 def _pair(label: str, direct: str, model: str, gw: str, key: str, clients: int, per_client: int,
-          max_tokens: int, rounds: int = 3) -> Pair:
+          max_tokens: int, floor: str | None = None, rounds: int = 3) -> Pair:
     prompts = default_prompts()
-    runs: dict[str, list[RunSummary]] = {"direct": [], "gateway": []}
+    peers = {"direct": (direct, model, None), "gateway": (gw, "bench", key)}
+    if floor is not None:
+        peers["splice proxy"] = (floor, model, None)
+    runs: dict[str, list[RunSummary]] = {name: [] for name in peers}
     # a warm-up of each, not counted: an engine's first batches of a shape are slow (kernel caches), and
     # connection pools fill
-    asyncio.run(_load(direct, model, prompts, clients, 1, max_tokens, f"{label} warm-up", None))
-    asyncio.run(_load(gw, "bench", prompts, clients, 1, max_tokens, f"{label} warm-up", key))
+    for url, name, secret in peers.values():
+        asyncio.run(_load(url, name, prompts, clients, 1, max_tokens, f"{label} warm-up", secret))
     for _ in range(rounds):
-        runs["direct"].append(asyncio.run(_load(direct, model, prompts, clients, per_client, max_tokens,
-                                                f"{label} direct", None)))
-        runs["gateway"].append(asyncio.run(_load(gw, "bench", prompts, clients, per_client, max_tokens,
-                                                 f"{label} via gateway", key)))
-    return Pair(label, clients, _merge(runs["direct"]), _merge(runs["gateway"]))
+        for peer, (url, name, secret) in peers.items():
+            runs[peer].append(asyncio.run(_load(url, name, prompts, clients, per_client, max_tokens,
+                                                f"{label} {'direct' if peer == 'direct' else 'via ' + peer}",
+                                                secret)))
+    spliced = _merge(runs["splice proxy"]) if floor is not None else None
+    return Pair(label, clients, _merge(runs["direct"]), _merge(runs["gateway"]), spliced)
 
 
 def _merge(runs: list[RunSummary]) -> RunSummary:
@@ -155,8 +172,10 @@ def run(clients: list[int], per_client: int, max_tokens: int, delay_ms: float, e
         started.append(fake)
         gw_process, gw, key = _gateway(work, fake_url, "fake", redis_url)
         started.append(gw_process)
-        pairs = [_pair(f"fake {delay_ms:g} ms/token", fake_url, "fake", gw, key, c, per_client, max_tokens)
-                 for c in clients]
+        splice, splice_url = splice_proxy.start(fake_url)
+        started.append(splice)
+        pairs = [_pair(f"fake {delay_ms:g} ms/token", fake_url, "fake", gw, key, c, per_client, max_tokens,
+                       splice_url) for c in clients]
         added = _added_histogram(gw)
         zero, zero_url = _fake(0.0, 4)
         started.append(zero)
@@ -183,17 +202,20 @@ def _engine_pairs(model: str, work: Path, redis_url: str | None, clients: list[i
     started.append(engine)
     gw_process, gw, key = _gateway(work, engine_url, "engine", redis_url)
     started.append(gw_process)
-    return [_pair(f"tuneforge serve {model}", engine_url, "engine", gw, key, c, per_client, max_tokens)
+    splice, splice_url = splice_proxy.start(engine_url)
+    started.append(splice)
+    return [_pair(f"tuneforge serve {model}", engine_url, "engine", gw, key, c, per_client, max_tokens, splice_url)
             for c in clients]
 
 
 def _report(pairs: list[Pair], added: dict[str, float], ceiling: tuple[float, float], real_redis: bool) -> str:
-    lines = [render([s for p in pairs for s in (p.direct, p.gateway)]), "",
-             "| upstream | clients | added TTFT p50 ms | added TTFT p99 ms | throughput gateway/direct |",
-             "|---|---|---|---|---|"]
+    lines = [render([s for p in pairs for s in (p.direct, p.floor, p.gateway) if s is not None]), "",
+             "| upstream | clients | added TTFT p50 ms | added TTFT p99 ms | throughput gateway/direct | "
+             "splice proxy: added TTFT p50 ms, throughput/direct |", "|---|---|---|---|---|---|"]
     for p in pairs:
+        floor = "—" if p.floor is None else f"{p.floor_ttft_p50:+.2f}, ×{p.floor_ratio:.3f}"
         lines.append(f"| {p.label} | {p.clients} | {p.added_ttft_p50:+.2f} | {p.added_ttft_p99:+.2f} | "
-                     f"×{p.throughput_ratio:.3f} |")
+                     f"×{p.throughput_ratio:.3f} | {floor} |")
     lines += ["", f"gateway's own added latency before upstream (its histogram, {added['count']:.0f} requests, "
               f"bucket bounds): p50 ≤ {added['p50']:.2f} ms, p99 ≤ {added['p99']:.2f} ms",
               f"one gateway worker, zero-delay fake upstream, 4-token streams: {ceiling[1]:.0f} req/s through the "
