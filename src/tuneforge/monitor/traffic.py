@@ -1,0 +1,129 @@
+"""The traffic log drift monitoring reads: one JSON object per line, one answered request per object.
+
+    {"ts": 1764690000.0, "prompt": "Where is my parcel?", "answer": "…", "guard_flags": []}
+
+`prompt` is a string, or `messages` is an OpenAI chat list (its user turns are the prompt; system turns are
+the deployment's, not the user's, and are left out). `answer` (the model's text) and `guard_flags` (names of
+the guards that fired; [] = logged, none fired) are optional: without them the output signals are skipped.
+
+`TrafficLog` writes such a file: opt-in, sampled (`sample_rate`), every text PII-scrubbed with `core.pii`
+before it touches the disk, one `write` per line on an O_APPEND descriptor so that several workers (or
+processes) can share one file without interleaving lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneforge.core.errors import DataError
+from tuneforge.core.pii import RowScrubber
+
+
+@dataclass
+class Exchange:
+    """One request as drift sees it: the user's text, the answer if logged, the guard flags if logged."""
+
+    prompt: str
+    answer: str | None = None
+    guard_flags: list[str] | None = None
+
+
+def prompt_text(messages: list[dict[str, Any]]) -> str:
+    """The user turns of a chat, one per line."""
+    return "\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "user")
+
+
+def answer_text(messages: list[dict[str, Any]]) -> str | None:
+    """The assistant turns of a chat, one per line; None when it has none."""
+    turns = [str(m.get("content") or "") for m in messages if m.get("role") == "assistant"]
+    return "\n".join(turns) if turns else None
+
+
+def exchange(record: Any, where: str) -> Exchange:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if isinstance(record.get("prompt"), str):
+        prompt = record["prompt"]
+    elif isinstance(record.get("messages"), list) and all(isinstance(m, dict) for m in record["messages"]):
+        prompt = prompt_text(record["messages"])
+    else:
+        raise DataError(f"{where}: needs `prompt` (a string) or `messages` (a list of {{role, content}})")
+    if not prompt.strip():
+        raise DataError(f"{where}: the prompt is empty")
+    answer = record.get("answer")
+    if answer is not None and not isinstance(answer, str):
+        raise DataError(f"{where}: `answer` must be a string, got {type(answer).__name__}")
+    flags = record.get("guard_flags")
+    if flags is not None and not (isinstance(flags, list) and all(isinstance(f, str) for f in flags)):
+        raise DataError(f"{where}: `guard_flags` must be a list of guard names")
+    return Exchange(prompt, answer, flags)
+
+
+def records(path: str | Path) -> list[tuple[str, Any]]:
+    """(`file:line`, parsed JSON) of each non-blank line; a missing, empty or non-JSON file is an error naming
+    the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such traffic file")
+    out = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((f"{path}:{number}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not JSON ({exc.msg} at column {exc.colno})") from None
+    if not out:
+        raise DataError(f"{path}: the file is empty (no requests logged)")
+    return out
+
+
+def read_traffic(path: str | Path) -> list[Exchange]:
+    """Every request in a traffic JSONL; a missing, empty or malformed file is an error naming the file and line."""
+    return [exchange(record, where) for where, record in records(path)]
+
+
+class TrafficLog:
+    """Appends a sampled, PII-scrubbed record of answered requests to a JSONL file (thread- and process-safe)."""
+
+    def __init__(self, path: str | Path, sample_rate: float = 0.1, seed: int | None = None) -> None:
+        if not 0 < sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sample_rate = sample_rate
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def record(self, prompt: str | list[dict[str, Any]], answer: str | None = None,
+               guard_flags: list[str] | None = None, **extra: Any) -> bool:
+        """Log one request (if sampled); True when it was written. `extra` (model, route, …) is kept as is."""
+        with self._lock:
+            if self._random.random() >= self.sample_rate:
+                return False
+        scrub = RowScrubber()  # one per request: placeholders are consistent between its prompt and answer
+        text = prompt if isinstance(prompt, str) else prompt_text(prompt)
+        row: dict[str, Any] = {"ts": round(time.time(), 3), **extra, "prompt": scrub(text)}
+        if answer is not None:
+            row["answer"] = scrub(answer)
+        if guard_flags is not None:
+            row["guard_flags"] = list(guard_flags)
+        data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
+        with self._lock:
+            os.write(self._fd, data)
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
