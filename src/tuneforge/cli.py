@@ -32,6 +32,7 @@ from tuneforge.core.config import (
 from tuneforge.core.errors import TuneforgeError
 from tuneforge.core.progress import console
 from tuneforge.gateway.cli import app as gateway_app
+from tuneforge.monitor.cli import app as monitor_app
 from tuneforge.registry.cli import app as registry_app
 from tuneforge.serve.safety.cli import app as review_app
 from tuneforge.serve.safety.cli import bench_safety
@@ -54,6 +55,7 @@ compress_app = typer.Typer(help="Compress a tuned model; every step is parity-ch
                            no_args_is_help=True)
 app.add_typer(compress_app, name="compress")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(monitor_app, name="monitor")
 app.add_typer(registry_app, name="registry")
 app.add_typer(review_app, name="review")
 
