@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
+from tuneforge.core.ray_config import RayServeConfig
 from tuneforge.core.registry_config import RegistryConfig
 
 
@@ -517,6 +518,9 @@ class ServeConfig(_Section):
     smoke_questions: list[str] = Field(
         default_factory=list,
         description="`tuneforge run`: questions asked through the openai SDK after the server starts.",
+    )
+    ray: RayServeConfig = Field(
+        default_factory=RayServeConfig, description="`tuneforge serve --ray`: replicas and autoscaling on Ray Serve."
     )
 
     @model_validator(mode="after")
