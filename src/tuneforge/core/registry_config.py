@@ -74,6 +74,11 @@ class RegistryConfig(_Section):
         description="Alias → its policy. An alias not listed needs nothing. Default: staging free, production "
         "needs one approval by a second identity.",
     )
+    follow_interval_s: float = Field(
+        5.0, ge=0, le=3600, description="`tuneforge serve registry:NAME@ALIAS`: seconds between looks at the "
+        "alias; when it has moved, the new version is loaded beside the old one, self-tested, and traffic moves "
+        "to it. 0: resolve the alias once, at start. (MLflow pushes nothing a server can rely on: this polls.)"
+    )
     name: str | None = Field(
         None, pattern=_NAME, description="`tuneforge run`: register the run's adapter under this model name "
         "(with its eval report attached)."

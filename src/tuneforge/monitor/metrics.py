@@ -2,7 +2,9 @@
 
 Each app gets its own registry (several apps in one process, as in tests, must not collide).
 Latency histograms and token counters are labelled by model and adapter ("" for the base model);
-the load gauges by model.
+the load gauges by model. The version served is an info gauge (`model_version_info{version=…} 1`, the
+Prometheus convention for build and version facts): a label on every series would split each one at
+every swap; join on `model_name` to break any series down by version.
 """
 
 from __future__ import annotations
@@ -46,6 +48,26 @@ class ServingMetrics:
                                 ["model_name", "status"], registry=r)
         self.engine_restarts = Counter("tuneforge:engine_restarts", "Engine loops restarted by the watchdog.",
                                        ["model_name"], registry=r)
+        self.model_version = Gauge("tuneforge:model_version_info", "1 for the version being served: its content "
+                                   "hash and registry version ('support-bot/3', '' outside the registry).",
+                                   ["model_name", "version", "registry_version"], registry=r)
+        self.model_swaps = Counter("tuneforge:model_swaps", "Switches to another version of a followed registry "
+                                   "alias, by result (ok; failed: the old version kept serving).",
+                                   ["model_name", "result"], registry=r)
+        self.model_swap_seconds = Gauge("tuneforge:model_swap_seconds", "The last switch: seconds from seeing the "
+                                        "alias move to traffic on the new version (load + self-test).",
+                                        ["model_name"], registry=r)
+        self.versions_loaded = Gauge("tuneforge:model_versions_loaded", "Model versions in memory (2 while an "
+                                     "old one finishes its requests beside the new one).", ["model_name"],
+                                     registry=r)
+
+    def served_version(self, model_name: str, version: str | None, label: str | None,
+                       replaces: tuple[str | None, str | None] | None = None) -> None:
+        """Mark `version` as served (and the one it `replaces`, (version, label), as not any more)."""
+        if replaces is not None and replaces[0] is not None and replaces != (version, label):
+            self.model_version.remove(model_name, replaces[0], replaces[1] or "")
+        if version is not None:
+            self.model_version.labels(model_name=model_name, version=version, registry_version=label or "").set(1)
 
     def observe_queue(self, labels: dict[str, str], seconds: float) -> None:
         self.queue_time.labels(**labels).observe(seconds)

@@ -4,6 +4,10 @@ The engine loop runs on the main thread (faster on CPU, see `Engine.start`), uvi
 SIGTERM (or Ctrl-C) drains: new requests get 503 + Retry-After and /ready says draining, in-flight
 requests get `serve.drain_timeout` seconds to finish, whatever is left is aborted, then the server
 stops. A second signal stops at once.
+
+`registry:NAME@ALIAS` is followed (`serve/follow.py`): a new holder of the alias gets an engine of its own,
+whose loop runs on its own thread (as a watchdog-restarted loop does); the first engine's loop keeps the main
+thread until that version is released, then the main thread waits for the server to stop.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from tuneforge.models import load
 from tuneforge.monitor.metrics import ServingMetrics
 from tuneforge.serve.api.app import create_app
 from tuneforge.serve.engine.engine import Engine, EngineLimits
-from tuneforge.serve.follow import resolve_model_ref
+from tuneforge.serve.follow import AliasFollower, registry_config, release_memory, resolve_model_ref
 
 
 def default_served_name(model_ref: str) -> str:
@@ -74,14 +78,39 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
 
 
 def build_app(model_ref: str, cfg: ServeConfig, loop_in_thread: bool = True, registry: RegistryConfig | None = None):
-    """Load `model_ref` (a `registry:NAME@ALIAS` resolved first), start its engine and return (app, served name)."""
+    """Load `model_ref` (a `registry:NAME@ALIAS` resolved first), start its engine and return (app, served name).
+
+    An alias is then followed every `registry.follow_interval_s` (0: not followed); stop it all with
+    `shutdown_app`."""
+    registry = registry_config(registry)
     resolved = resolve_model_ref(model_ref, registry)
     name = cfg.served_model_name or resolved.name or default_served_name(model_ref)
     if resolved.label:
         console.print(f"{model_ref} is {resolved.label} ({str(resolved.content_hash)[:12]}…) at {resolved.path}")
     metrics = ServingMetrics()
     engine = build_engine(resolved.path, cfg, name, metrics, loop_in_thread)
-    return create_app(engine, name, cfg, metrics, version=model_version(resolved.path, resolved.content_hash)), name
+    app = create_app(engine, name, cfg, metrics, version=model_version(resolved.path, resolved.content_hash),
+                     label=resolved.label)
+    app.state.follower = None
+    if resolved.alias is not None and registry.follow_interval_s > 0:
+        app.state.follower = AliasFollower(app, resolved, registry, lambda path: build_engine(
+            path, cfg, name, metrics, loop_in_thread=True), cfg.request_timeout).start()
+        console.print(f"following @{resolved.alias} of {resolved.name!r} every {registry.follow_interval_s:g} s")
+    return app, name
+
+
+def engines(app) -> list:
+    """Every engine the app holds: the serving one, and an old version's while its last requests finish."""
+    return [ctx.engine for ctx in app.state.live.loaded]
+
+
+def shutdown_app(app) -> None:
+    """Stop following and shut every engine down."""
+    follower = getattr(app.state, "follower", None)
+    if follower is not None:
+        follower.stop()
+    for engine in engines(app):
+        engine.shutdown()
 
 
 def model_version(path: str, known: str | None = None) -> str | None:
@@ -96,7 +125,7 @@ def model_version(path: str, known: str | None = None) -> str | None:
 
 def _drain(server, app, grace: float) -> None:
     """Refuse new work, let in-flight requests finish for `grace` seconds, abort the rest, stop."""
-    state, engine = app.state.serve, app.state.engine
+    state = app.state.serve
     state.draining = True
     console.print(f"draining: {state.in_flight} request(s) in flight, up to {grace:g} s")
     deadline = time.monotonic() + grace
@@ -104,7 +133,8 @@ def _drain(server, app, grace: float) -> None:
         time.sleep(0.05)
     if state.in_flight > 0:
         console.print(f"drain timeout: aborting {state.in_flight} request(s)")
-        engine.abort_all()
+        for engine in engines(app):
+            engine.abort_all()
         time.sleep(0.2)  # let the aborted streams send their last chunk
     server.should_exit = True
 
@@ -118,7 +148,7 @@ def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = No
 
     memory.limit_arenas()  # before the threads that would each get an arena start
     app, name = build_app(model_ref, cfg, loop_in_thread=False, registry=registry)
-    engine = app.state.engine
+    engine = app.state.engine  # the first version's: its loop runs on this thread (below)
     # Bind here so port 0 (any free port) can be reported before uvicorn takes the socket over.
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -127,7 +157,7 @@ def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = No
         sock.bind((cfg.host, cfg.port))
     except OSError as exc:
         sock.close()
-        engine.shutdown()
+        shutdown_app(app)
         raise TuneforgeError(f"serve: cannot bind {cfg.host}:{cfg.port} ({exc.strerror})") from None
     port = sock.getsockname()[1]
     console.print(f"serving [bold]{model_ref}[/bold] as model [bold]{name!r}[/bold] on "
@@ -135,18 +165,20 @@ def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = No
                   f"slots × {engine.max_context} tokens, KV cache {engine.cache_bytes / 2**20:.0f} MiB, "
                   f"{engine.runner.dtype} ({cfg.backend} backend)".replace("torch.", ""))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    stopped = threading.Event()
 
     def http() -> None:
         try:
             with sock:
                 server.run(sockets=[sock])
         finally:
-            engine.shutdown()  # the HTTP side is gone (drained or failed): end the engine loop too
+            shutdown_app(app)  # the HTTP side is gone (drained or failed): end the engine loops too
+            stopped.set()
 
     def on_signal(signum, frame) -> None:  # first signal drains, a second one exits now
         if app.state.serve.draining:
             server.force_exit = server.should_exit = True
-            engine.shutdown()
+            shutdown_app(app)
             return
         threading.Thread(target=_drain, args=(server, app, cfg.drain_timeout), daemon=True).start()
 
@@ -157,6 +189,10 @@ def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = No
     stop_trimming = threading.Event()
     if cfg.malloc_trim_every > 0:
         memory.trim_every(cfg.malloc_trim_every, stop_trimming)
-    engine.run_loop()
+    run_loop, engine = engine.run_loop, None  # hold no reference: a swap must be able to free this version
+    run_loop()
+    del run_loop
+    release_memory()  # its last reference was this frame's
+    stopped.wait()  # the first version was swapped out (its loop ended), or the server stops
     stop_trimming.set()
     http_thread.join(timeout=10)

@@ -4,12 +4,19 @@ event loop, and running admitted jobs on the engine while watching the client.
 Admission happens before any response header: a request either gets a place (running or waiting,
 bounded by `max_num_seqs + max_waiting`) or a 429 (503 while draining) with `Retry-After`. A client
 that disconnects, streamed or not, has its request aborted and its cache slot freed.
+
+A context is one engine (one model version). When the served version changes (`serve/follow.py`) a new
+context is built beside the old one and put in `LiveContext`; `PinContext` gives each request the context
+current when it arrives, for its whole life (tokenizer, limits, engine and version header all from one),
+and counts the requests pinned to each, so the old engine is released only once its last one has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,25 +39,36 @@ Job = tuple[list[int], SamplingParams]
 
 @dataclass
 class ServerState:
-    """What the handlers share: admitted requests, draining, readiness."""
+    """What the handlers share, whichever version serves them: admitted requests, draining, readiness, and
+    the alias follower's report (shown by /ready)."""
 
     in_flight: int = 0
     draining: bool = False
     ready_at: float = 0.0  # monotonic time of the last successful self-test
+    follow: dict[str, Any] | None = None
+
+
+@dataclass
+class EngineLoad:
+    """Sequences admitted to one engine (its capacity is its own while an old version drains beside it)."""
+
+    in_flight: int = 0
 
 
 class Places:
     """Admitted places (one per sequence), each given back once: when its sequence finishes or is aborted,
     or all at once when the holder is dropped unused (a client that vanished before its stream started)."""
 
-    def __init__(self, state: ServerState, count: int) -> None:
-        self.state, self.held = state, count
+    def __init__(self, state: ServerState, count: int, load: EngineLoad | None = None) -> None:
+        self.state, self.load, self.held = state, load or EngineLoad(), count
         state.in_flight += count
+        self.load.in_flight += count
 
     def release(self, count: int = 1) -> None:
         count = min(count, self.held)
         self.held -= count
         self.state.in_flight -= count
+        self.load.in_flight -= count
 
     def __del__(self) -> None:
         self.release(self.held)
@@ -91,22 +109,39 @@ class ServingContext:
     """The engine behind the app and the rules every endpoint applies before and around it."""
 
     def __init__(self, engine: ServingEngine, served_model_name: str, cfg: ServeConfig,
-                 metrics: ServingMetrics) -> None:
+                 metrics: ServingMetrics, state: ServerState | None = None,
+                 tokenizing: ThreadPoolExecutor | None = None) -> None:
         self.engine, self.served_model_name, self.cfg, self.metrics = engine, served_model_name, cfg, metrics
-        self.state = ServerState()
+        self.state = state or ServerState()
+        self.load = EngineLoad()
+        self.pins = 0  # requests pinned to this context (PinContext), from arrival to their last byte
         self.started = 0  # unix time the app was built (the models' `created`)
         self.version: str | None = None  # the served artifact's content hash, when it is one
+        self.label: str | None = None  # the registry version ('support-bot/3'), when it is one
         self.capacity = engine.max_num_seqs + cfg.max_waiting
         self.bound = PromptBound.of(engine.tokenizer, engine.max_context)
         self.vocab_size = len(engine.tokenizer)
         self.keys = cfg.keys()  # (api key, admin key), read once
         # tokenizing and chat-template rendering run here, never on the event loop (a long prompt takes seconds)
-        self._tokenizing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuneforge-tokenize")
+        self._tokenizing = tokenizing or ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuneforge-tokenize")
+        # counted while the engine (its weights, its cache) is in memory: down only once it was collected
+        loaded = metrics.versions_loaded.labels(model_name=served_model_name)
+        loaded.inc()
+        weakref.finalize(engine, loaded.dec)
+
+    def beside(self, engine: ServingEngine, version: str | None, label: str | None) -> ServingContext:
+        """A context on another engine (a new version loaded beside this one), sharing what is server-wide:
+        state, metrics, names, keys, tokenizing threads."""
+        engine.metrics = self.metrics
+        ctx = ServingContext(engine, self.served_model_name, self.cfg, self.metrics, self.state, self._tokenizing)
+        ctx.started, ctx.version, ctx.label, ctx.keys = self.started, version, label, self.keys
+        return ctx
 
     @staticmethod
     def of(request: Request) -> ServingContext:
-        """FastAPI dependency: the context of the app serving `request`."""
-        return request.app.state.context
+        """FastAPI dependency: the context `request` was pinned to when it arrived (else the app's current)."""
+        pinned = request.scope.get(PIN_KEY)
+        return pinned if pinned is not None else request.app.state.context
 
     # ---- names and limits ------------------------------------------------------------------------
     def resolve(self, model: str) -> str | None:
@@ -166,12 +201,12 @@ class ServingContext:
         if sequences > self.capacity:  # could never be admitted: not a matter of retrying
             raise APIError(400, f"this request needs {sequences} sequences (prompts × n); this server holds at "
                            f"most {self.capacity} at once", param="n")
-        if self.state.in_flight + sequences > self.capacity:
+        if self.load.in_flight + sequences > self.capacity:
             self.metrics.rejected.labels(model_name=name, status="429").inc()
             raise APIError(429, f"the server is at capacity ({self.engine.max_num_seqs} running, "
                            f"{self.cfg.max_waiting} waiting); retry shortly", code="rate_limit_exceeded",
                            type_="rate_limit_error")
-        return Places(self.state, sequences)
+        return Places(self.state, sequences, self.load)
 
     # ---- running jobs ------------------------------------------------------------------------------
     async def run(self, jobs: list[Job], adapter: str | None, places: Places,
@@ -199,11 +234,22 @@ class ServingContext:
         """An internal one-token generation (readiness): not admitted, never refused."""
         ids = self.engine.tokenizer("ping", add_special_tokens=False)["input_ids"] or [0]
         async with asyncio.timeout(timeout):
-            async for _, delta in self.run([(ids, SamplingParams(max_new_tokens=1))], None, Places(self.state, 1),
-                                           internal=True):
+            async for _, delta in self.run([(ids, SamplingParams(max_new_tokens=1))], None,
+                                           Places(self.state, 1, self.load), internal=True):
                 if delta.finish_reason:
                     return delta
         raise RuntimeError("no final delta")
+
+    async def ready_error(self, timeout: float) -> str | None:
+        """Why the self-test failed ('TimeoutError: …'), or None when the engine answered it: what /ready
+        checks, and what a newly loaded version must pass before traffic moves to it."""
+        try:
+            final = await self.self_test(timeout)
+            if final.finish_reason in ("error", "timeout"):
+                raise RuntimeError(final.error or final.finish_reason)
+        except Exception as exc:  # any engine failure means not ready; say which
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     async def collect(self, request: Request, jobs: list[Job], adapter: str | None, places: Places) -> list[Finished]:
         """Run jobs to the end, watching the client: a disconnect aborts them; a failed job raises its error."""
@@ -243,4 +289,76 @@ class ServingContext:
         return None if error is None else sse(error.body())
 
 
-Context = Annotated[ServingContext, Depends(ServingContext.of)]  # a route's parameter: the app's context
+Context = Annotated[ServingContext, Depends(ServingContext.of)]  # a route's parameter: the request's context
+
+PIN_KEY = "tuneforge.context"  # the ASGI scope key PinContext stores a request's context under
+
+
+class LiveContext:
+    """The context new requests get, swapped whole when the served version changes, and every context still
+    loaded (the current one, and an old one while its last requests finish).
+
+    Pinning (read the current context, count the request on it) and swapping happen under one lock, so once
+    `swap` has returned no request can be pinned to the old context any more: its count only falls."""
+
+    def __init__(self, ctx: ServingContext) -> None:
+        self._current = ctx
+        self.loaded = [ctx]
+        self._changed = threading.Condition()
+
+    @property
+    def current(self) -> ServingContext:
+        return self._current
+
+    def pin(self) -> ServingContext:
+        with self._changed:
+            ctx = self._current
+            ctx.pins += 1
+            return ctx
+
+    def unpin(self, ctx: ServingContext) -> None:
+        with self._changed:
+            ctx.pins -= 1
+            self._changed.notify_all()
+
+    def swap(self, new: ServingContext) -> ServingContext:
+        """Make `new` the context of every request from now on; returns the one it replaces."""
+        with self._changed:
+            old, self._current = self._current, new
+            self.loaded.append(new)
+            return old
+
+    def wait_unpinned(self, ctx: ServingContext, timeout: float) -> bool:
+        """Wait until no request is pinned to `ctx` (True), or `timeout` seconds (False)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: ctx.pins <= 0, timeout)
+
+    def forget(self, ctx: ServingContext) -> None:
+        with self._changed:
+            self.loaded = [c for c in self.loaded if c is not ctx]
+
+
+class PinContext:
+    """ASGI middleware: pins each HTTP request to the current context for its whole life (streams included)
+    and adds that context's `x-tuneforge-model-version` to its response (a gateway's cache keys on it)."""
+
+    def __init__(self, app, live: LiveContext) -> None:
+        self.app, self.live = app, live
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = self.live.pin()
+        scope[PIN_KEY] = ctx
+        header = (b"x-tuneforge-model-version", ctx.version.encode()) if ctx.version else None
+
+        async def with_header(message: dict) -> None:
+            if header is not None and message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_header)
+        finally:
+            self.live.unpin(ctx)

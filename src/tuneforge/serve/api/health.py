@@ -31,18 +31,23 @@ async def health(ctx: Context) -> JSONResponse:
 
 @router.get("/ready", responses=STATUS_ONLY)
 async def readiness(ctx: Context) -> JSONResponse:
-    """Ready: not draining, and the engine answered a one-token self-test within the last 30 s."""
+    """Ready: not draining, and the engine answered a one-token self-test within the last 30 s. With a
+    followed registry alias, `follow` says which version serves and why a newer one is not (a failed load)."""
     if ctx.state.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
     if time.monotonic() - ctx.state.ready_at > READY_EVERY_S:
-        try:
-            final = await ctx.self_test(10.0)
-            if final.finish_reason in ("error", "timeout"):
-                raise RuntimeError(final.error or final.finish_reason)
-            ctx.state.ready_at = time.monotonic()
-        except Exception as exc:  # any engine failure means not ready; say which
-            return JSONResponse({"status": "not ready", "error": f"{type(exc).__name__}: {exc}"}, status_code=503)
-    return JSONResponse({"status": "ready", "model": ctx.served_model_name})
+        error = await ctx.ready_error(10.0)
+        if error is not None:
+            return JSONResponse({"status": "not ready", "error": error}, status_code=503)
+        ctx.state.ready_at = time.monotonic()
+    body: dict[str, Any] = {"status": "ready", "model": ctx.served_model_name}
+    if ctx.version:
+        body["version"] = ctx.version
+    if ctx.label:
+        body["registry_version"] = ctx.label
+    if ctx.state.follow is not None:
+        body["follow"] = dict(ctx.state.follow)
+    return JSONResponse(body)
 
 
 @router.get("/metrics", response_class=Response, responses={200: {
@@ -59,5 +64,6 @@ async def list_models(ctx: Context) -> dict:
                 "parent": parent, "max_model_len": ctx.engine.max_context}
 
     base = ctx.served_model_name
-    first = {**card(base), **({"version": ctx.version} if ctx.version else {})}
+    first = {**card(base), **({"version": ctx.version} if ctx.version else {}),
+             **({"registry_version": ctx.label} if ctx.label else {})}
     return {"object": "list", "data": [first, *[card(name, base) for name in ctx.engine.adapter_names()]]}
