@@ -42,6 +42,12 @@ class RayServeConfig(BaseModel):
         600.0, ge=0, description="Load must stay below the target this long before a replica is removed (a new "
         "replica loads a model: minutes on a large one)."
     )
+    metrics_interval_s: float = Field(
+        10.0, gt=0, description="How often replicas report their ongoing requests to the autoscaler (Ray's default)."
+    )
+    look_back_period_s: float = Field(
+        30.0, gt=0, description="Window the autoscaler averages ongoing requests over (Ray's default)."
+    )
     num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves per replica.")
     num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per replica (1 per engine on GPU hosts).")
     app_name: str = Field("tuneforge", description="Ray Serve application name.")
