@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from tuneforge.core.artifacts import is_artifact, load_artifact
+from tuneforge.core.config import default
 from tuneforge.core.errors import DataError
 from tuneforge.core.monitor_config import DriftConfig
 from tuneforge.core.pii import RowScrubber
@@ -174,9 +175,11 @@ class Features:
 Embed = Callable[[list[str]], np.ndarray]
 
 
-def featurize(exchanges: Sequence[Exchange], embed: Embed, batch_size: int = 32,
+def featurize(exchanges: Sequence[Exchange], embed: Embed, batch_size: int | None = None,
               progress: Callable[[int], None] | None = None) -> Features:
-    """Embed the prompts (in batches, `progress(n_done)` after each) and measure the simple statistics."""
+    """Embed the prompts (in batches of `drift.batch_size`, `progress(n_done)` after each) and measure the
+    simple statistics."""
+    batch_size = batch_size or default(DriftConfig, "batch_size")
     prompts = [e.prompt for e in exchanges]
     chunks = []
     for start in range(0, len(prompts), batch_size):

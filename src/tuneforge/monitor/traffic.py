@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneforge.core.config import default
 from tuneforge.core.errors import DataError
+from tuneforge.core.monitor_config import TrafficLogConfig
 from tuneforge.core.pii import RowScrubber
 
 
@@ -94,7 +96,8 @@ def read_traffic(path: str | Path) -> list[Exchange]:
 class TrafficLog:
     """Appends a sampled, PII-scrubbed record of answered requests to a JSONL file (thread- and process-safe)."""
 
-    def __init__(self, path: str | Path, sample_rate: float = 0.1, seed: int | None = None) -> None:
+    def __init__(self, path: str | Path, sample_rate: float | None = None, seed: int | None = None) -> None:
+        sample_rate = default(TrafficLogConfig, "sample_rate") if sample_rate is None else sample_rate
         if not 0 < sample_rate <= 1:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
         self.path = Path(path)
