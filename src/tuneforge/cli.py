@@ -684,16 +684,25 @@ def serve_cmd(
     host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Name clients pass as `model`.")] = None,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Run engine replicas as a Ray Serve deployment behind "
+                                          "Ray's proxy, autoscaled between serve.ray.min_replicas and max_replicas "
+                                          "(docs/ray.md; needs tuneforge[ray]).")] = False,
     overrides: SetOpt = None,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models, /health).
 
     Example:  tuneforge serve runs/adapter --port 8000 --served-model-name support-bot
     then:     OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="x").chat.completions.create(...)
+    Example:  tuneforge serve runs/adapter --ray --set serve.ray.min_replicas=2 --set serve.ray.address=auto
     """
+    cfg = _config(config, overrides, serve__host=host, serve__port=port, serve__served_model_name=served_model_name)
+    if use_ray:
+        from tuneforge.serve.ray_serve import serve_ray
+
+        serve_ray(model, cfg.serve, registry=cfg.registry)
+        return
     from tuneforge.serve.server import serve
 
-    cfg = _config(config, overrides, serve__host=host, serve__port=port, serve__served_model_name=served_model_name)
     serve(model, cfg.serve, registry=cfg.registry)
 
 
