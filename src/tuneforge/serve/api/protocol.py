@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+import unicodedata
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from tuneforge.models.generate import SamplingParams
+from tuneforge.models.generate import GuidedDecoding, SamplingParams
 
 STRICT = ConfigDict(strict=True)
 
@@ -37,14 +38,55 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(strict=True, populate_by_name=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: `text`, `json_object` (any JSON object) or `json_schema`."""
+
+    model_config = STRICT
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type json_schema, and only with it")
+        return self
+
+
+LogitBias = dict[Annotated[str, Field(pattern=r"^[0-9]+$")], Annotated[float, Field(ge=-100.0, le=100.0)]]
+GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
+
+
+def refuse(name: str, why: str):
+    """A field validator refusing any non-null value of an OpenAI parameter this server does not implement."""
+
+    def check(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError(f"{name} is not supported by this server ({why})")
+        return value
+
+    return field_validator(name, mode="before")(check)
+
+
 class SamplingRequest(BaseModel):
     """The decoding fields chat and text completions share, validated the same way for both.
 
-    Besides OpenAI's fields, vLLM's extensions `top_k`, `repetition_penalty`, `stop_token_ids` and
-    `ignore_eos` are accepted.
+    Besides OpenAI's fields, vLLM's extensions `top_k`, `repetition_penalty`, `stop_token_ids`,
+    `ignore_eos` and the structured-output fields `guided_json`, `guided_regex`, `guided_choice` and
+    `guided_grammar` (Lark) are accepted. Any other field is refused with a 400 that names it: a client
+    never gets an answer that silently ignored what it asked for.
     """
 
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str
     frequency_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
@@ -61,6 +103,60 @@ class SamplingRequest(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: Annotated[int, Field(ge=-1), Integral] | None = Field(None, description="-1 or 0: no top-k cut")
     user: str | None = None
+    logit_bias: LogitBias | None = Field(None, description="token id (a string) → bias in [-100, 100]")
+    response_format: ResponseFormat | None = None
+    guided_json: str | dict[str, Any] | None = Field(None, description="vLLM: a JSON schema the output matches")
+    guided_regex: str | None = Field(None, description="vLLM: a regular expression the output matches")
+    guided_choice: Annotated[list[str], Field(min_length=1)] | None = Field(
+        None, description="vLLM: the output is exactly one of these strings")
+    guided_grammar: str | None = Field(None, description="vLLM: a Lark grammar the output matches")
+
+    @field_validator("response_format", *GUIDED_FIELDS)
+    @classmethod
+    def _writable_text(cls, value: Any) -> Any:
+        """A constraint the output must match is text the model writes as UTF-8: neither a lone surrogate
+        nor a code point Unicode leaves unassigned can be (the tokenizer has no consistent bytes for one)."""
+        plain = value.model_dump(by_alias=True) if isinstance(value, BaseModel) else value
+        text = json.dumps(plain, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not valid UTF-8 text ({exc.reason} at character {exc.start})") from None
+        unassigned = next((ch for ch in text if unicodedata.category(ch) == "Cn"), None)
+        if unassigned is not None:
+            raise ValueError(f"contains U+{ord(unassigned):04X}, a code point Unicode leaves unassigned")
+        return value
+
+    @model_validator(mode="after")
+    def _one_constraint(self) -> SamplingRequest:
+        asked = [name for name in GUIDED_FIELDS if getattr(self, name) is not None]
+        if self.response_format is not None and self.response_format.type != "text":
+            asked.insert(0, "response_format")
+        if len(asked) > 1:
+            raise ValueError(f"at most one structured-output constraint per request, not {', '.join(asked)}")
+        return self
+
+    def guided(self) -> tuple[str, GuidedDecoding] | None:
+        """The structured output asked for, if any, and the field that asked (for errors)."""
+        rf = self.response_format
+        if rf is not None and rf.type == "json_object":
+            return "response_format", GuidedDecoding(json_object=True)
+        if rf is not None and rf.json_schema is not None:
+            return "response_format", GuidedDecoding(json=json.dumps(rf.json_schema.schema_, sort_keys=True))
+        if self.guided_json is not None:
+            schema = self.guided_json if isinstance(self.guided_json, str) else json.dumps(self.guided_json,
+                                                                                            sort_keys=True)
+            return "guided_json", GuidedDecoding(json=schema)
+        if self.guided_regex is not None:
+            return "guided_regex", GuidedDecoding(regex=self.guided_regex)
+        if self.guided_choice is not None:
+            return "guided_choice", GuidedDecoding(choice=tuple(self.guided_choice))
+        if self.guided_grammar is not None:
+            return "guided_grammar", GuidedDecoding(grammar=self.guided_grammar)
+        return None
+
+    def token_bias(self) -> dict[int, float]:
+        return {int(token): bias for token, bias in (self.logit_bias or {}).items()}
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -78,7 +174,13 @@ class SamplingRequest(BaseModel):
             stop=self.stop_list(), seed=None if self.seed is None else (self.seed + choice) % 2**64,
             repetition_penalty=self.repetition_penalty or 1.0, presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0, stop_token_ids=list(self.stop_token_ids or []),
-            logprobs=self.top_logprobs_wanted(), ignore_eos=bool(self.ignore_eos))
+            logprobs=self.top_logprobs_wanted(), ignore_eos=bool(self.ignore_eos),
+            logit_bias=self.token_bias(), guided=self.constraint())
+
+    def constraint(self) -> GuidedDecoding | None:
+        """The engine's constraint on the output (chat's tool calling adds its own)."""
+        asked = self.guided()
+        return asked[1] if asked else None
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)

@@ -24,6 +24,7 @@ from tuneforge.core.progress import console
 from tuneforge.models.chat_template import stop_strings
 from tuneforge.models.generate import SamplingParams
 from tuneforge.serve.engine.detokenizer import Detokenizer
+from tuneforge.serve.engine.grammar import GrammarCache
 from tuneforge.serve.engine.protocol import Capabilities, Runner
 from tuneforge.serve.engine.runner import ModelRunner
 from tuneforge.serve.engine.sampler import RowFailure, Sampled, SampleState, sample
@@ -97,6 +98,8 @@ class Engine:
         # quantized base stands for)
         self.base_fingerprints: list[str] = []
         self.eos_ids, self.stops = self._ends()
+        # structured outputs (issue 21): compiled grammars by constraint, shared by every request
+        self.grammars = GrammarCache(self.tokenizer, getattr(getattr(loaded.model, "config", None), "vocab_size", None))
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._ids = itertools.count()
@@ -180,6 +183,13 @@ class Engine:
             close()
 
     # ---- requests in ---------------------------------------------------------------------------
+    def prepare(self, params: SamplingParams) -> None:
+        """Compile (and cache) what `params` needs before it is submitted: its structured output's grammar.
+        Blocking: call it off the event loop and off the engine loop. Raises `GrammarError` (a ValueError)
+        naming what is wrong with the constraint."""
+        if params.guided is not None:
+            self.grammars.compile(params.guided)
+
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Callable[[StreamDelta], None],
                adapter: str | None = None, timeout: float | None = None, internal: bool = False) -> str:
         """Queue a generation; returns its request id. `timeout` (seconds) bounds its whole life.
@@ -190,7 +200,8 @@ class Engine:
         ends = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_ids)
         seq = Sequence(rid, list(prompt_ids), params.max_new_tokens, adapter, stop_token_ids=ends)
         deadline = time.monotonic() + timeout if timeout else None
-        request = _Request(seq, SampleState.create(params, self.runner.device), sink,
+        matcher = self.grammars.matcher(params.guided) if params.guided is not None else None  # issue 21
+        request = _Request(seq, SampleState.create(params, self.runner.device, matcher), sink,
                            Detokenizer(self.tokenizer, stops), deadline, internal=internal)
         self._inbox.put(("add", request))
         self._wake.set()
@@ -365,7 +376,8 @@ class Engine:
         chunks = [c for c in plan.chunks if c.samples]
         requests = [self._requests[c.seq.request_id] for c in chunks]
         picks = sample(logits, [r.state for r in requests],
-                       [(r.seq.prompt_ids, r.seq.output_ids) for r in requests], self._generator) if chunks else []
+                       [(r.seq.prompt_ids, r.seq.output_ids) for r in requests], self._generator,
+                       self.grammars) if chunks else []
         sampled = {}
         for request, pick in zip(requests, picks, strict=True):
             if isinstance(pick, RowFailure):
@@ -374,11 +386,28 @@ class Engine:
                 sampled[request.seq.request_id] = pick.token
                 request.pending.append(pick)
         self._scheduler.update(plan, sampled)
+        self._advance_grammars(requests, sampled)
         now = time.monotonic()
         for request in requests:
             if request.seq.request_id in sampled:
                 self._emit(request, now)
         self._update_gauges()
+
+    def _advance_grammars(self, requests: list[_Request], sampled: dict[str, int]) -> None:
+        """Feed each constrained sequence's new token to its grammar; one the grammar cannot extend any
+        further is complete and ends with `stop` (even on its last allowed token: the output is whole)."""
+        for request in requests:
+            matcher, seq = request.state.matcher, request.seq
+            if matcher is None or seq.request_id not in sampled:
+                continue
+            if not matcher.consume_token(sampled[seq.request_id]):
+                del sampled[seq.request_id]  # ended here: nothing more to emit
+                self._fail(request, f"structured output: {matcher.get_error()}", 500)
+            elif matcher.is_stopped():
+                if seq.status is Status.FINISHED:
+                    seq.finish_reason = "stop"
+                else:
+                    self._scheduler.finish(seq, "stop")
 
     def _forward_isolating(self, plan: SchedulerOutput) -> tuple[SchedulerOutput, Any]:
         """The step's logits; if the forward pass raises, the chunks that make it raise are found by

@@ -100,6 +100,12 @@ class ServingEngine(Protocol):
     @property
     def restarts(self) -> int: ...
 
+    def prepare(self, params: SamplingParams) -> None:
+        """Before `submit`, off the event loop: compile what `params` needs (a structured output's grammar,
+        `params.guided`); raises ValueError saying what is wrong with it. A backend with its own
+        structured outputs (vLLM) validates `params.guided` here and hands it on at submit."""
+        ...
+
     def submit(self, prompt_ids: list[int], params: SamplingParams, sink: Sink, adapter: str | None = None,
                timeout: float | None = None, internal: bool = False) -> str: ...
 

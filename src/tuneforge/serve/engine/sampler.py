@@ -1,9 +1,11 @@
 """Next-token choice for a batch of sequences, each with its own sampling parameters.
 
-Order of operations (as vLLM and HF): penalties on the raw logits, then temperature, top-k, top-p,
-then a draw. Greedy rows take the argmax of the penalised logits. A request with a `seed` draws
-from its own generator, so its output does not depend on what else shares the batch; requests
-without one share the engine's generator. Logprobs are those of the model's raw distribution.
+Order of operations (as vLLM and HF): `logit_bias` added to the raw logits and the structured-output
+mask (one bitmask row per constrained sequence, applied to the whole batch at once; see `grammar.py`),
+then penalties, then temperature, top-k, top-p, then a draw. Greedy rows take the argmax of the
+penalised logits. A request with a `seed` draws from its own generator, so its output does not depend
+on what else shares the batch; requests without one share the engine's generator. Logprobs are those
+of the model's raw distribution (before bias and mask).
 
 Every row is sampled on its own and may fail on its own: a row whose logits are not finite (a broken
 adapter or quantized model) or whose draw raises becomes a `RowFailure` for that request alone; the
@@ -26,16 +28,22 @@ class SampleState:
 
     params: SamplingParams
     generator: Any = None
+    bias: Any = None  # (token ids, biases) tensors of params.logit_bias, when it has any
+    matcher: Any = None  # the grammar matcher of a structured output (grammar.GrammarCache.matcher)
 
     @classmethod
-    def create(cls, params: SamplingParams, device: Any = "cpu") -> SampleState:
+    def create(cls, params: SamplingParams, device: Any = "cpu", matcher: Any = None) -> SampleState:
+        import torch
+
         generator = None
         if params.seed is not None and not params.greedy:
-            import torch
-
             generator = torch.Generator(device=device)
             generator.manual_seed(params.seed)
-        return cls(params, generator)
+        bias = None
+        if params.logit_bias:
+            bias = (torch.tensor(list(params.logit_bias), dtype=torch.long, device=device),
+                    torch.tensor(list(params.logit_bias.values()), dtype=torch.float32, device=device))
+        return cls(params, generator, bias, matcher)
 
 
 LOGPROB_FLOOR = -9999.0  # what a logprob of -inf is reported as (JSON has no infinity; vLLM's value)
@@ -86,9 +94,33 @@ def filter_top_k_top_p(logits, top_k: int, top_p: float):
     return logits
 
 
+def apply_bias_and_masks(logits, states: list[SampleState], grammars: Any = None):
+    """`logits` with each row's `logit_bias` added and, for rows with a grammar matcher, the tokens their
+    grammar forbids at -inf (one bitmask for the batch). Returns `logits` itself when no row has either."""
+    import torch
+
+    biased = [(row, s.bias) for row, s in enumerate(states) if s.bias is not None]
+    constrained = any(s.matcher is not None for s in states)
+    if not biased and not constrained:
+        return logits
+    logits = logits.clone()
+    if biased:
+        rows = torch.cat([torch.full_like(ids, row) for row, (ids, _) in biased])
+        cols = torch.cat([ids for _, (ids, _) in biased])
+        logits.index_put_((rows, cols), torch.cat([values for _, (_, values) in biased]), accumulate=True)
+    if constrained:
+        from tuneforge.serve.engine.grammar import allocate_bitmask, apply_bitmask
+
+        bitmask = allocate_bitmask(len(states), logits.shape[-1])
+        grammars.fill_bitmask([s.matcher for s in states], bitmask)
+        apply_bitmask(logits, bitmask)
+    return logits
+
+
 def sample(logits, states: list[SampleState], histories: list[tuple[list[int], list[int]]],
-           generator: Any = None) -> list[Sampled | RowFailure]:
+           generator: Any = None, grammars: Any = None) -> list[Sampled | RowFailure]:
     """One token per row of `logits` (float32, (rows, vocab)); histories are (prompt ids, output ids).
+    `grammars` (a `grammar.GrammarCache`) fills the bitmask of rows whose state has a matcher.
 
     A row that cannot be sampled gives a `RowFailure` in its place; the others are unaffected."""
     import torch
@@ -96,10 +128,15 @@ def sample(logits, states: list[SampleState], histories: list[tuple[list[int], l
     finite = torch.isfinite(logits).all(dim=-1).tolist()
     want_logprobs = any(s.params.logprobs is not None for s in states)
     raw = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+    logits = apply_bias_and_masks(logits, states, grammars)
+    allowed = (logits > float("-inf")).any(dim=-1).tolist() if grammars is not None else [True] * len(states)
     results: list[Sampled | RowFailure] = []
     for row, (state, history) in enumerate(zip(states, histories, strict=True)):
         if not finite[row]:
             results.append(RowFailure("the model produced non-finite logits (NaN or inf) for this request"))
+            continue
+        if not allowed[row]:
+            results.append(RowFailure("the structured output's grammar allows no further token"))
             continue
         try:
             results.append(_sample_row(logits[row], None if raw is None else raw[row], state, history, generator))

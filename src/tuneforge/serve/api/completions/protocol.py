@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from tuneforge.serve.api.protocol import Int, Integral, NonEmptyStr, ResponseHead, SamplingRequest, Usage
+from tuneforge.serve.api.protocol import Int, Integral, NonEmptyStr, ResponseHead, SamplingRequest, Usage, refuse
 
 
 class CompletionRequest(SamplingRequest):
@@ -18,6 +18,16 @@ class CompletionRequest(SamplingRequest):
     echo: bool | None = False
     logprobs: Annotated[int, Field(ge=0, le=20), Integral] | None = Field(None, description="top logprobs per token")
     max_tokens: Annotated[int, Field(ge=0), Integral] | None = 16
+    best_of: Annotated[int, Field(ge=1), Integral] | None = Field(None, description="only equal to n (or 1)")
+    suffix: Any = None
+    _suffix = refuse("suffix", "no fill-in-the-middle")
+
+    @model_validator(mode="after")
+    def _best_of_is_n(self) -> CompletionRequest:
+        if self.best_of is not None and self.best_of != (self.n or 1):
+            raise ValueError(f"best_of={self.best_of} is not supported by this server: only best_of equal to n "
+                             f"({self.n or 1}), which returns every completion")
+        return self
 
     def top_logprobs_wanted(self) -> int | None:
         return self.logprobs

@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from tuneforge.serve.api.completions.protocol import Completion, CompletionChoice, CompletionRequest, completion_id
+from tuneforge.serve.api.constraints import check_logit_bias, prepare
 from tuneforge.serve.api.context import Finished, Job, ServingContext, public_reason, sse
 from tuneforge.serve.api.errors import APIError
 from tuneforge.serve.api.logprobs import completion_logprobs, of_picks
@@ -26,6 +27,7 @@ async def create_completion(ctx: ServingContext, req: CompletionRequest,
         raise APIError(400, "echo is not supported with stream=true", param="echo")
     if wanted == 0 and not req.echo:
         raise APIError(400, "max_tokens=0 only makes sense with echo=true", param="max_tokens")
+    check_logit_bias(ctx, req)
     for p in req.prompts():
         if isinstance(p, str):
             ctx.check_bytes(len(p.encode()), "prompt")
@@ -39,6 +41,8 @@ async def create_completion(ctx: ServingContext, req: CompletionRequest,
     n = req.n or 1
     jobs: list[Job] = [(list(ids), req.sampling_params(wanted, choice)) for ids in prompts for choice in range(n)]
     prompt_tokens = sum(len(p) for p in prompts) * n
+    asked = req.guided()
+    await prepare(ctx, jobs[0][1], asked[0] if asked else None)
     if req.stream:
         return _stream(ctx, req, jobs, adapter, prompt_tokens)
     results = await ctx.collect(request, jobs, adapter, ctx.admit(len(jobs))) if wanted > 0 else []
