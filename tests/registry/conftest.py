@@ -14,6 +14,7 @@ import httpx
 import pytest
 from tests.servers import postgres
 
+from tuneforge.core.artifacts import create_artifact
 from tuneforge.core.registry_config import RegistryConfig
 from tuneforge.pipeline import stop_server
 
@@ -126,3 +127,48 @@ def second_eval(second_adapter, tiny_dataset, tiny_config, tmp_path_factory):
 
     cfg = tiny_config.eval.model_copy(update={"max_new_tokens": 4, "general": False, "gates": EVAL_GATES})
     return run_eval(str(second_adapter.path), cfg, tmp_path_factory.mktemp("ev2") / "eval", tiny_dataset)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Three model artifacts: the tiny random Llama with seeds 1, 2, 3 (different weights, different answers)."""
+    from tuneforge.models.loader import TINY, build_tiny_random_llama, load_tokenizer
+
+    tokenizer = load_tokenizer(TINY)
+    folder = tmp_path_factory.mktemp("tiny-models")
+    paths = []
+    for seed in (1, 2, 3):
+        with create_artifact(folder / f"seed{seed}", "model", config={"seed": seed}) as writer:
+            build_tiny_random_llama(tokenizer, seed=seed).save_pretrained(writer.path)
+            tokenizer.save_pretrained(writer.path)
+        paths.append(folder / f"seed{seed}")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    """Endpoint URL of a real S3-compatible server process (moto's `moto_server`), stopped after the module."""
+    binary = Path(sys.executable).parent / "moto_server"
+    if not binary.exists():
+        pytest.fail("moto_server is not installed: pip install 'tuneforge[registry]' (moto[server])")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "w")
+    process = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"moto_server exited with {process.returncode}")
+            try:
+                httpx.get(f"{url}/moto-api/", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    pytest.fail("moto_server did not answer within 60 s")
+                time.sleep(0.1)
+        yield url
+    finally:
+        stop_server(process)
+        log.close()

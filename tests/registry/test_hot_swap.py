@@ -19,7 +19,6 @@ import httpx
 import pytest
 import yaml
 
-from tuneforge.core.artifacts import create_artifact
 from tuneforge.core.net import free_port, wait_ready
 from tuneforge.core.registry_config import RegistryConfig
 from tuneforge.pipeline import stop_server
@@ -28,22 +27,6 @@ from tuneforge.registry.promote import promote, rollback
 from tuneforge.registry.versions import register
 
 QUESTION = [{"role": "user", "content": "What color is the Quokka lamp?"}]
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    """Three model artifacts: the tiny random Llama with seeds 1, 2, 3 (different weights, different answers)."""
-    from tuneforge.models.loader import TINY, build_tiny_random_llama, load_tokenizer
-
-    tokenizer = load_tokenizer(TINY)
-    folder = tmp_path_factory.mktemp("tiny-models")
-    paths = []
-    for seed in (1, 2, 3):
-        with create_artifact(folder / f"seed{seed}", "model", config={"seed": seed}) as writer:
-            build_tiny_random_llama(tokenizer, seed=seed).save_pretrained(writer.path)
-            tokenizer.save_pretrained(writer.path)
-        paths.append(folder / f"seed{seed}")
-    return paths
 
 
 @dataclass

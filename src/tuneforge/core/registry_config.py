@@ -62,6 +62,21 @@ class RegistryConfig(_Section):
         Path("registry"), description="Folder of the embedded registry, the audit log (audit.jsonl) and the "
         "local artifact store (objects/)."
     )
+    store: str | None = Field(
+        None, pattern=r"^s3://[^/\s]+(/\S*)?$", description="Where artifact bytes go: None, the local folder "
+        "`root`/objects; or an S3-compatible bucket, s3://BUCKET/PREFIX (AWS S3, MinIO, Ceph…; credentials from "
+        "the usual AWS_* variables or ~/.aws), uploaded in parts so multi-GB weights pass S3's 5 GB PUT limit."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="The S3 API's URL for a non-AWS store, e.g. http://minio:9000 (None: AWS)."
+    )
+    s3_part_size_mb: int = Field(
+        64, ge=5, le=5120, description="Multipart upload part size in MiB (S3 needs 5 or more; at most 10,000 "
+        "parts per file, so 64 MiB parts carry files up to 625 GiB)."
+    )
+    s3_multipart_threshold_mb: int = Field(
+        64, ge=5, description="Files larger than this (MiB) are uploaded in parts, several at once."
+    )
     user: str | None = Field(
         None, description="Who is acting. Default: the TUNEFORGE_USER environment variable, else the OS user."
     )

@@ -50,5 +50,15 @@ def open_registry(cfg: RegistryConfig | None = None, user: str | None = None) ->
 
         backend = LocalRegistry(cfg.root)
     acting = user.strip() if user and user.strip() else current_user(cfg)
-    return RegistrySession(cfg=cfg, backend=backend, store=LocalFolderStore(cfg.root), log=AuditLog(
-        cfg.root / "audit.jsonl"), user=acting)
+    return RegistrySession(cfg=cfg, backend=backend, store=open_store(cfg), log=AuditLog(cfg.root / "audit.jsonl"),
+                           user=acting)
+
+
+def open_store(cfg: RegistryConfig) -> ArtifactStore:
+    """The S3-compatible store `cfg.store` names (downloads cached under `cfg.root`), else the local folder."""
+    if cfg.store:
+        from tuneforge.registry.s3_store import S3Store
+
+        return S3Store(cfg.store, cfg.root / "cache", cfg.s3_endpoint_url, cfg.s3_part_size_mb,
+                       cfg.s3_multipart_threshold_mb)
+    return LocalFolderStore(cfg.root)
