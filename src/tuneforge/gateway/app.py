@@ -34,6 +34,7 @@ from tuneforge.gateway.keys import KeyRecord, KeyStore
 from tuneforge.gateway.metrics import GatewayMetrics
 from tuneforge.gateway.quota import Admission, Quota, QuotaRefused
 from tuneforge.gateway.requestlog import RequestLog
+from tuneforge.gateway.resp import PipelinedRedis
 from tuneforge.gateway.upstream import (
     Outcome,
     StreamWatch,
@@ -51,11 +52,14 @@ MESSAGE_OVERHEAD = 16  # tokens a chat template may add per message (role marker
 
 
 def redis_client(url: str | None) -> Any:
-    """A Redis client: the real server at `url`, or fakeredis in this process (one gateway instance only)."""
+    """A Redis client: the real server at `url` (pipelined, `gateway.resp`; redis-py for TLS and sockets),
+    or fakeredis in this process (one gateway instance only)."""
     if url is None:
         import fakeredis
 
         return fakeredis.FakeAsyncRedis()
+    if url.startswith("redis://"):
+        return PipelinedRedis(url, timeout_s=1.0)
     import redis.asyncio as aioredis
 
     return aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -433,6 +437,8 @@ def create_app(cfg: GatewayConfig) -> HotPath:
             await gw.log.stop()
             await gw.client.close()
             await gw.probe.aclose()
+            for store in {id(gw.quota_redis): gw.quota_redis, id(gw.cache_redis): gw.cache_redis}.values():
+                await store.aclose()
 
     app = FastAPI(title="tuneforge gateway", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible gateway: keys, limits, budgets, cache, load balancing, canary.")

@@ -80,7 +80,10 @@ class Reply:
         return await self.response.content.readany()
 
     async def aclose(self) -> None:
-        self.response.close()  # not release(): a stream cut short must not go back to the pool half-read
+        # A stream read to its end hands its connection back to the pool (reconnecting per request cost
+        # the upstream an accept and the request a handshake under load); one cut short is closed —
+        # aiohttp closes a connection whose payload is not at EOF — which cancels it upstream.
+        self.response.release()
 
 
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
