@@ -203,3 +203,19 @@ def test_too_few_requests_is_an_error_before_anything_is_embedded(tmp_path):
     path.write_text('{"prompt": "Where is my parcel?"}\n' * 5)
     with pytest.raises(DataError, match="5 traffic prompts, fewer than drift.min_samples=20"):
         run(path, TRAIN, encoder=lambda texts: pytest.fail("embedded"))
+
+
+def test_cli_bad_traffic_file_is_one_clear_line_and_exit_1(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    bad = tmp_path / "traffic.jsonl"
+    bad.write_text('{"prompt": "ok"}\nnot json\n')
+    env = {**os.environ, "COLUMNS": "250"}
+    out = subprocess.run([sys.executable, "-m", "tuneforge", "monitor", "drift", str(bad), "-r", str(TRAIN)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and f"{bad}:2: not JSON" in out.stderr and "Traceback" not in out.stderr
+    help_text = subprocess.run([sys.executable, "-m", "tuneforge", "monitor", "drift", "--help"],
+                               capture_output=True, text=True, env=env, timeout=300).stdout
+    assert "Example" in help_text and "--metrics-out" in help_text
