@@ -51,8 +51,8 @@ def hermes_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]])
     for m in messages:
         content = m.get("content") or ""
         if m.get("tool_calls"):
-            blocks = [f"{OPEN}\n" + json.dumps({"name": c["function"]["name"], "arguments": c["function"]["arguments"]},
-                                               ensure_ascii=False) + f"\n{CLOSE}" for c in m["tool_calls"]]
+            blocks = [f"{OPEN}\n" + json.dumps({"name": c["function"]["name"], "arguments": _as_object(
+                c["function"]["arguments"])}, ensure_ascii=False) + f"\n{CLOSE}" for c in m["tool_calls"]]
             content = "\n".join([content, *blocks] if content else blocks)
         if m["role"] == "tool":
             out.append({"role": "user", "content": f"<tool_response>\n{content}\n</tool_response>"})
@@ -66,6 +66,16 @@ def hermes_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]])
     else:
         out.insert(0, {"role": "system", "content": system})
     return out
+
+
+def _as_object(arguments: Any) -> Any:
+    """Arguments as OpenAI sends them (JSON text) or as templates take them (an object): an object."""
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except json.JSONDecodeError:
+            return arguments
+    return arguments
 
 
 def render_with_tools(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
