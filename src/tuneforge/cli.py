@@ -36,6 +36,7 @@ from tuneforge.monitor.cli import app as monitor_app
 from tuneforge.registry.cli import app as registry_app
 from tuneforge.serve.safety.cli import app as review_app
 from tuneforge.serve.safety.cli import bench_safety
+from tuneforge.ui.cli import ui_cmd
 
 app = typer.Typer(
     help="tuneforge: raw domain data → fine-tuned LLM → OpenAI-compatible endpoint.\n\n"
@@ -58,6 +59,7 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(registry_app, name="registry")
 app.add_typer(review_app, name="review")
+app.command("ui")(ui_cmd)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose sections this command uses.")
