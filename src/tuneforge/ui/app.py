@@ -315,10 +315,10 @@ def create_app(ui: UIConfig, pipeline: PipelineConfig) -> FastAPI:
         if kind == "eval":
             model = views.pick(state.artifacts("adapter", "model"), body.get("model"), ("adapter", "model"), "model")
             dataset_path = body.get("dataset") or None
-            dataset = views.pick(state.artifacts("dataset"), dataset_path, ("dataset",), "dataset") \
+            evaluated_on = views.pick(state.artifacts("dataset"), dataset_path, ("dataset",), "dataset") \
                 if dataset_path else None
             config = job_config("eval", body.get("values", {}))
-            inputs = {"model": str(model.path), "dataset": str(dataset.path) if dataset else None}
+            inputs = {"model": str(model.path), "dataset": str(evaluated_on.path) if evaluated_on else None}
             return state.jobs.status(state.jobs.start("eval", config, inputs))
         raise TuneforgeError(f"no job kind {kind!r}")
 

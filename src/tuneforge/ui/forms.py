@@ -159,12 +159,9 @@ def parse(section: type[BaseModel], current: dict[str, Any], prefix: str, submit
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
-    if errors:
-        raise FormError(errors)
     try:
-        return section.model_validate(data)
+        validated = section.model_validate(data)
     except ValidationError as exc:
-        fields: dict[str, str] = {}
         for err in exc.errors():
             loc = ".".join([prefix, *(str(p) for p in err["loc"])])
             # the error of one member of a union (`batch_size.int`): report it on the field itself
@@ -172,5 +169,7 @@ def parse(section: type[BaseModel], current: dict[str, Any], prefix: str, submit
                 loc = loc.rsplit(".", 1)[0]
             got = err.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            fields.setdefault(loc, f"{err['msg']}{shown}")
-        raise FormError(fields) from None
+            errors.setdefault(loc, f"{err['msg']}{shown}")
+    if errors:  # every bad field at once, not one per submission
+        raise FormError(errors)
+    return validated

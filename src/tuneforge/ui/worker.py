@@ -92,6 +92,7 @@ def run(folder: Path) -> int:
     spec = read_json(folder / "spec.json")
     status = read_json(folder / "status.json")
     signal.signal(signal.SIGTERM, _stop)
+    final: dict[str, Any]
     write_json(folder / "status.json", {**status, "state": "running", "started_at": now(), "error": None})
     try:
         result = RUNNERS[spec["kind"]](spec, folder)
