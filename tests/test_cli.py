@@ -83,6 +83,7 @@ def test_run_whole_pipeline_on_tiny_model(assets, tmp_path):
     assert "the repeated first question was a cache hit" in " ".join(combined.split())  # served through the gateway
     for name in ("dataset", "adapter", "eval"):
         assert str(run / name) in combined
+    assert "open it in a browser: tuneforge ui -c" in " ".join(combined.split())  # the UI over these artifacts
 
 
 def test_serve_on_port_zero_reports_its_port():

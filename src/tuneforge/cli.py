@@ -37,6 +37,7 @@ from tuneforge.registry.cli import app as registry_app
 from tuneforge.serve.safety.cli import app as review_app
 from tuneforge.serve.safety.cli import bench_safety
 from tuneforge.ui.cli import ui_cmd
+from tuneforge.ui.config import UIConfig
 
 app = typer.Typer(
     help="tuneforge: raw domain data → fine-tuned LLM → OpenAI-compatible endpoint.\n\n"
@@ -124,6 +125,8 @@ def run(
         failing = failed_gates(report)
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in result.seconds.items())
     console.print(f"done in {time.perf_counter() - started:.0f}s ({timings})")
+    console.print(f"open it in a browser: tuneforge ui -c {pipeline}  (then http://127.0.0.1:"
+                  f"{default(UIConfig, 'port')})", highlight=False)
     if gate and failing:
         raise TuneforgeError(f"{len(failing)} gate(s) failed: {', '.join(g['gate'] for g in failing)}")
 
