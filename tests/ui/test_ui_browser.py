@@ -283,6 +283,7 @@ def test_whole_flow_in_chromium(stack, tmp_path):
         response_id = answers[0].get_attribute("data-response-id")
         css(".thumb-up").click()
         until_text(".thumbs", "recorded locally")
+        shot("playground")
         feedback = [json.loads(line) for line in (stack["tmp"] / "ws" / "feedback.jsonl").read_text().splitlines()]
         assert feedback[-1]["response_id"] == response_id and feedback[-1]["score"] == 1
         # a max_tokens over the server's serve.max_tokens (24) is refused by the server, and the page says so
@@ -292,7 +293,6 @@ def test_whole_flow_in_chromium(stack, tmp_path):
         css("#prompt").send_keys("again")
         css("#send-button").click()
         until_text(".bubble.assistant.error", "max_tokens=200 exceeds this server's limit of 24")
-        shot("playground")
 
         # ---- Review queue: a held answer approved by a named reviewer
         from tuneforge.serve.safety.review import ReviewQueue

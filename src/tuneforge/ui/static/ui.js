@@ -306,7 +306,7 @@ function playgroundPage() {
       for (const line of lines) {
         if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
         const event = JSON.parse(line.slice(6));
-        if (event.error) { out.classList.add("error"); out.textContent = `error: ${event.error.message}`; return; }
+        if (event.error) { out.classList.remove("streaming"); out.classList.add("error"); out.textContent = `error: ${event.error.message}`; return; }
         id = event.id || id;
         const delta = event.choices && event.choices[0] && event.choices[0].delta;
         if (delta && delta.content) { text += delta.content; chunks += 1; out.textContent = text; out.dataset.chunks = chunks; }
