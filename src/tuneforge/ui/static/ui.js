@@ -318,7 +318,7 @@ function playgroundPage() {
     pane.history.push({role: "assistant", content: text});
     const thumbs = document.createElement("div");
     thumbs.className = "thumbs";
-    for (const [label, score] of [["👍", 1], ["👎", -1]]) {
+    for (const [label, score] of [["▲ good", 1], ["▼ bad", -1]]) {
       const b = document.createElement("button");
       b.textContent = label;
       b.className = score > 0 ? "thumb-up" : "thumb-down";
