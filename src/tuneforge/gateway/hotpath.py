@@ -41,19 +41,36 @@ class EventStream:
         self.headers = _raw_headers({"cache-control": "no-cache", **headers}, media_type)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        writer = asyncio.ensure_future(self._write(send))
+        # The writer runs in this task (a task of its own would cost the first token a loop turn); the
+        # watcher cancels it when the client leaves, and that cancellation ends here.
+        me = asyncio.current_task()
+        assert me is not None
+        left = False
+
+        def client_left(task: asyncio.Future) -> None:
+            nonlocal left
+            if not task.cancelled() and task.exception() is None:
+                left = True
+                me.cancel()
+
         watcher = asyncio.ensure_future(_disconnected(receive))
+        watcher.add_done_callback(client_left)
         try:
-            await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
+            await self._write(send)
+        except asyncio.CancelledError:
+            if not left:
+                raise  # the server is stopping, not the client
+            me.uncancel()
         finally:
-            for task in (writer, watcher):
-                task.cancel()
-            await asyncio.gather(writer, watcher, return_exceptions=True)
-            await self.chunks.aclose()  # type: ignore[attr-defined]  # closes the upstream request
-            if self.on_close is not None:
-                await self.on_close()  # settles, caches, logs
-        if writer.done() and not writer.cancelled() and (error := writer.exception()) is not None:
-            raise error
+            watcher.remove_done_callback(client_left)
+            watcher.cancel()
+            # shielded: a client leaving right at the end must not interrupt the settlement
+            await asyncio.shield(self._close())
+
+    async def _close(self) -> None:
+        await self.chunks.aclose()  # type: ignore[attr-defined]  # closes the upstream request
+        if self.on_close is not None:
+            await self.on_close()  # settles, caches, logs
 
     async def _write(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
