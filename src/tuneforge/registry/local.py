@@ -1,7 +1,8 @@
 """The embedded registry: one JSON file (`<root>/registry.json`), the default when no tracking URI is set.
 
 Every change is a read-modify-write under an exclusive `flock` and lands by atomic rename, so two
-`tuneforge registry` processes on one machine never lose each other's writes or leave a torn file.
+`tuneforge registry` processes on one machine never lose each other's writes or leave a torn file; a new
+version is checked against the versions already there under that same lock (one version per content hash).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tuneforge.registry.protocol import RegistryError
+from tuneforge.registry.protocol import TAG, RegistryError
 
 
 class LocalRegistry:
@@ -68,11 +69,18 @@ class LocalRegistry:
     def create_version(self, name: str, tags: dict[str, str]) -> int:
         def edit(state: dict[str, Any]) -> int:
             model = state["models"].setdefault(name, {"versions": {}, "aliases": {}, "tags": {}})
+            digest = tags.get(f"{TAG}content_hash")
+            same = [int(n) for n, t in model["versions"].items() if digest and t.get(f"{TAG}content_hash") == digest]
+            if same:  # registered meanwhile by another process: checked and created under one lock
+                return min(same)
             number = max(map(int, model["versions"]), default=0) + 1
             model["versions"][str(number)] = dict(tags)
             return number
 
         return self._change(edit)
+
+    def delete_version(self, name: str, number: int) -> None:
+        self._change(lambda state: self._model(state, name)["versions"].pop(str(number), None))
 
     def version_tags(self, name: str) -> dict[int, dict[str, str]]:
         return {int(n): tags for n, tags in self._model(self._read(), name)["versions"].items()}

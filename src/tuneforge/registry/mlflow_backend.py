@@ -67,6 +67,9 @@ class MlflowRegistry:
                                                    f"{tags.get(f'{TAG}artifact_uri', 'the tuneforge store')}")
         return int(version.version)
 
+    def delete_version(self, name: str, number: int) -> None:
+        self.client.delete_model_version(name, str(number))
+
     def version_tags(self, name: str) -> dict[int, dict[str, str]]:
         self._model(name)
         found = self.client.search_model_versions(f"name = '{name}'", max_results=10000)

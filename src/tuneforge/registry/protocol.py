@@ -59,7 +59,13 @@ class Registry(Protocol):
     def models(self) -> list[str]: ...
 
     def create_version(self, name: str, tags: dict[str, str]) -> int:
-        """Create the model when new, add a version carrying `tags`, return its number."""
+        """Create the model when new, add a version carrying `tags`, return its number. A backend that can
+        check and create in one step (the embedded one, under its lock) returns the version already carrying
+        the same `tuneforge.content_hash` instead of adding one."""
+        ...
+
+    def delete_version(self, name: str, number: int) -> None:
+        """Remove a version (a duplicate that lost a concurrent registration of the same content)."""
         ...
 
     def version_tags(self, name: str) -> dict[int, dict[str, str]]:

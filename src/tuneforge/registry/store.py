@@ -67,7 +67,12 @@ class LocalFolderStore:
                         raise RegistryError(f"{artifact_path}: {name} changed while it was being stored; "
                                             "refusing the artifact")
                 (tmp / MANIFEST).write_text((artifact_path / MANIFEST).read_text())
-                tmp.rename(dest)
+                try:
+                    tmp.rename(dest)
+                except OSError:  # another process stored the same content first: same bytes, keep theirs
+                    if not (dest / MANIFEST).is_file():
+                        raise
+                    shutil.rmtree(tmp, ignore_errors=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

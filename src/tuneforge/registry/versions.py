@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tuneforge.registry.protocol import TAG, RegistryError, Version
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 REGISTRABLE = ("adapter", "model")
 HEAD_TAG = f"{TAG}audit_head"
+REGISTRATION_TAG = f"{TAG}registration"  # a random token per register call: which call created a version
 
 
 def record(session: RegistrySession, action: str, model: str, **details: Any) -> dict[str, Any]:
@@ -131,11 +133,29 @@ def register(session: RegistrySession, artifact_path: str | Path, name: str,
                       manifest_sha256=session.store.manifest_sha256(artifact.content_hash) or "",
                       created_by=session.user,
                       created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
-    number = session.backend.create_version(name, {**version.tags(), f"{TAG}artifact_uri": uri})
+    token = uuid.uuid4().hex
+    number = session.backend.create_version(name, {**version.tags(), f"{TAG}artifact_uri": uri,
+                                                   REGISTRATION_TAG: token})
+    winner, tags = _settle(session, name, number, artifact.content_hash)
+    if tags.get(REGISTRATION_TAG) != token:  # another process registered this content at the same time
+        return _attach(session, Version.from_tags(name, winner, tags), reports), False
     version = Version(**{**version.__dict__, "number": number})
     record(session, "register", name, version=number, content_hash=artifact.content_hash, kind=artifact.kind,
            source=str(artifact.path))
     return _attach(session, version, reports), True
+
+
+def _settle(session: RegistrySession, name: str, number: int, content_hash: str) -> tuple[int, dict[str, str]]:
+    """One version per content hash when processes register the same artifact at once: the lowest number
+    carrying it wins, and a higher one this call created is deleted (MLflow numbers a version before
+    anything can see the other one; the embedded registry never creates the duplicate). Returns the winner
+    and its tags."""
+    tags = session.backend.version_tags(name)
+    same = sorted(n for n, t in tags.items() if t.get(f"{TAG}content_hash") == content_hash)
+    winner = same[0] if same else number
+    if number != winner:
+        session.backend.delete_version(name, number)
+    return winner, tags[winner]
 
 
 def manifest_of(session: RegistrySession, version: Version) -> dict[str, Any]:
