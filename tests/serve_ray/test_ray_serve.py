@@ -42,6 +42,10 @@ def cluster():
     """A Ray head (4 logical CPUs) and `tuneforge serve tiny-random-llama --ray` joined to it; yields the base URL."""
     temp = tempfile.mkdtemp(prefix="tfray-")  # short: Ray's socket paths must fit in 107 bytes
     gcs = free_port()
+    # Loopback only: no token authentication (Ray 2.5x turns it on and keeps a token in ~/.ray, which a
+    # cluster started by an earlier local `ray.init` would then disagree with)
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # for this process's ray.init too
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     log = open(Path(temp) / "head.log", "w")  # noqa: SIM115
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=4",
@@ -63,7 +67,11 @@ def cluster():
         for key, value in settings.items():
             args += ["--set", f"{key}={value}"]
         server = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_ready(f"http://127.0.0.1:{port}/v1/models", server, 240)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/v1/models", server, 240)
+        except Exception as exc:
+            log.flush()
+            pytest.fail(f"{exc}\n{(Path(temp) / 'head.log').read_text()[-4000:]}")
         ray.init(address=address, namespace="tuneforge-test", log_to_driver=False)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
@@ -82,6 +90,10 @@ def cluster():
                 os.killpg(head.pid, signal.SIGKILL)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _listening(port: int) -> bool:
