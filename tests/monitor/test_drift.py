@@ -22,10 +22,9 @@ from tuneforge.monitor.drift import (
     holm,
     is_refusal,
     read_reference,
-    read_traffic,
     words,
 )
-from tuneforge.monitor.traffic import Exchange
+from tuneforge.monitor.traffic import Exchange, read_traffic
 
 ROOT = Path(__file__).parents[2]
 TRAIN = ROOT / "examples" / "customer-service" / "train.jsonl"
@@ -197,7 +196,7 @@ def test_bad_traffic_files_name_the_file_and_line(tmp_path, content, message):
 
 
 def test_too_few_requests_is_an_error_before_anything_is_embedded(tmp_path):
-    from tuneforge.monitor.drift import run
+    from tuneforge.monitor.drift_run import run
 
     path = tmp_path / "traffic.jsonl"
     path.write_text('{"prompt": "Where is my parcel?"}\n' * 5)

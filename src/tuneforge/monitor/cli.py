@@ -55,7 +55,7 @@ def drift(
     Example:  tuneforge monitor drift traffic.jsonl -r runs/demo/dataset -o runs/drift --metrics-out drift.prom
     """
     from tuneforge.core.config import settings
-    from tuneforge.monitor.drift import run
+    from tuneforge.monitor.drift_run import run
 
     cfg = settings(DriftConfig, None, alpha=alpha, permutations=permutations, max_reference=max_reference,
                    max_traffic=max_traffic, split=split, seed=seed)
