@@ -19,6 +19,18 @@ import pytest
 from tuneforge.core.net import free_port
 
 
+def until(check, seconds: float = 60.0, what: str | None = None, every: float = 0.2):
+    """Poll `check()` until it returns something truthy (returned), or fail the test after `seconds`
+    naming `what` (or the check's docstring)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"{what or check.__doc__ or 'condition'}: not within {seconds:.0f} s")
+
+
 def _wait_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:

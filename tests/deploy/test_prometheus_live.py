@@ -11,12 +11,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 import yaml
 from tests.deploy.deploy_support import DEPLOY, tool
+from tests.servers import until as _until
 
 from tuneforge.core.config import ServeConfig
 from tuneforge.core.net import free_port
@@ -29,16 +29,6 @@ def _query(base: str, expr: str) -> list[dict]:
     answer = httpx.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10).json()
     assert answer["status"] == "success", (expr, answer)
     return answer["data"]["result"]
-
-
-def _until(check, seconds: float = 60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"not within {seconds:.0f} s: {check.__doc__}")
 
 
 def _p99_from_buckets(metrics_text: str) -> float:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import yaml
+from tests.servers import until
 
 from tuneforge.core.net import free_port, wait_ready
 from tuneforge.core.registry_config import RegistryConfig
@@ -124,13 +125,7 @@ def _metrics(base: str) -> dict[str, float]:
 
 
 def _until(check, seconds: float = 60.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {seconds:.0f} s")
+    return until(check, seconds, every=0.05)
 
 
 @pytest.fixture(params=["embedded", "mlflow"])

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.servers import until as _until
 
 from tuneforge.core.net import free_port, wait_ready
 
@@ -25,16 +26,6 @@ from openai import OpenAI  # noqa: E402
 BIN = Path(sys.executable).parent
 APP = "tuneforge"
 LONG = {"max_tokens": 400, "extra_body": {"ignore_eos": True}}  # a request that lasts a while on the tiny model
-
-
-def _until(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"{what}: not within {seconds:.0f} s")
 
 
 @pytest.fixture(scope="module")

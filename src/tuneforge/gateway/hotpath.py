@@ -37,7 +37,7 @@ class EventStream:
 
     def __init__(self, chunks: AsyncIterator[bytes], headers: Mapping[str, str],
                  media_type: str = "text/event-stream", on_close: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.chunks, self.on_close, self.status_code = chunks, on_close, 200
+        self.chunks, self.on_close = chunks, on_close
         self.headers = _raw_headers({"cache-control": "no-cache", **headers}, media_type)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
