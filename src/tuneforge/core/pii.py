@@ -83,24 +83,32 @@ def ssn_ok(text: str) -> bool:
     return area not in ("000", "666") and not area.startswith("9") and group != "00" and serial != "0000"
 
 
-# (prefix pattern, allowed lengths) per issuer: Visa, Mastercard, Amex, Discover, UnionPay, JCB, Diners.
-_ISSUERS = (
-    (re.compile(r"4"), (16, 19)),  # 13-digit Visa is long retired; 13-digit ids collide with it
-    (re.compile(r"5[1-5]|222[1-9]|22[3-9]\d|2[3-6]\d\d|27[01]\d|2720"), (16,)),
-    (re.compile(r"3[47]"), (15,)),
-    (re.compile(r"6011|64[4-9]|65"), (16, 17, 18, 19)),
-    (re.compile(r"62"), (16, 17, 18, 19)),
-    (re.compile(r"35(?:2[89]|[3-8]\d)"), (16, 17, 18, 19)),
-    (re.compile(r"3(?:0[0-5]|[68])"), (14, 15, 16)),
+# Issuer ranges (ISO/IEC 7812 IINs) of card numbers shorter than 16 digits, each with its lengths: a 12-15 digit
+# run that passes Luhn is a card only inside one of these (order and account numbers of those lengths abound).
+_SHORT_ISSUERS = (
+    (re.compile(r"4"), (13,)),                                  # Visa, 13-digit (still issued in some ranges)
+    (re.compile(r"3[47]"), (15,)),                              # American Express
+    (re.compile(r"3(?:0[0-59]|[689])"), (14, 15)),             # Diners Club International
+    (re.compile(r"1800|2131"), (15,)),                          # JCB's 15-digit ranges
+    (re.compile(r"1"), (15,)),                                  # UATP (airline cards)
+    (re.compile(r"50|5[6-9]|6"), (12, 13, 14, 15)),             # Maestro (50, 56-69)
 )
+_LONG_CARD = re.compile(r"[1-6]")  # 16-19 digits: every card scheme's major industry identifier (1-6)
 
 
 def card_ok(text: str) -> bool:
-    """A payment card number: an issuer's prefix, that issuer's length, and the Luhn checksum."""
+    """A payment card number: the Luhn checksum, and 16-19 digits from a card industry (first digit 1-6) or a
+    shorter issuer range of its length (`_SHORT_ISSUERS`).
+
+    Long numbers are not tied to today's issuer table: schemes open new ranges (8-digit BINs since 2022),
+    and a Luhn-valid 16-19 digit run in text is a card far more often than anything else.
+    """
     digits = re.sub(r"[ -]", "", text)
-    if not luhn_ok(digits):
+    if not 12 <= len(digits) <= 19 or not luhn_ok(digits):
         return False
-    return any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _ISSUERS)
+    if len(digits) >= 16:
+        return _LONG_CARD.match(digits) is not None
+    return any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _SHORT_ISSUERS)
 
 
 def ip_ok(text: str) -> bool:
@@ -185,7 +193,7 @@ DETECTORS: tuple[Detector, ...] = (
         _NO_ALNUM_BEFORE + r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?" + _NO_ALNUM_AFTER), iban_ok,
              gate=_has_digit_run),
     Detector("CN_ID", re.compile(_NO_DIGIT_BEFORE + r"\d{17}[\dXx]" + _NO_ALNUM_AFTER), cn_id_ok, gate=_has_digit_run),
-    Detector("CREDIT_CARD", re.compile(_NO_DIGIT_BEFORE + r"\d(?:[ -]?\d){12,18}" + _NO_DIGIT_AFTER), card_ok,
+    Detector("CREDIT_CARD", re.compile(_NO_DIGIT_BEFORE + r"\d(?:[ -]?\d){11,18}" + _NO_DIGIT_AFTER), card_ok,
              gate=_has_digit_run),
     Detector("SSN", re.compile(_NO_DIGIT_BEFORE + r"\d{3}-\d{2}-\d{4}" + _NO_DIGIT_AFTER), ssn_ok, gate=_has_digit_run),
     # Mainland-China mobile: 1[3-9] + 9 digits, optionally +86.
@@ -205,16 +213,30 @@ DETECTORS: tuple[Detector, ...] = (
 )
 
 
+_NANP = re.compile(r"1?[2-9]\d\d[2-9]\d{6}")  # North American plan: area code and exchange never start 0 or 1
+
+
 def national_phones(text: str, regions: Iterable[str]) -> Iterable[tuple[int, int, str]]:
-    """Phone numbers written in a region's national format (`020 7946 0958` for GB), via libphonenumber."""
+    """Phone numbers written in a region's national format (`020 7946 0958` for GB), via libphonenumber.
+
+    "Possible" numbers (a length the region's plan allows), not only "valid" ones (a range assigned today):
+    new, unlisted and fiction ranges (Ofcom's 0115 496 0xxx) are still phone-shaped personal data. What keeps
+    ordinary numbers out is the shape: a national number starts with the trunk prefix 0, or, in the North
+    American plan (no trunk 0), is ten digits whose area code and exchange start 2-9.
+    """
     import phonenumbers
 
     for region in regions:
-        for match in phonenumbers.PhoneNumberMatcher(text, region.upper(), leniency=phonenumbers.Leniency.VALID):
+        nanp = phonenumbers.country_code_for_region(region.upper()) == 1
+        for match in phonenumbers.PhoneNumberMatcher(text, region.upper(), leniency=phonenumbers.Leniency.POSSIBLE):
             raw = match.raw_string
             before = text[match.start - 1] if match.start else " "
-            # National formats start with the trunk prefix 0; a digit run glued to a code (QA-0544…) is an id.
-            if raw.lstrip("(").startswith("0") and not ((before.isascii() and before.isalnum()) or before in "-_/"):
+            if (before.isascii() and before.isalnum()) or before in "-_/":
+                continue  # a digit run glued to a code (QA-0544…) is an id
+            digits = re.sub(r"\D", "", raw)
+            if len(digits) < 7:  # a time (09:00) or a short code: no plan's subscriber numbers are this short
+                continue
+            if raw.lstrip("(").startswith("0") or (nanp and not raw.startswith("+") and _NANP.fullmatch(digits)):
                 yield match.start, match.end, raw
 
 
