@@ -69,7 +69,8 @@ def test_chat_one_shot_local():
 
 
 def test_run_whole_pipeline_on_tiny_model(assets, tmp_path):
-    out = tf("run", assets / "pipeline.yaml", "--set", f"output_dir={tmp_path}", cwd=tmp_path)
+    out = tf("run", assets / "pipeline.yaml", "--set", f"output_dir={tmp_path}", "--set", "registry.name=tiny-bot",
+             "--set", "registry.promote_to=staging", "--set", f"registry.root={tmp_path / 'registry'}", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "tiny"
     adapter = load_artifact(run / "adapter", kind="adapter")
@@ -84,6 +85,7 @@ def test_run_whole_pipeline_on_tiny_model(assets, tmp_path):
     for name in ("dataset", "adapter", "eval"):
         assert str(run / name) in combined
     assert "open it in a browser: tuneforge ui -c" in " ".join(combined.split())  # the UI over these artifacts
+    assert "@staging → tiny-bot/1" in combined and "registry: tiny-bot/1 see its lineage" in combined
 
 
 def test_serve_on_port_zero_reports_its_port():

@@ -87,10 +87,11 @@ def _config(config: Path | None, overrides: list[str] | None, **values: Any) -> 
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see `tuneforge config schema`).")],
-    gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when any eval.gates threshold fails.")] = False,
+    gate: Annotated[bool, typer.Option("--gate", help="Exit 1 when any eval.gates threshold fails, or the "
+                                       "registry refused `registry.promote_to`.")] = False,
     overrides: SetOpt = None,
 ) -> None:
-    """Run a whole pipeline: prepare → train → eval (before/after) → serve smoke test.
+    """Run a whole pipeline: prepare → train → eval (before/after) → register and promote → serve smoke test.
 
     Artifacts go to OUTPUT_DIR/NAME (from the file); each stage prints where its artifact went.
 
@@ -127,8 +128,14 @@ def run(
     console.print(f"done in {time.perf_counter() - started:.0f}s ({timings})")
     console.print(f"open it in a browser: tuneforge ui -c {pipeline}  (then http://127.0.0.1:"
                   f"{default(UIConfig, 'port')})", highlight=False)
+    if result.registered:
+        status = f"NOT promoted ({result.refused})" if result.refused else "see its lineage and gates with"
+        console.print(f"registry: {result.registered} {status}: tuneforge registry show {result.registered} "
+                      f"-c {pipeline}", highlight=False)
     if gate and failing:
         raise TuneforgeError(f"{len(failing)} gate(s) failed: {', '.join(g['gate'] for g in failing)}")
+    if gate and result.refused:
+        raise TuneforgeError(result.refused)
 
 
 @config_app.command("show")

@@ -33,6 +33,7 @@ class RunResult:
     answers: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     registered: str | None = None  # NAME/VERSION when registry.name is set
+    refused: str | None = None  # why registry.promote_to refused it (failing gates), when it did
 
 
 def start_server(model_ref: str, cfg: ServeConfig, workdir: Path | None = None) -> tuple[subprocess.Popen, str]:
@@ -200,9 +201,15 @@ def run_pipeline(cfg: PipelineConfig) -> RunResult:
         result.artifacts["eval"] = report.path
         result.seconds["eval"] = time.perf_counter() - t
     if cfg.registry.name:
+        from tuneforge.registry.protocol import GatesFailed
+
         t = timed("registry")
-        result.registered = register_run(cfg, Path(model_ref), result.artifacts.get("eval") or (
-            paths["eval"] if is_artifact(paths["eval"]) else None))
+        try:
+            result.registered = register_run(cfg, Path(model_ref), result.artifacts.get("eval") or (
+                paths["eval"] if is_artifact(paths["eval"]) else None))
+        except GatesFailed as refusal:  # registered, not promoted: said here, and `run --gate` exits 1
+            result.registered, result.refused = refusal.ref, str(refusal)
+            console.print(f"[red]{refusal}[/red]", highlight=False)
         result.seconds["registry"] = time.perf_counter() - t
     if "serve" in cfg.stages and cfg.serve.smoke_questions:
         t = timed("serve")

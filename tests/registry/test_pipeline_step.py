@@ -24,3 +24,23 @@ def test_run_registers_and_promotes(registry_cfg, model_name, tiny_adapter, tiny
     refused = load_pipeline(None, values={"registry": {**registry, "promote_to": "canary"}})
     with pytest.raises(RegistryError, match="domain_accuracy >= 0.9"):
         register_run(refused, tiny_adapter.path, tiny_eval.path)
+
+
+def test_a_refused_promotion_leaves_the_run_registered_and_says_why(registry_cfg, model_name, tiny_adapter,
+                                                                     tiny_eval, tmp_path):
+    """`tuneforge run` whose gates fail: the version is registered, the alias is not moved, the run says which
+    gate failed (and `run --gate` turns that into exit 1) instead of a traceback after a long training."""
+    import shutil
+
+    from tuneforge.pipeline import run_pipeline
+
+    registry = {**registry_cfg.model_dump(mode="json"), "name": model_name, "promote_to": "canary"}
+    cfg = load_pipeline(None, values={"registry": registry, "stages": [], "output_dir": str(tmp_path)})
+    shutil.copytree(tiny_adapter.path, cfg.run_dir / "adapter")
+    shutil.copytree(tiny_eval.path, cfg.run_dir / "eval")
+    result = run_pipeline(cfg)
+    assert result.registered == f"{model_name}/1"
+    assert result.refused is not None and "domain_accuracy >= 0.9" in result.refused
+    session = open_registry(cfg.registry)
+    assert "canary" not in session.backend.aliases(model_name)
+    assert [e["action"] for e in history(session, model_name)] == ["register", "attach-eval", "refused"]

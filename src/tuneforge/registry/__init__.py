@@ -7,6 +7,6 @@ operations in `ops` (register, promote, approve, rollback, …) work the same ov
 """
 
 from tuneforge.registry.open import RegistrySession, open_registry
-from tuneforge.registry.protocol import ArtifactStore, Registry, RegistryError, Version
+from tuneforge.registry.protocol import ArtifactStore, GatesFailed, Registry, RegistryError, Version
 
-__all__ = ["ArtifactStore", "Registry", "RegistryError", "RegistrySession", "Version", "open_registry"]
+__all__ = ["ArtifactStore", "GatesFailed", "Registry", "RegistryError", "RegistrySession", "Version", "open_registry"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from tuneforge.core.registry_config import AliasPolicy, normalize_rule
 from tuneforge.registry.open import RegistrySession
-from tuneforge.registry.protocol import TAG, RegistryError, Version
+from tuneforge.registry.protocol import TAG, GatesFailed, RegistryError, Version
 from tuneforge.registry.versions import check_name, eval_manifests, manifest_of, record, resolve
 
 MOVES = ("promote", "rollback")  # the audit actions that move an alias
@@ -91,7 +91,8 @@ def promote(session: RegistrySession, ref: str, alias: str, force: bool = False,
         raise RegistryError(f"{version.ref} already holds @{alias}")
     if not all(g["passed"] for g in gates):
         record(session, "refused", version.name, version=version.number, alias=alias, gates=gates, reason=reason)
-        raise RegistryError(f"promotion of {version.ref} to @{alias} refused: gate(s) failed: {failing_text(gates)}")
+        raise GatesFailed(f"promotion of {version.ref} to @{alias} refused: gate(s) failed: {failing_text(gates)}",
+                          version.ref)
     if policy.approvals > 0:
         request = {"version": version.number, "requested_by": session.user, "reason": reason,
                    "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "approved_by": []}
@@ -150,7 +151,7 @@ def approve(session: RegistrySession, name: str, alias: str, reason: str | None 
         return Move(name, alias, "pending", version.number, None, [], policy.approvals, waiting["approved_by"])
     gates = check_policy(policy, recorded_gates(session, version))
     if not all(g["passed"] for g in gates):
-        raise RegistryError(f"{version.ref} no longer passes @{alias}'s gates: {failing_text(gates)}")
+        raise GatesFailed(f"{version.ref} no longer passes @{alias}'s gates: {failing_text(gates)}", version.ref)
     current = session.backend.aliases(name).get(alias)
     _move(session, name, alias, version.number, current, "promote", gates=gates,
           requested_by=waiting["requested_by"], approved_by=waiting["approved_by"], reason=waiting.get("reason"))

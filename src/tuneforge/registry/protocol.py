@@ -20,6 +20,14 @@ class RegistryError(TuneforgeError):
     """A registry operation was refused (unknown name/version/alias, failed gates, missing approval, …)."""
 
 
+class GatesFailed(RegistryError):
+    """A promotion refused because the version fails its alias's gates (the refusal is in the audit log)."""
+
+    def __init__(self, message: str, ref: str) -> None:
+        super().__init__(message)
+        self.ref = ref  # NAME/VERSION that was refused
+
+
 @dataclass(frozen=True)
 class Version:
     """One registered version of a model: which artifact, who registered it, which eval reports are attached."""
