@@ -200,6 +200,8 @@ def test_serve_follows_the_alias_under_load(follow_cfg, tiny_models, tmp_path, m
     assert ready["status"] == "ready" and ready["registry_version"] == f"{model_name}/1"
     assert f"{model_name}/3 (now @production) failed to load; still serving {model_name}/1" in ready["follow"]["error"]
     assert "failed to load" in server_log
+    # once v1 was released, v2's loop (started on a thread, beside v1) moved to the faster main thread
+    assert f"follow: engine loop of {model_name}/2 moved to the main thread" in server_log
     finishing = [int(n) for n in re.findall(r"(\d+) request\(s\) finishing on", server_log)]
     assert len(finishing) == 2 and max(finishing) >= 1, f"no request was in flight across a swap: {finishing}"
     assert metrics['tuneforge:model_swaps_total{model_name="bot",result="ok"}'] == 2

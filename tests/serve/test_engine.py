@@ -258,3 +258,40 @@ def test_a_loop_replaced_by_the_watchdog_keeps_its_caller_waiting(tiny):
         eng.shutdown()
     caller.join(timeout=5)
     assert not caller.is_alive()
+
+
+def test_adopt_loop_moves_a_running_loop_between_steps_without_losing_a_token(tiny):
+    """A version swapped in live starts on a thread; `adopt_loop` moves it to the caller (the main thread in
+    `tuneforge serve`) in the middle of generations: each still equals HF generate token for token, the
+    steps now run on the adopting thread, and the old loop thread has ended."""
+    import threading
+
+    eng = Engine(tiny, EngineLimits(max_num_seqs=3, max_model_len=256, max_num_batched_tokens=9)).start()
+    first = eng._thread
+    steps_on: set[str] = set()
+    step = eng._step
+
+    def watched(generation):
+        steps_on.add(threading.current_thread().name)
+        return step(generation)
+
+    eng._step = watched
+    params = SamplingParams(max_new_tokens=40, ignore_eos=True)
+    results: list = []
+    runner = threading.Thread(target=lambda: results.append(run_all(eng, [(ids, params) for ids in PROMPTS])))
+    runner.start()
+    while not steps_on:
+        time.sleep(0.001)
+    adopter = threading.Thread(target=eng.adopt_loop, name="adopter", daemon=True)
+    adopter.start()
+    try:
+        runner.join(timeout=120)
+        finals, _ = results[0]
+        for ids, final in zip(PROMPTS, finals, strict=True):
+            assert final.token_ids == hf_greedy(tiny.model, ids, 40)
+        assert steps_on == {"tuneforge-engine", "adopter"}, steps_on
+        assert eng._thread is adopter and not first.is_alive() and eng.restarts == 0
+    finally:
+        eng.shutdown()
+    adopter.join(timeout=5)
+    assert not adopter.is_alive()  # adopt_loop returns on shutdown

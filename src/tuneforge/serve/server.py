@@ -190,9 +190,17 @@ def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = No
     if cfg.malloc_trim_every > 0:
         memory.trim_every(cfg.malloc_trim_every, stop_trimming)
     run_loop, engine = engine.run_loop, None  # hold no reference: a swap must be able to free this version
-    run_loop()
-    del run_loop
-    release_memory()  # its last reference was this frame's
-    stopped.wait()  # the first version was swapped out (its loop ended), or the server stops
+    while True:
+        run_loop()  # returns when this version is swapped out (its engine shut down) or the server stops
+        del run_loop
+        release_memory()  # its last reference was this frame's
+        engine = app.state.engine  # the version swapped in: its loop started on a thread, beside the old one
+        if stopped.is_set() or engine.stopped or not hasattr(engine, "adopt_loop"):
+            break
+        console.print(f"follow: engine loop of {app.state.context.label or 'the new version'} moved to the "
+                      "main thread")
+        run_loop, engine = engine.adopt_loop, None
+    engine = None
+    stopped.wait()
     stop_trimming.set()
     http_thread.join(timeout=10)

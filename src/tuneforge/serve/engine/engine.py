@@ -112,6 +112,7 @@ class Engine:
         self._stop = threading.Event()
         self._scheduler = self._new_scheduler()
         self._thread: threading.Thread | None = None
+        self._handover: tuple[threading.Thread, threading.Event] | None = None  # adopt_loop's request
         self._watchdog: threading.Thread | None = None
         self._generator: Any = None
 
@@ -163,6 +164,36 @@ class Engine:
         this call just waits for shutdown."""
         self._loop(self._generation)
         self._stop.wait()
+
+    def adopt_loop(self) -> None:
+        """Move the loop from its own thread onto the calling thread, between two steps, and run it here
+        until `shutdown()`. `tuneforge serve` calls it on the main thread for a version swapped in live (it
+        had to start on a thread, beside the version it replaced), to get the main thread's faster steps."""
+        if self._thread is threading.current_thread():
+            self.run_loop()
+            return
+        ready = threading.Event()
+        self._handover = (threading.current_thread(), ready)
+        self._wake.set()
+        while not ready.wait(0.5):  # the loop hands over at its next iteration, never inside a step
+            if self._stop.is_set():
+                return
+        self.run_loop()
+
+    @property
+    def stopped(self) -> bool:
+        """`shutdown()` was called."""
+        return self._stop.is_set()
+
+    def _hand_over(self) -> None:
+        """On the loop thread, between steps: the next loop is the adopting thread's (see `adopt_loop`)."""
+        assert self._handover is not None
+        target, ready = self._handover
+        self._handover = None
+        self._generation += 1  # this loop ends; the watchdog now watches `target`
+        self.heartbeat = time.monotonic()
+        self._thread = target
+        ready.set()
 
     def _start_loop(self) -> None:
         self._generation += 1
@@ -305,6 +336,9 @@ class Engine:
     # ---- the loop ------------------------------------------------------------------------------
     def _loop(self, generation: int) -> None:
         while not self._stop.is_set() and generation == self._generation:
+            if self._handover is not None:
+                self._hand_over()
+                return
             self.heartbeat = time.monotonic()
             self._drain_inbox()
             if not self._scheduler.has_work():
