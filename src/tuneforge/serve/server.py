@@ -195,7 +195,7 @@ def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = No
         del run_loop
         release_memory()  # its last reference was this frame's
         engine = app.state.engine  # the version swapped in: its loop started on a thread, beside the old one
-        if stopped.is_set() or engine.stopped or not hasattr(engine, "adopt_loop"):
+        if stopped.is_set() or not hasattr(engine, "adopt_loop") or engine.stopped:  # (a vLLM engine has its own)
             break
         console.print(f"follow: engine loop of {app.state.context.label or 'the new version'} moved to the "
                       "main thread")
