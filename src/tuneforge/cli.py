@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from rich.table import Table
 from rich.text import Text
 
+from tuneforge.bench.recipe_cli import bench_recipe
 from tuneforge.core.config import (
     DEFAULT_MODEL,
     TRAIN_METHODS,
@@ -584,6 +585,7 @@ def bench_fuzz(
 
 
 bench_app.command("safety")(bench_safety)
+bench_app.command("recipe")(bench_recipe)
 
 
 @bench_app.command("gateway")

@@ -200,6 +200,10 @@ def run_pipeline(cfg: PipelineConfig) -> RunResult:
         report = run_eval(model_ref, eval_cfg, paths["eval"], dataset, cfg.model.dtype)
         result.artifacts["eval"] = report.path
         result.seconds["eval"] = time.perf_counter() - t
+        if cfg.eval.diagnose.enabled:  # say the likely cause and the knob when the tuning did not work
+            from tuneforge.eval.diagnose import print_diagnosis
+
+            print_diagnosis(report, model_ref, dataset, cfg.eval.diagnose)
     if cfg.registry.name:
         from tuneforge.registry.protocol import GatesFailed
 

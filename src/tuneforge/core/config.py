@@ -462,6 +462,20 @@ class JudgeConfig(_Section):
     max_tokens: int = Field(96, ge=8, le=2048)
 
 
+class DiagnoseConfig(_Section):
+    """`tuneforge run`: when the tuned model fails these, the run says the likely cause and the knob
+    (eval/diagnose.py)."""
+
+    enabled: bool = Field(True, description="Print the diagnosis after the eval stage.")
+    min_domain_accuracy: float = Field(0.8, ge=0.0, le=1.0, description="Domain accuracy below this is low.")
+    max_general_drop: float = Field(0.01, ge=0.0, le=1.0, description="A general-accuracy drop above this "
+                                    "(0.01 = one point) is forgetting, if its 95 % CI excludes zero.")
+    learned_loss: float = Field(0.3, gt=0.0, description="Final training loss per target token below which the "
+                                "training phrasings count as learned.")
+    min_rows_per_fact: float = Field(5.0, gt=0.0, description="Fewer training rows per fact (augmented ones "
+                                     "included) is too few phrasings.")
+
+
 class EvalConfig(_Section):
     """What is evaluated, before and after."""
 
@@ -485,6 +499,7 @@ class EvalConfig(_Section):
         default_factory=dict,
         description="Metric → rule, e.g. {domain_accuracy: '>= 0.8', general_accuracy_drop: '<= 0.05'}.",
     )
+    diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
 
 
 class ServeConfig(_Section):

@@ -23,6 +23,7 @@ from tuneforge.data.balance import balance_rows
 from tuneforge.data.clean import StepStats, dedup_rows, filter_rows, normalize_rows, row_texts, scrub_rows
 from tuneforge.data.contamination import check_contamination
 from tuneforge.data.formats import load_source, weighted
+from tuneforge.data.knowledge import knowledge_rows
 from tuneforge.data.packing import plan_packing
 from tuneforge.data.report import length_stats, render_html, render_markdown, write_charts
 from tuneforge.data.store import read_split_file, write_split
@@ -160,6 +161,9 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
     if data.augment.enabled:
         parts["train"], stats_aug = augment_rows(parts["train"], data.augment, data.seed)
         steps.append(stats_aug)
+    if data.knowledge.enabled:
+        parts["train"], stats_knowledge = knowledge_rows(parts["train"], data.knowledge, data.seed)
+        steps.append(stats_knowledge)
     if data.balance.enabled:
         b = data.balance
         parts["train"], stats_bal = balance_rows(parts["train"], b.max_per_label, b.min_per_label,

@@ -51,6 +51,9 @@ from tuneforge.train.methods import (
     trainable_state,
 )
 from tuneforge.train.methods import method as get_method
+from tuneforge.train.recipe import choose as choose_recipe
+from tuneforge.train.recipe import data_shape
+from tuneforge.train.recipe import describe as describe_recipe
 from tuneforge.train.tracking import Tracker
 
 EvalCallback = Callable[[int, float], None]
@@ -220,6 +223,9 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     accelerator = _accelerator(cfg)
     loaded = method.load_base(model_cfg, cfg)
     check_dataset(dataset, loaded.tokenizer, model_cfg.name)
+    cfg, recipe = choose_recipe(cfg, data_shape(read_split(dataset, "train")))
+    if accelerator.is_main_process:
+        console.print(describe_recipe(recipe))
     rows = _read_rows(dataset, loaded, cfg)
     model, attention, weights = _trainable_model(loaded, method, cfg, accelerator.device)
     memory = _plan_memory(model, rows.train, cfg, accelerator.device, weights)
@@ -243,7 +249,7 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     artifact = None
     if run.main:
         artifact = _write_output(output, dataset, model_cfg, cfg, unwrapped, loaded.tokenizer, state, metrics,
-                                 run.packed)
+                                 run.packed, recipe)
         if run.tracker:
             run.tracker.finish(output, {k: v for k, v in metrics.items() if k != "epochs"})
     accelerator.wait_for_everyone()
@@ -256,6 +262,7 @@ def memory_plan(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig):
     accelerator = _accelerator(cfg)
     loaded = method.load_base(model_cfg, cfg)
     check_dataset(dataset, loaded.tokenizer, model_cfg.name)
+    cfg, _ = choose_recipe(cfg, data_shape(read_split(dataset, "train")))
     rows = _read_rows(dataset, loaded, cfg)
     model, _, weights = _trainable_model(loaded, method, cfg, accelerator.device)
     return _plan_memory(model, rows.train, cfg, accelerator.device, weights)
@@ -564,7 +571,8 @@ def _evaluate(state: ckpt.TrainState, val_loss: float | None, cfg: TrainConfig, 
 
 
 def _write_output(output: Path, dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, model, tokenizer,
-                  state: ckpt.TrainState, metrics: dict[str, Any], packed: bool) -> Artifact:
+                  state: ckpt.TrainState, metrics: dict[str, Any], packed: bool,
+                  recipe: dict[str, Any] | None = None) -> Artifact:
     method = get_method(cfg.method)
     kind = output_kind(cfg.method)
     config = {"model": model_cfg.model_dump(mode="json"), "train": cfg.model_dump(mode="json")}
@@ -579,7 +587,7 @@ def _write_output(output: Path, dataset: Artifact, model_cfg: ModelConfig, cfg: 
         writer.metrics.update(metrics)
         base_ref = str(Path(model_cfg.name).absolute()) if Path(model_cfg.name).exists() else model_cfg.name
         writer.extra.update({"base_model": base_ref, "base_fingerprint": fingerprint(model_cfg.name),
-                             "method": cfg.method, "packed": packed,
+                             "method": cfg.method, "packed": packed, "recipe": recipe,
                              **({"adapter_format": method.saves} if kind == "adapter" else {}),
                              "chat_template_hash": template_hash(tokenizer),
                              "tokenizer_hash": tokenizer_hash(tokenizer)})

@@ -1,0 +1,162 @@
+"""`tuneforge bench recipe`: does a recipe teach a new domain? Domains × recipes, unseen phrasings.
+
+A domain is a folder with `train.jsonl` (chat rows) and `test.jsonl` (or `heldout.jsonl`:
+{question, key} rows phrased differently from any training row). A recipe is a set of dotted
+config overrides on top of the current defaults; `new-default` is no override at all, `old-default`
+pins the recipe tuneforge shipped before #23. Each cell prepares the domain's data, trains, and
+answers the domain's test questions and the shipped 150 general questions; the base model is
+evaluated once per domain (the general set once for all). Printed per cell: domain accuracy,
+general accuracy, its change against the base with a paired-bootstrap 95 % CI, the training time.
+
+Every finished cell is written to OUTPUT/cells/DOMAIN__RECIPE.json and reused by the next run, so
+the comparison can be run one cell at a time (`--recipes`, `--domains`) and assembled at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tuneforge.core.errors import ConfigError
+
+_FIXED_OFF = {"data.knowledge.enabled": False, "train.recipe": "fixed", "train.forgetting.methods": []}
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # What tuneforge shipped before #23 (and the demo's hand-tuned train block), pinned.
+    "old-default": {**_FIXED_OFF, "train.lr": 2e-4, "train.epochs": 3, "train.warmup_ratio": 0.05,
+                    "train.lora.r": 16, "train.lora.alpha": 32},
+    "demo-block": {**_FIXED_OFF, "train.lr": 2e-3, "train.epochs": 3, "train.warmup_ratio": 0.05,
+                   "train.lora.r": 16, "train.lora.alpha": 32},
+    # The automatic recipe with each lever alone, then together.
+    "auto": {"data.knowledge.enabled": False, "train.forgetting.methods": []},
+    "auto+rewrites": {"data.knowledge.cloze": 0, "data.knowledge.statements": False,
+                      "train.forgetting.methods": []},
+    "auto+cloze": {"data.knowledge.rewrites": 0, "data.knowledge.statements": False,
+                   "train.forgetting.methods": []},
+    "auto+statements": {"data.knowledge.rewrites": 0, "data.knowledge.cloze": 0, "train.forgetting.methods": []},
+    "auto+knowledge": {"train.forgetting.methods": []},
+    "auto+knowledge+replay": {"train.forgetting.methods": ["replay"]},
+    "auto+knowledge+kl": {"train.forgetting.methods": ["kl"]},
+    "new-default": {},
+}
+
+
+def domain_files(folder: Path) -> tuple[Path, Path]:
+    """(training rows, test questions) of a domain folder."""
+    train = folder / "train.jsonl"
+    test = next((folder / n for n in ("test.jsonl", "heldout.jsonl") if (folder / n).is_file()), None)
+    if not train.is_file() or test is None:
+        raise ConfigError(f"domain {folder}: needs train.jsonl and test.jsonl (or heldout.jsonl)")
+    return train, test
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    tmp.replace(path)
+
+
+def _pipeline(train: Path, test: Path, overrides: dict[str, Any], model: str):
+    from tuneforge.core.config import load_pipeline
+
+    values = {"model.name": model, "data.files": [str(train.absolute())],
+              "data.contamination.eval_files": [str(test.absolute())], "data.contamination.ngram": 4,
+              "eval.questions": str(test.absolute()), "eval.general": True, "eval.max_new_tokens": 48,
+              "eval.batch_size": 36, **overrides}
+    return load_pipeline(None, values=values)
+
+
+def _scores(result: dict[str, Any], name: str) -> list[float]:
+    return [float(s.get("accuracy", 0.0)) for s in result["sets"][name]["scores"]]
+
+
+def _answers(cfg, name: str, ref: str) -> dict[str, Any]:
+    from tuneforge.eval.evaluate import evaluate_model, question_sets
+
+    sets = {k: v for k, v in question_sets(cfg.eval).items() if k == name}
+    result = evaluate_model(ref, cfg.eval, sets, [], cfg.model.dtype)
+    return {"answers": result["sets"][name]["answers"], "scores": _scores(result, name)}
+
+
+def base_scores(folder: Path, output: Path, model: str) -> dict[str, dict[str, Any]]:
+    """The base model's answers to the domain's test set and to the general set (each computed once)."""
+    train, test = domain_files(folder)
+    cfg = _pipeline(train, test, {}, model)
+    out = {}
+    for name, path in (("domain", output / "cells" / f"{folder.name}__base.json"),
+                       ("general", output / "cells" / "general__base.json")):
+        cached = _read(path)
+        if cached is None:
+            cached = _answers(cfg, name, model)
+            _write(path, cached)
+        out[name] = cached
+    return out
+
+
+def run_cell(folder: Path, recipe: str, output: Path, model: str) -> dict[str, Any]:
+    """Prepare, train and evaluate one domain under one recipe (reused from OUTPUT/cells when done)."""
+    from tuneforge.data.prepare import prepare
+    from tuneforge.eval.evaluate import evaluate_model, question_sets
+    from tuneforge.eval.stats import paired_bootstrap
+    from tuneforge.train.loop import train as train_model
+
+    path = output / "cells" / f"{folder.name}__{recipe}.json"
+    cached = _read(path)
+    if cached is not None:
+        return cached
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    base = base_scores(folder, output, model)
+    train, test = domain_files(folder)
+    cfg = _pipeline(train, test, RECIPES[recipe], model)
+    work = output / "runs" / folder.name / recipe
+    dataset = prepare(cfg.data, cfg.model, work / "dataset")
+    started = time.perf_counter()
+    adapter = train_model(dataset, cfg.model, cfg.train, work / "adapter")
+    seconds = time.perf_counter() - started
+    result = evaluate_model(str(adapter.path), cfg.eval, question_sets(cfg.eval), [], cfg.model.dtype)
+    cell: dict[str, Any] = {"domain": folder.name, "recipe": recipe, "overrides": RECIPES[recipe],
+                            "rows_train": dataset.metrics["rows_train"], "train_seconds": round(seconds, 1),
+                            "train_loop_seconds": adapter.metrics.get("train_seconds"),
+                            "steps": adapter.metrics.get("steps"), "recipe_record": adapter.manifest.get("recipe")}
+    for name in ("domain", "general"):
+        tuned = _scores(result, name)
+        ci = paired_bootstrap(base[name]["scores"], tuned)
+        cell[name] = {"base": sum(base[name]["scores"]) / len(tuned), "tuned": sum(tuned) / len(tuned),
+                      "delta": ci["delta"], "ci": [ci["low"], ci["high"]],
+                      "answers": result["sets"][name]["answers"]}
+    _write(path, cell)
+    return cell
+
+
+def render(cells: list[dict[str, Any]]) -> str:
+    """Markdown: one row per domain × recipe."""
+    lines = ["| domain | recipe | train rows | steps | domain acc (base → tuned) | general acc (base → tuned) "
+             "| general Δ [95 % CI] | train time |", "|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        d, g = c["domain"], c["general"]
+        lines.append(f"| {c['domain']} | {c['recipe']} | {c['rows_train']} | {c['steps']} | "
+                     f"{d['base']:.3f} → **{d['tuned']:.3f}** | {g['base']:.3f} → {g['tuned']:.3f} | "
+                     f"{g['delta']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] | {c['train_seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def run_bench(domains: list[Path], recipes: list[str], output: Path, model: str) -> list[dict[str, Any]]:
+    """Every domain × recipe cell (finished ones reused); the table goes to OUTPUT/results.md."""
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise ConfigError(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    for folder in domains:
+        domain_files(folder)
+    cells = [run_cell(folder, recipe, output, model) for folder in domains for recipe in recipes]
+    finished = sorted((_read(p) for p in (output / "cells").glob("*__*.json")
+                       if not p.name.endswith("__base.json")), key=lambda c: (c["domain"], c["recipe"]))
+    (output / "results.md").write_text(render([c for c in finished if c]) + "\n")
+    return cells
