@@ -85,7 +85,8 @@ def test_augment_touches_only_training_split(tmp_path):
     path.write_text("\n".join(json.dumps({"instruction": f"How long is delivery for order {i}?",
                                          "output": f"Order {i} arrives in {i} days."}) for i in range(20)) + "\n")
     cfg = DataConfig(files=[path], validation_fraction=0.2,
-                     augment=AugmentConfig(enabled=True, synonyms={"delivery": ["shipping"]}))
+                     augment=AugmentConfig(enabled=True, synonyms={"delivery": ["shipping"]}),
+                     knowledge={"enabled": False})
     art = prepare(cfg, ModelConfig(name="tiny-random-llama"), tmp_path / "ds")
     train, val = read_split(art, "train"), read_split(art, "validation")
     assert len(train) == 32 and len(val) == 4

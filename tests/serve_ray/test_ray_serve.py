@@ -64,6 +64,13 @@ def cluster():
             log.flush()
             pytest.fail(f"{exc}\n{(Path(temp) / 'head.log').read_text()[-4000:]}")
         ray.init(address=address, namespace="tuneforge-test", log_to_driver=False)
+        # /v1/models answers once one replica is up; the second may still be loading on a busy machine
+        deadline = time.monotonic() + 240
+        while _running() < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if _running() < 2:
+            log.flush()
+            pytest.fail(f"2 running replicas: not within 240 s (states {_states()})\n{_serve_logs(temp)}")
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         if server is not None and server.poll() is None:
@@ -92,6 +99,18 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _states(app: str = APP) -> dict[str, int]:
+    from tuneforge.serve.ray_serve import replica_counts
+
+    return replica_counts(app)
+
+
+def _serve_logs(temp: str, chars: int = 3000) -> str:
+    """The tail of each Ray Serve log (controller, replicas) and of the head's, for a failure message."""
+    logs = sorted(Path(temp).glob("session_latest/logs/serve/*.log")) + [Path(temp) / "head.log"]
+    return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in logs if p.is_file())
 
 
 def _running(app: str = APP) -> int:

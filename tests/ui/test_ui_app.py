@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tuneforge.core.config import PipelineConfig, TrainConfig, load_pipeline
-from tuneforge.core.errors import ConfigError
+from tuneforge.core.errors import ConfigError, TuneforgeError
 from tuneforge.ui import forms
 from tuneforge.ui.app import create_app
 from tuneforge.ui.config import UIConfig
@@ -121,3 +121,16 @@ def test_ui_config_refuses_bad_values_by_name(tmp_path):
     with pytest.raises(ConfigError, match="ui.port"):
         build_config(UIConfig, {"port": 70000}, prefix="ui")
     assert load_pipeline(None).train == TrainConfig()
+
+
+def test_a_job_stopped_while_its_worker_starts_reads_stopped(tmp_path):
+    """SIGTERM lands before the worker has imported enough to record its own end (it dies by the default
+    action): the manager records the stop, so the job is `stopped`, not left `starting` or called failed."""
+    from tuneforge.ui.jobs import Jobs
+
+    jobs = Jobs(tmp_path / "ws")
+    job_id = jobs.start("plan", PipelineConfig().model_dump(mode="json"), {})
+    status = jobs.stop(job_id)  # at once: the worker is still importing torch
+    assert status["state"] == "stopped" and status["finished_at"]
+    with pytest.raises(TuneforgeError, match="not running"):
+        jobs.stop(job_id)

@@ -329,8 +329,9 @@ def test_whole_flow_in_chromium(stack, tmp_path):
         set_field("train.max_steps", "5000")
         set_field("train.epochs", "1000")
         css("#train-button").click()
-        until_text("#run-info", "step ")
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#run-id").text not in ("", run_id))
         last = text_of("#run-id")
+        until_text("#run-info", "step ")  # the new run's, not the finished one's "step 12 / 12"
     except BaseException:
         shot("failure")
         raise
