@@ -65,12 +65,11 @@ def cluster():
             pytest.fail(f"{exc}\n{(Path(temp) / 'head.log').read_text()[-4000:]}")
         ray.init(address=address, namespace="tuneforge-test", log_to_driver=False)
         # /v1/models answers once one replica is up; the second may still be loading on a busy machine
-        deadline = time.monotonic() + 240
-        while _running() < 2 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if _running() < 2:
+        try:
+            _until(lambda: _running() >= 2, 240, "2 running replicas", every=0.5)
+        except pytest.fail.Exception as exc:
             log.flush()
-            pytest.fail(f"2 running replicas: not within 240 s (states {_states()})\n{_serve_logs(temp)}")
+            pytest.fail(f"{exc} (states {_states()})\n{_serve_logs(temp)}")
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         if server is not None and server.poll() is None:
@@ -114,9 +113,7 @@ def _serve_logs(temp: str, chars: int = 3000) -> str:
 
 
 def _running(app: str = APP) -> int:
-    from tuneforge.serve.ray_serve import replica_counts
-
-    return replica_counts(app).get("RUNNING", 0)
+    return _states(app).get("RUNNING", 0)
 
 
 def _replicas() -> dict[str, int]:

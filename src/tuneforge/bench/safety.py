@@ -226,12 +226,13 @@ def run_safety_bench(out: Path | None = None, latency_samples: int = 300, pii_pe
     sets = {split: load(names) for split, names in ATTACKS.items()}
     sets["benign"] = demo_questions() + load(BENIGN_PACKAGED)
     report: dict[str, Any] = {"injection": {}, "summary": {name: {} for name in configs}}
+    both = configs["both"]
     scores: dict[str, list[tuple[float, float]]] = {}
     for split, rows in sets.items():
         progress(f"injection: {split} ({len(rows)} texts)")
+        # "both" from the full scores (the threshold sweep below needs them), not from a second guard pass
         flags = injection_flags(rows, {k: v for k, v in configs.items() if k != "both"})
-        scores[split] = full_scores(rows, configs["both"])
-        both = configs["both"]
+        scores[split] = full_scores(rows, both)
         flags["both"] = [h >= both.rules_threshold or p >= both.threshold for h, p in scores[split]]
         report["injection"][split] = injection_table(rows, flags)
         keep = [i for i, s in enumerate(rows) if split != "benign" or s.source in EVERYDAY]
@@ -240,7 +241,7 @@ def run_safety_bench(out: Path | None = None, latency_samples: int = 300, pii_pe
             report["summary"][name][label] = _rate([f[i] for i in keep])
     everyday = [x for x, smp in zip(scores["benign"], sets["benign"], strict=True) if smp.source in EVERYDAY]
     attacks = [x for x, smp in zip(scores["held-out"], sets["held-out"], strict=True) if smp.label]
-    report["operating_points"] = operating_points(attacks, everyday, configs["both"].rules_threshold)
+    report["operating_points"] = operating_points(attacks, everyday, both.rules_threshold)
     held = [s for s in sets["held-out"] if s.label]
     progress("evasion variants")
     report["evasion"] = evasion_table(held, InjectionGuardConfig())

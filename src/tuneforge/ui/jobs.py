@@ -142,12 +142,12 @@ class Jobs:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        folder = self.folder(job_id)
-        if read_json(folder / "status.json").get("state") in ACTIVE and not _alive(status.get("pid")):
+        path = self.folder(job_id) / "status.json"
+        recorded = read_json(path)
+        if recorded.get("state") in ACTIVE and not _alive(status.get("pid")):
             # the signal came before the worker could record its end (still importing, or SIGKILLed): the stop
             # is what ended it, so the job reads as stopped, not as a worker that died on its own
-            write_json(folder / "status.json", {**read_json(folder / "status.json"), "state": "stopped",
-                                                "finished_at": now()})
+            write_json(path, {**recorded, "state": "stopped", "finished_at": now()})
         return self.status(job_id)
 
     def resume(self, job_id: str) -> dict[str, Any]:
