@@ -175,3 +175,35 @@ def test_logit_bias_forces_and_bans(client, tiny):
                                                   "logprobs": 0}).json()["choices"][0]
     assert banned["logprobs"]["tokens"][0] != plain["logprobs"]["tokens"][0]
     assert plain["text"] != banned["text"]
+
+
+@pytest.mark.parametrize("rows,vocab", [(1, 49152), (3, 100), (5, 33), (16, 64)])
+def test_the_bitmask_forbids_exactly_the_cleared_bits(rows, vocab):
+    import torch
+
+    from tuneforge.serve.engine.grammar import allocate_bitmask, apply_bitmask
+
+    gen = torch.Generator().manual_seed(rows * vocab)
+    bitmask = allocate_bitmask(rows, vocab)
+    bitmask.copy_(torch.randint(-2**31, 2**31 - 1, bitmask.shape, dtype=torch.int32, generator=gen))
+    logits = torch.randn(rows, vocab, generator=gen)
+    masked = apply_bitmask(logits, bitmask)
+    words = bitmask.tolist()
+    for row in range(rows):
+        for token in (0, 1, 31, 32, vocab // 2, vocab - 1):
+            allowed = (words[row][token // 32] >> (token % 32)) & 1
+            assert masked[row, token].item() == (logits[row, token].item() if allowed else float("-inf")), (row, token)
+    assert torch.equal(torch.isinf(masked).sum(), torch.tensor(sum(  # and no other token than the cleared bits
+        1 - ((words[r][t // 32] >> (t % 32)) & 1) for r in range(rows) for t in range(vocab))))
+
+
+def test_bench_structured_measures_every_constraint_at_every_concurrency():
+    from tuneforge.bench.structured import render, run
+
+    rows = run("tiny-random-llama", (1, 3), max_tokens=8, repeat=1)
+    assert [(r.constraint, r.streams) for r in rows] == [
+        (c, n) for n in (1, 3) for c in ("free", "json_schema", "regex")]
+    assert all(r.tok_s > 0 and r.ttft_ms > 0 for r in rows)
+    assert [r.ratio for r in rows if r.constraint == "free"] == [1.0, 1.0]
+    assert all(r.compile_ms > 0 for r in rows if r.constraint != "free")
+    assert "| json_schema | 3 |" in render(rows, 8)

@@ -103,8 +103,8 @@ def apply_bias_and_masks(logits, states: list[SampleState], grammars: Any = None
     constrained = any(s.matcher is not None for s in states)
     if not biased and not constrained:
         return logits
-    logits = logits.clone()
     if biased:
+        logits = logits.clone()
         rows = torch.cat([torch.full_like(ids, row) for row, (ids, _) in biased])
         cols = torch.cat([ids for _, (ids, _) in biased])
         logits.index_put_((rows, cols), torch.cat([values for _, (_, values) in biased]), accumulate=True)
@@ -113,7 +113,7 @@ def apply_bias_and_masks(logits, states: list[SampleState], grammars: Any = None
 
         bitmask = allocate_bitmask(len(states), logits.shape[-1])
         grammars.fill_bitmask([s.matcher for s in states], bitmask)
-        apply_bitmask(logits, bitmask)
+        logits = apply_bitmask(logits, bitmask)
     return logits
 
 
