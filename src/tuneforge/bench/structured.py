@@ -94,18 +94,18 @@ def run(model: str, streams: tuple[int, ...] = (1, 16), max_tokens: int = 64,
     ttfts: dict[tuple[str, int], list[float]] = {}
     failure: list[BaseException] = []
 
+    encoded = [tokenizer(render_prompt(tokenizer, [{"role": "user", "content": text}]),
+                         add_special_tokens=False)["input_ids"] for text in PROMPTS]
+    prompts = {n: [encoded[i % len(encoded)] for i in range(n)] for n in streams}
+
     def client() -> None:
         try:
-            warm = tokenizer(render_prompt(tokenizer, [{"role": "user", "content": PROMPTS[0]}]),
-                             add_special_tokens=False)["input_ids"]
             for kind in kinds:
-                _round(engine, [warm], kind, 8)
+                _round(engine, encoded[:1], kind, 8)
             for _ in range(repeat):
                 for n in streams:
-                    prompts = [tokenizer(render_prompt(tokenizer, [{"role": "user", "content": PROMPTS[i % len(
-                        PROMPTS)]}]), add_special_tokens=False)["input_ids"] for i in range(n)]
                     for kind in kinds:
-                        rate, firsts = _round(engine, prompts, kind, max_tokens)
+                        rate, firsts = _round(engine, prompts[n], kind, max_tokens)
                         rates.setdefault((kind, n), []).append(rate)
                         ttfts.setdefault((kind, n), []).extend(firsts)
         except BaseException as exc:  # reported on the main thread once the loop has stopped

@@ -138,7 +138,7 @@ def allocate_bitmask(rows: int, vocab_size: int) -> Any:
 
 def apply_bitmask(logits: Any, bitmask: Any) -> Any:
     """`logits` with the tokens `bitmask` forbids at -inf, for the whole batch (a new tensor): bit j of
-    word w of row i allows token 32·w + j of row i; tokens past the bitmask's width are forbidden.
+    word w of row i allows token 32·w + j of row i (`allocate_bitmask(rows, vocab)` covers every token).
 
     Eager, not `llguidance.torch.apply_token_bitmask_inplace`: that one is a `torch.compile` kernel, and
     on CPU each batch shape class it met (one row, several) cost an Inductor compile of 0.25-3.5 s inside
@@ -149,8 +149,5 @@ def apply_bitmask(logits: Any, bitmask: Any) -> Any:
     import torch
 
     bits = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, bitorder="little")  # int32 words are LE
-    allowed = torch.from_numpy(bits).view(torch.bool)
-    vocab = logits.shape[-1]
-    if vocab > allowed.shape[1]:
-        allowed = torch.nn.functional.pad(allowed, (0, vocab - allowed.shape[1]), value=False)
-    return torch.where(allowed[:, :vocab].to(logits.device), logits, float("-inf"))
+    allowed = torch.from_numpy(bits).view(torch.bool)[:, :logits.shape[-1]]
+    return torch.where(allowed.to(logits.device), logits, float("-inf"))

