@@ -91,7 +91,14 @@ class MlflowRegistry:
         return dict(self._model(name).tags)
 
     def set_model_tag(self, name: str, key: str, value: str) -> None:
-        self.client.set_registered_model_tag(name, key, value)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.set_registered_model_tag(name, key, value)
+        except MlflowException:
+            # MLflow's SQL store upserts by read-then-insert: two writers setting a tag the model does not have yet
+            # both insert, and the second fails on the unique key. The row exists now, so the retry updates it.
+            self.client.set_registered_model_tag(name, key, value)
 
     def delete_model_tag(self, name: str, key: str) -> None:
         self.client.delete_registered_model_tag(name, key)
