@@ -173,9 +173,9 @@ def serve(model_ref: str, cfg: ServeConfig, registry: RegistryConfig | None = No
         raise TuneforgeError(f"serve: cannot bind {cfg.host}:{cfg.port} ({exc.strerror})") from None
     port = sock.getsockname()[1]
     console.print(f"serving [bold]{model_ref}[/bold] as model [bold]{name!r}[/bold] on "
-                  f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs) | native engine: {engine.max_num_seqs} "
+                  f"http://{cfg.host}:{port}/v1  (OpenAPI: /docs) | {cfg.backend} backend: {engine.max_num_seqs} "
                   f"slots × {engine.max_context} tokens, KV cache {engine.cache_bytes / 2**20:.0f} MiB, "
-                  f"{getattr(engine, 'runner', engine).dtype} ({cfg.backend} backend)".replace("torch.", ""))
+                  f"{getattr(engine, 'runner', engine).dtype}".replace("torch.", ""))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     stopped = threading.Event()
 

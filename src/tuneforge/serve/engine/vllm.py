@@ -119,6 +119,7 @@ class VllmEngine:
         self._adapters: dict[str, str] = {}
         self._requests: dict[str, _Request] = {}
         self._lock = threading.Lock()
+        self._exit_code: int | None = None  # set once the worker is gone: later requests fail at once
         self._ids = itertools.count()
         self._stop = threading.Event()
         self._lora_answers: queue.SimpleQueue = queue.SimpleQueue()
@@ -214,7 +215,13 @@ class VllmEngine:
             wire["guided"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params.guided).items()
                               if v not in (None, False)}
         with self._lock:
-            self._requests[rid] = request
+            dead = self._exit_code is not None
+            if not dead:
+                self._requests[rid] = request
+        if dead:  # checked under the lock the reader holds when it fails what is in flight: nothing is left waiting
+            sink(StreamDelta("", "error", error=f"engine down: the vLLM worker exited with {self._exit_code}",
+                             status=503))
+            return rid
         self._update_gauges()
         self._send({"op": "add", "id": rid, "prompt": request.prompt_ids, "params": wire, "lora": adapter})
         return rid
@@ -340,8 +347,10 @@ class VllmEngine:
                 self._lora_answers.put(message)
                 continue
             self._on_output(message)
+        code = self.process.wait()
+        with self._lock:
+            self._exit_code = code
         if not self._stop.is_set():
-            code = self.process.wait()
             console.print(f"[red]backend vllm: the vLLM worker exited with {code}[/red]")
             for rid in list(self._requests):
                 self._end(rid, "error", f"engine error: the vLLM worker exited with {code}", 500)

@@ -74,6 +74,8 @@ class Worker:
             bad = isinstance(exc, ValueError | TypeError)
             self.send({"id": rid, "tokens": [], "finish": "error", "error": f"{type(exc).__name__}: {exc}",
                        "status": 400 if bad else 500})
+            if self.engine.errored:  # vLLM's engine core died (EngineDeadError): no request can run any more, so
+                os._exit(70)  # the worker exits; tuneforge fails what is in flight and /health turns 503
         finally:
             self.tasks.pop(rid, None)
 
