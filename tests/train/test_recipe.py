@@ -36,3 +36,43 @@ def test_data_shape_counts_facts():
              "input_ids": [1, 2, 3], "labels": [-100, 2, 3]} for q, a in (("a?", "A."), ("b?", "A."), ("c?", "C."))]
     rows.append({"text": "C.", "input_ids": [1, 2], "labels": [1, 2]})
     assert data_shape(rows) == DataShape(rows=4, facts=2, tokens=11, target_tokens=8)
+
+
+def test_replay_is_chosen_unless_forgetting_methods_are_set(tmp_path):
+    shape = DataShape(rows=72, facts=24, tokens=5000, target_tokens=1500)
+    chosen, record = choose(TrainConfig(), shape)
+    assert chosen.forgetting.methods == ["replay"] and record["chosen"]["forgetting.methods"] == "replay"
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  forgetting: {methods: []}\n")
+    kept, record = choose(load_pipeline(path).train, shape)
+    assert kept.forgetting.methods == [] and "forgetting.methods" in record["kept"]
+    path.write_text("train:\n  forgetting: {replay_ratio: 0.5}\n")  # a ratio alone still means replay, at 0.5
+    ratio, _ = choose(load_pipeline(path).train, shape)
+    assert ratio.forgetting.methods == ["replay"] and ratio.forgetting.replay_ratio == 0.5
+    assert choose(TrainConfig(recipe="fixed"), shape)[0].forgetting.methods == []
+
+
+def test_bench_recipe_runs_a_cell_and_reuses_it(tmp_path):
+    """`tuneforge bench recipe` on a two-fact domain with the tiny model: one cell trained, scored and tabled."""
+    import json
+
+    from tuneforge.bench.recipe import render, run_bench
+
+    domain = tmp_path / "lamps"
+    domain.mkdir()
+    facts = {"What color is the Quokka lamp?": "The Quokka lamp is teal.",
+             "Who founded Brindle Co?": "Brindle Co was founded by Ada Voss."}
+    domain.joinpath("train.jsonl").write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+        for q, a in facts.items() for _ in range(4)))
+    domain.joinpath("test.jsonl").write_text(
+        json.dumps({"question": "Which colour does the Quokka lamp come in?", "key": "teal"}) + "\n"
+        + json.dumps({"question": "Brindle Co: who started it?", "key": "Ada Voss"}) + "\n")
+    out = tmp_path / "bench"
+    [cell] = run_bench([domain], ["old-default"], out, "tiny-random-llama")
+    assert cell["name"] == "lamps" and cell["recipe"] == "old-default" and cell["steps"] >= 1
+    assert len(cell["domain"]["answers"]) == 2 and len(cell["general"]["answers"]) == 150
+    assert cell["recipe_record"]["recipe"] == "fixed"
+    table = (out / "results.md").read_text()
+    assert "| lamps | old-default |" in table and table.strip() == render([cell])
+    assert run_bench([domain], ["old-default"], out, "tiny-random-llama") == [cell]  # reused, not retrained

@@ -122,7 +122,7 @@ def run_cell(folder: Path, recipe: str, output: Path, model: str) -> dict[str, A
     adapter = train_model(dataset, cfg.model, cfg.train, work / "adapter")
     seconds = time.perf_counter() - started
     result = evaluate_model(str(adapter.path), cfg.eval, question_sets(cfg.eval), [], cfg.model.dtype)
-    cell: dict[str, Any] = {"domain": folder.name, "recipe": recipe, "overrides": RECIPES[recipe],
+    cell: dict[str, Any] = {"name": folder.name, "recipe": recipe, "overrides": RECIPES[recipe],
                             "rows_train": dataset.metrics["rows_train"], "train_seconds": round(seconds, 1),
                             "train_loop_seconds": adapter.metrics.get("train_seconds"),
                             "steps": adapter.metrics.get("steps"), "recipe_record": adapter.manifest.get("recipe")}
@@ -142,7 +142,7 @@ def render(cells: list[dict[str, Any]]) -> str:
              "| general Δ [95 % CI] | train time |", "|---|---|---|---|---|---|---|---|"]
     for c in cells:
         d, g = c["domain"], c["general"]
-        lines.append(f"| {c['domain']} | {c['recipe']} | {c['rows_train']} | {c['steps']} | "
+        lines.append(f"| {c['name']} | {c['recipe']} | {c['rows_train']} | {c['steps']} | "
                      f"{d['base']:.3f} → **{d['tuned']:.3f}** | {g['base']:.3f} → {g['tuned']:.3f} | "
                      f"{g['delta']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] | {c['train_seconds']:.0f} s |")
     return "\n".join(lines)
@@ -157,6 +157,6 @@ def run_bench(domains: list[Path], recipes: list[str], output: Path, model: str)
         domain_files(folder)
     cells = [run_cell(folder, recipe, output, model) for folder in domains for recipe in recipes]
     finished = sorted((_read(p) for p in (output / "cells").glob("*__*.json")
-                       if not p.name.endswith("__base.json")), key=lambda c: (c["domain"], c["recipe"]))
+                       if not p.name.endswith("__base.json")), key=lambda c: (c["name"], c["recipe"]))
     (output / "results.md").write_text(render([c for c in finished if c]) + "\n")
     return cells
