@@ -256,10 +256,13 @@ class PromptConfig(_Section):
     )
 
 
+ForgettingMethod = Literal["replay", "kl", "ewc"]
+
+
 class ForgettingConfig(_Section):
     """Anti-forgetting regularisers, all driven by general (non-domain) chat data."""
 
-    methods: list[Literal["replay", "kl", "ewc"]] = Field(
+    methods: list[ForgettingMethod] = Field(
         default_factory=list, description="Any of replay (mix general rows into training), kl (KL to the base "
         "model on general rows), ewc (diagonal-Fisher penalty on moving away from the start)."
     )
@@ -316,8 +319,9 @@ class AutoRecipeConfig(_Section):
     max_tokens: int = Field(150_000, ge=1000, description="At most this many training tokens in all "
                             "(about 10 minutes of LoRA on 2 CPU cores for SmolLM2-135M).")
     warmup_steps: int = Field(6, ge=0, description="Warmup steps (as a share of the run, at most 10 %).")
-    forgetting: list[Literal["replay", "kl", "ewc"]] = Field(
-        default_factory=lambda: ["replay"], description="train.forgetting.methods when the config leaves them "
+    forgetting: list[ForgettingMethod] = Field(
+        default_factory=lambda: list[ForgettingMethod](["replay"]),
+        description="train.forgetting.methods when the config leaves them "
         "unset: replay of the base model's own answers to general prompts kept general accuracy at base level "
         "on the #23 domains (docs/training.md, 'Teaching a new domain'); [] for none.")
     rank: int = Field(16, ge=1, le=1024, description="LoRA rank up to `facts_per_rank_step` facts…")
