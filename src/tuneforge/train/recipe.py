@@ -88,9 +88,8 @@ def choose(cfg: TrainConfig, shape: DataShape) -> tuple[TrainConfig, dict[str, A
     total = per_epoch * epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * epochs)
     if "warmup_ratio" not in given:
         update["warmup_ratio"] = chosen["warmup_ratio"] = round(min(0.1, auto.warmup_steps / max(1, total)), 4)
-    record["kept"] = sorted(f for f in ("lr", "epochs", "max_steps", "warmup_ratio", "lora") if f in given)
-    if "forgetting.methods" not in chosen:
-        record["kept"] = sorted([*record["kept"], "forgetting.methods"])
+    kept = [f for f in ("lr", "epochs", "max_steps", "warmup_ratio", "lora") if f in given]
+    record["kept"] = sorted(kept if "forgetting.methods" in chosen else [*kept, "forgetting.methods"])
     record["total_steps"] = total
     return cfg.model_copy(update=update), record
 
