@@ -1,8 +1,8 @@
 """Cleaning steps on small crafted inputs with exact expected outputs."""
 
+from tuneforge.core.language import detect_language
 from tuneforge.data.clean import (
     dedup_rows,
-    detect_language,
     filter_rows,
     normalize_text,
     repetition_ratio,

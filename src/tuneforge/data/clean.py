@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuneforge.core.config import DedupConfig, FilterConfig, NormalizeConfig, settings
+from tuneforge.core.language import detect_language
 from tuneforge.data.pii import RowScrubber
 
 Row = dict[str, Any]
@@ -189,19 +190,6 @@ def symbol_ratio(text: str) -> float:
     if not text:
         return 0.0
     return sum(1 for ch in text if not _WORDISH.match(ch)) / len(text)
-
-
-def detect_language(text: str, min_letters: int = 20) -> str | None:
-    """ISO 639-1 code of `text` (langdetect, seeded), or None when the text is too short to tell."""
-    if sum(ch.isalpha() for ch in text) < min_letters:
-        return None
-    from langdetect import DetectorFactory, LangDetectException, detect
-
-    DetectorFactory.seed = 0  # langdetect is random unless seeded
-    try:
-        return detect(text).split("-")[0]
-    except LangDetectException:
-        return None
 
 
 def filter_rows(rows: list[Row], count_tokens: Callable[[list[Row]], list[int]] | None = None,

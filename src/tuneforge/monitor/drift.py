@@ -45,6 +45,7 @@ import numpy as np
 from tuneforge.core.artifacts import is_artifact, load_artifact
 from tuneforge.core.config import default
 from tuneforge.core.errors import DataError
+from tuneforge.core.language import detect_language
 from tuneforge.core.monitor_config import DriftConfig
 from tuneforge.core.pii import RowScrubber
 from tuneforge.monitor.traffic import Exchange, answer_text, exchange, prompt_text, records
@@ -72,17 +73,9 @@ def is_refusal(answer: str) -> bool:
     return REFUSAL.search(answer[:300]) is not None
 
 
-def detect_language(text: str) -> str:
-    """ISO 639-1 code by langdetect (seeded: one text, one answer), `und` when too short or unknown."""
-    if sum(ch.isalpha() for ch in text) < 20:  # below it langdetect guesses (as data.clean's filter)
-        return "und"
-    from langdetect import DetectorFactory, LangDetectException, detect
-
-    DetectorFactory.seed = 0
-    try:
-        return str(detect(text)).split("-")[0]
-    except LangDetectException:
-        return "und"
+def prompt_language(text: str) -> str:
+    """ISO 639-1 code (core.language), `und` when too short or unknown."""
+    return detect_language(text) or "und"
 
 
 # ---------------------------------------------------------------- reading
@@ -193,7 +186,7 @@ def featurize(exchanges: Sequence[Exchange], embed: Embed, batch_size: int | Non
     return Features(
         embeddings=np.concatenate(chunks).astype(np.float32),
         prompt_chars=np.array([len(p) for p in prompts], dtype=np.float64),
-        languages=np.array([detect_language(p) for p in prompts]),
+        languages=np.array([prompt_language(p) for p in prompts]),
         words=[words(p) for p in prompts],
         answer_chars=np.array([len(a or "") for a in answers], dtype=np.float64) if has_answers else None,
         refusals=np.array([is_refusal(a or "") for a in answers]) if has_answers else None,

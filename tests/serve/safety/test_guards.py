@@ -2,6 +2,7 @@
 
 import pytest
 
+from tuneforge.core.language import detect_language
 from tuneforge.core.safety_config import (
     CodeGuardConfig,
     InjectionGuardConfig,
@@ -13,7 +14,6 @@ from tuneforge.core.safety_config import (
 )
 from tuneforge.serve.safety import OutputGuard, Verdict, check_input, needs_review
 from tuneforge.serve.safety.code import check_code, scan_code
-from tuneforge.serve.safety.language import detect_language
 
 OFF = InjectionGuardConfig(enabled=False)
 CRYPTO = TopicRule(name="crypto", phrases=["bitcoin", "crypto wallet"])
@@ -62,7 +62,8 @@ def test_banned_text_flag_only_releases_everything():
 def test_language_detection():
     assert detect_language("Where is my parcel? It should have arrived yesterday morning.") == "en"
     assert detect_language("Où est mon colis ? Il aurait dû arriver hier matin.") == "fr"
-    assert detect_language("我的包裹在哪里？它应该昨天早上就到了。").startswith("zh")
+    assert detect_language("我的包裹在哪里？它应该昨天早上就到了。", 5) == "zh"
+    assert detect_language("我的包裹在哪里？它应该昨天早上就到了。", 5, region=True) == "zh-cn"
 
 
 def test_request_language_restricted():

@@ -19,10 +19,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tuneforge.core.language import letters
 from tuneforge.core.safety_config import SafetyConfig
 from tuneforge.serve.safety.code import FENCE, check_code
 from tuneforge.serve.safety.injection import check_injection
-from tuneforge.serve.safety.language import check_language, letters
+from tuneforge.serve.safety.language import check_language
 from tuneforge.serve.safety.normalize import canonical
 from tuneforge.serve.safety.redact import Reidentifier, StreamRedactor, redact_messages
 from tuneforge.serve.safety.topics import check_allowed, check_topics
