@@ -44,3 +44,36 @@ def test_sampling_keeps_about_the_rate_and_threads_never_interleave_lines(tmp_pa
 def test_sample_rate_must_be_a_fraction(tmp_path):
     with pytest.raises(ValueError, match="sample_rate"):
         TrafficLog(tmp_path / "t.jsonl", sample_rate=0)
+
+
+def test_the_server_logs_answered_requests_stream_or_not(tmp_path, tiny):
+    from fastapi.testclient import TestClient
+
+    from tuneforge.core.config import ServeConfig
+    from tuneforge.serve.api.app import create_app
+    from tuneforge.serve.engine.engine import Engine, EngineLimits
+    from tuneforge.serve.server import shutdown_app
+
+    path = tmp_path / "served.jsonl"
+    engine = Engine(tiny, EngineLimits(max_num_seqs=4, max_model_len=256), model_name="tiny").start()
+    app = create_app(engine, "tiny", ServeConfig(max_tokens=16, traffic_log={"path": str(path), "sample_rate": 1}))
+    ask = [{"role": "user", "content": "Mail me at jane.doe@example.com please"}]
+    chat = {"model": "tiny", "messages": ask, "max_tokens": 6, "temperature": 0}
+    got = []
+    with TestClient(app) as client:
+        got.append(client.post("/v1/chat/completions", json=chat).json()["choices"][0]["message"]["content"])
+        with client.stream("POST", "/v1/chat/completions", json={**chat, "stream": True}) as resp:
+            chunks = [json.loads(line[6:]) for line in resp.iter_lines()
+                      if line.startswith("data: ") and line != "data: [DONE]"]
+        got.append("".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]))
+        got.append(client.post("/v1/completions", json={"model": "tiny", "prompt": "Call 415-555-0134 now",
+                                                        "max_tokens": 6, "temperature": 0}).json()
+                   ["choices"][0]["text"])
+        assert client.post("/v1/completions", json={"model": "tiny", "prompt": [1, 2, 3],
+                                                    "max_tokens": 2}).status_code == 200  # ids: not logged
+        assert client.post("/v1/chat/completions", json={**chat, "max_tokens": 99}).status_code == 400
+    shutdown_app(app)  # writes what the log still holds
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["Mail me at <EMAIL> please"] * 2 + ["Call <PHONE> now"]
+    assert [r["answer"] for r in rows] == got  # the tiny random model's text (no PII in it to scrub)
+    assert all(r["model"] == "tiny" for r in rows)

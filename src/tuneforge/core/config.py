@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from tuneforge.core.errors import ConfigError
+from tuneforge.core.monitor_config import TrafficLogConfig
 from tuneforge.core.ray_config import RayServeConfig
 from tuneforge.core.registry_config import RegistryConfig
 
@@ -581,6 +582,11 @@ class ServeConfig(_Section):
     )
     ray: RayServeConfig = Field(
         default_factory=RayServeConfig, description="`tuneforge serve --ray`: replicas and autoscaling on Ray Serve."
+    )
+    traffic_log: TrafficLogConfig = Field(
+        default_factory=TrafficLogConfig, description="Sampled, PII-scrubbed requests and answers appended to a "
+        "JSONL file for `tuneforge monitor drift` (off unless `path` is set). Behind a gateway, log there instead: "
+        "it sees the guards' flags too."
     )
 
     @model_validator(mode="after")

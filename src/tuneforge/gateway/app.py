@@ -45,6 +45,7 @@ from tuneforge.gateway.upstream import (
     replay,
     session,
 )
+from tuneforge.monitor.traffic import TrafficLog
 from tuneforge.serve.api.wire import BodyLimit, bearer_token, error_body
 
 Answer = Response | EventStream  # what a completion request gets: each is an ASGI app
@@ -90,6 +91,7 @@ class Gateway:
         self.balancer = Balancer(cfg)
         self.metrics = GatewayMetrics()
         self.log = RequestLog(self.keys.engine)
+        self.traffic = TrafficLog.of(cfg.traffic_log)  # sampled prompts and answers for drift monitoring
         self.client: Any = None  # the upstream session: made in the running loop (lifespan)
         self._reviews: Any = None  # the human review queue, opened on first use
         self.probe = httpx.AsyncClient()  # health checks: a few per second, off the request path
@@ -184,7 +186,11 @@ class Gateway:
                                        "/v1/reviews/{id} when the answer is held", "stream_not_allowed",
                                        param="stream")
                 guards = Guards(route.config.safety, chat=path == "/chat/completions")
-                await guards.check_request(body)  # before the cache key and before any upstream
+                try:
+                    await guards.check_request(body)  # before the cache key and before any upstream
+                except GatewayError:
+                    self.metrics.refusals.labels(key.policy.tenant, "content_blocked").inc()
+                    raise
             caller = body.get("user") if route.config.sticky_by == "user" and isinstance(body.get("user"), str) \
                 else None
             variant = route.variant_for(caller or key.lineage)
@@ -206,6 +212,8 @@ class Call:
         self.outcome = Outcome()
         self.cache_name: str | None = None
         self.replica: Replica | None = None
+        # in the traffic log: the answer's text is collected (per choice) only when the request was sampled
+        self.texts: dict[int, list[str]] | None = {} if gw.traffic is not None and gw.traffic.sampled() else None
 
     def headers(self, cache: str) -> dict[str, str]:
         headers = {"x-tuneforge-cache": cache, "x-tuneforge-variant": self.variant,
@@ -265,6 +273,7 @@ class Call:
             if self.cache_name and reply.status_code == 200:
                 await gw.cache.put(self.cache_name, reply.content)
             content = await self.guarded(reply.content) if reply.status_code == 200 else reply.content
+            self.keep_text(content)
             await self.finish(reply.status_code)
             if self.guards is not None and reply.status_code == 200:
                 held = await self.gw.hold_for_review(self, content)
@@ -295,7 +304,7 @@ class Call:
 
     def watch(self) -> StreamWatch:
         wants_usage = bool((self.body.get("stream_options") or {}).get("include_usage"))
-        return StreamWatch(self.outcome, wants_usage, self.cap, self.guards)
+        return StreamWatch(self.outcome, wants_usage, self.cap, self.guards, self.texts)
 
     async def streamed(self, replica: Replica, keep: list[bytes] | None) -> None:
         """The stream is over (done, cut, failed, or the client left): slot back, cache, settle."""
@@ -325,11 +334,44 @@ class Call:
         self.outcome.response_id = _response_id(cached)
         if not self.stream:
             content = await self.guarded(cached, cache="hit")
+            self.keep_text(content)
             await self.finish(200, cache="hit")
             held = await self.gw.hold_for_review(self, content) if self.guards is not None else None
             return held or Response(content, media_type="application/json", headers=headers)
         await self.finish(200, cache="hit")
-        return EventStream(relay(replay(cached), self.watch(), None), headers)
+        return EventStream(relay(replay(cached), self.watch(), None), headers,
+                           on_close=None if self.texts is None else self.replayed)
+
+    async def replayed(self) -> None:
+        """A cached stream went out (its settlement was done before): into the traffic log, if whole."""
+        if self.outcome.complete and not self.outcome.cut:
+            self.log_traffic("hit")
+
+    def keep_text(self, content: bytes) -> None:
+        """A JSON answer's text per choice, when this request goes into the traffic log."""
+        if self.texts is None:
+            return
+        try:
+            choices = json.loads(content).get("choices") or []
+        except (ValueError, AttributeError):
+            return
+        for choice in choices:
+            if isinstance(choice, dict):
+                text = (choice.get("message") or {}).get("content") if "message" in choice else choice.get("text")
+                self.texts[int(choice.get("index") or 0)] = [text or ""]
+
+    def log_traffic(self, cache: str) -> None:
+        """The request, its first choice's answer and the guards that fired, to the traffic log (off the loop)."""
+        assert self.gw.traffic is not None and self.texts is not None
+        prompt = self.body.get("messages", self.body.get("prompt"))
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            prompt = prompt[0]  # a batch of completions prompts: the first, as its first choice
+        if not (isinstance(prompt, str) or isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt)):
+            return  # token ids: no text to log
+        answer = "".join(self.texts[min(self.texts)]) if self.texts else None
+        flags = None if self.guards is None else sorted({f.guard for f in self.guards.verdict().findings})
+        self.gw.traffic.submit(prompt, answer, flags, model=self.route.name, variant=self.variant,
+                               tenant=self.key.policy.tenant, cache=cache)
 
     async def finish(self, status: int, cache: str | None = None) -> None:
         """Settle the tokens (a cache hit costs none), count, log."""
@@ -343,6 +385,8 @@ class Call:
             gw.metrics.tokens.labels(*labels, "prompt").inc(prompt)
             gw.metrics.tokens.labels(*labels, "completion").inc(completion)
         latency = time.perf_counter() - self.started
+        if self.texts is not None and status == 200 and not (self.stream and cache == "hit"):  # that: `replayed`
+            self.log_traffic(cache or self.cache_state())
         if cache != "hit":
             gw.metrics.latency.labels(self.route.name, self.variant, backend).observe(latency)
         if self.outcome.response_id:
@@ -435,6 +479,8 @@ def create_app(cfg: GatewayConfig) -> HotPath:
         finally:
             await gw.balancer.stop()
             await gw.log.stop()
+            if gw.traffic is not None:
+                await asyncio.to_thread(gw.traffic.close)
             await gw.client.close()
             await gw.probe.aclose()
             for store in {id(gw.quota_redis): gw.quota_redis, id(gw.cache_redis): gw.cache_redis}.values():

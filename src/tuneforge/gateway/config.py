@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuneforge.core.errors import ConfigError
+from tuneforge.core.monitor_config import TrafficLogConfig
 from tuneforge.core.paths import state_dir
 from tuneforge.core.safety_config import SafetyConfig
 
@@ -99,6 +100,10 @@ class GatewayConfig(_Section):
     routes: dict[str, RouteConfig] = Field(default_factory=dict, description="Public model name → route.")
     cache: CacheConfig = Field(default_factory=CacheConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    traffic_log: TrafficLogConfig = Field(
+        default_factory=TrafficLogConfig, description="Sampled, PII-scrubbed requests, answers and guard flags "
+        "appended to a JSONL file for `tuneforge monitor drift` (off unless `path` is set)."
+    )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body; larger → 413 before "
                                 "it is read whole.")
     key_cache_s: float = Field(5.0, ge=0, description="Seconds a looked-up key is trusted before the database is "

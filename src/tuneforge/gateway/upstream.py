@@ -137,10 +137,14 @@ def error_event(message: str, code: str, type_: str = "server_error") -> bytes:
 
 class StreamWatch:
     """Looks at each SSE event going by: id, content tokens, usage; decides what the client gets (the
-    route's guards rewrite the text when it has any)."""
+    route's guards rewrite the text when it has any); `texts` collects each choice's text as the client
+    got it (a request sampled for the traffic log)."""
 
-    def __init__(self, outcome: Outcome, client_wants_usage: bool, cap: int, guards: Any = None) -> None:
+    def __init__(self, outcome: Outcome, client_wants_usage: bool, cap: int, guards: Any = None,
+                 texts: dict[int, list[str]] | None = None) -> None:
         self.outcome, self.wants_usage, self.cap, self.guards = outcome, client_wants_usage, cap, guards
+        self.texts = texts
+        self.fast = guards is None and texts is None  # nothing needs each event's text
 
     def event(self, raw: bytes) -> bytes | None:
         """The event as the client gets it (None: dropped). Without guards only the first event (its id) and
@@ -149,7 +153,7 @@ class StreamWatch:
             if raw.startswith(DONE):
                 self.outcome.complete = True
             return raw
-        if self.guards is None and self.outcome.response_id is not None and b'"usage"' not in raw:
+        if self.fast and self.outcome.response_id is not None and b'"usage"' not in raw:
             self.outcome.usage.counted += len(TEXT.findall(raw))
             return raw
         try:
@@ -171,9 +175,13 @@ class StreamWatch:
             self.outcome.usage.completion = int(usage.get("completion_tokens") or 0)
             if not choices and not self.wants_usage:
                 return None
-        if self.guards is not None and choices:
-            return self.guards.event(data)
-        return raw
+        out = self.guards.event(data) if self.guards is not None and choices else raw  # rewrites `data` too
+        if self.texts is not None:
+            for choice in choices:
+                piece = (choice.get("delta") or {}).get("content") or choice.get("text")
+                if piece:
+                    self.texts.setdefault(int(choice.get("index") or 0), []).append(piece)
+        return out
 
     def stop(self) -> bytes | None:
         """The final error event when the stream must end here, else None."""

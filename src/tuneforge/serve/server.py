@@ -117,12 +117,14 @@ def engines(app) -> list:
 
 
 def shutdown_app(app) -> None:
-    """Stop following and shut every engine down."""
+    """Stop following, shut every engine down, write what the traffic log still holds."""
     follower = getattr(app.state, "follower", None)
     if follower is not None:
         follower.stop()
     for engine in engines(app):
         engine.shutdown()
+    if app.state.context.traffic is not None:
+        app.state.context.traffic.close()
 
 
 def model_version(path: str, known: str | None = None) -> str | None:

@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI
 from tuneforge import __version__
 from tuneforge.core.config import ServeConfig
 from tuneforge.monitor.metrics import ServingMetrics
+from tuneforge.monitor.traffic import TrafficLog
 from tuneforge.serve.api import admin, health
 from tuneforge.serve.api.auth import require_admin_key, require_api_key
 from tuneforge.serve.api.chat.router import router as chat_router
@@ -40,6 +41,7 @@ def create_app(engine: ServingEngine, served_model_name: str, cfg: ServeConfig |
     engine.metrics = metrics
     context = ServingContext(engine, served_model_name, cfg, metrics)
     context.started, context.version, context.label = int(time.time()), version, label
+    context.traffic = TrafficLog.of(cfg.traffic_log)
     app.state.live = LiveContext(context)
     app.state.context = context  # the current one (swap_context replaces it)
     app.state.serve = context.state  # the server's drain reads and sets it

@@ -28,6 +28,7 @@ from fastapi import Depends, Request
 from tuneforge.core.config import ServeConfig
 from tuneforge.models.generate import SamplingParams, render_prompt
 from tuneforge.monitor.metrics import ServingMetrics
+from tuneforge.monitor.traffic import TrafficLog
 from tuneforge.serve.api.errors import APIError, engine_error
 from tuneforge.serve.api.limits import PromptBound
 from tuneforge.serve.engine.engine import StreamDelta
@@ -122,6 +123,7 @@ class ServingContext:
         self.bound = PromptBound.of(engine.tokenizer, engine.max_context)
         self.vocab_size = len(engine.tokenizer)
         self.keys = cfg.keys()  # (api key, admin key), read once
+        self.traffic: TrafficLog | None = None  # serve.traffic_log, when on (create_app opens it)
         # tokenizing and chat-template rendering run here, never on the event loop (a long prompt takes seconds)
         self._tokenizing = tokenizing or ThreadPoolExecutor(max_workers=2, thread_name_prefix="tuneforge-tokenize")
         # counted while the engine (its weights, its cache) is in memory: down only once it was collected
@@ -135,6 +137,7 @@ class ServingContext:
         engine.metrics = self.metrics
         ctx = ServingContext(engine, self.served_model_name, self.cfg, self.metrics, self.state, self._tokenizing)
         ctx.started, ctx.version, ctx.label, ctx.keys = self.started, version, label, self.keys
+        ctx.traffic = self.traffic
         return ctx
 
     @staticmethod
@@ -207,6 +210,16 @@ class ServingContext:
                            f"{self.cfg.max_waiting} waiting); retry shortly", code="rate_limit_exceeded",
                            type_="rate_limit_error")
         return Places(self.state, sequences, self.load)
+
+    # ---- the traffic log -------------------------------------------------------------------------
+    def sampled(self) -> bool:
+        """Whether this request goes into the traffic log (decided when it arrives: others collect nothing)."""
+        return self.traffic is not None and self.traffic.sampled()
+
+    def log_traffic(self, prompt: str | list[dict[str, Any]], answer: str, model: str) -> None:
+        """A sampled request's prompt and (first choice's) answer, written off the event loop."""
+        assert self.traffic is not None
+        self.traffic.submit(prompt, answer, model=model, version=self.label or self.version)
 
     # ---- running jobs ------------------------------------------------------------------------------
     async def run(self, jobs: list[Job], adapter: str | None, places: Places,

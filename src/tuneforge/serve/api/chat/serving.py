@@ -86,8 +86,11 @@ async def create_chat_completion(ctx: ServingContext, req: ChatCompletionRequest
     max_calls = 1 if req.parallel_tool_calls is False else None  # None: all of them
     cid = completion_id()
     places = ctx.admit(n)
+    logged = ctx.sampled()
     if not req.stream:
         results = await ctx.collect(request, jobs, adapter, places)
+        if logged:
+            ctx.log_traffic(messages, results[0].text, req.model)
         choices = []
         for i, r in enumerate(results):
             content, calls = parse_tool_calls(r.text) if parse_calls else (r.text, [])
@@ -110,7 +113,10 @@ async def create_chat_completion(ctx: ServingContext, req: ChatCompletionRequest
         for i in range(n):
             yield chunk([ChunkChoice(index=i, delta={"role": "assistant", "content": ""})])
         completion_tokens = 0
+        answer: list[str] = []
         async for index, delta in ctx.run(jobs, adapter, places):
+            if logged and index == 0:
+                answer.append(delta.text)
             lp = chat_logprobs(ctx.engine.tokenizer, delta.logprobs) if req.logprobs and delta.logprobs else None
             if streams is None:
                 pieces = [{"content": delta.text}] if delta.text else []
@@ -132,5 +138,7 @@ async def create_chat_completion(ctx: ServingContext, req: ChatCompletionRequest
         if include_usage:
             yield chunk([], Usage.of(len(ids), completion_tokens))
         yield sse("[DONE]")
+        if logged:
+            ctx.log_traffic(messages, "".join(answer), req.model)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)

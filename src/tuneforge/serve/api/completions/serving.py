@@ -43,9 +43,12 @@ async def create_completion(ctx: ServingContext, req: CompletionRequest,
     prompt_tokens = sum(len(p) for p in prompts) * n
     asked = req.guided()
     await prepare(ctx, jobs[0][1], asked[0] if asked else None)
+    logged = ctx.sampled() and isinstance(req.prompts()[0], str)  # token-id prompts are not logged
     if req.stream:
-        return _stream(ctx, req, jobs, adapter, prompt_tokens)
+        return _stream(ctx, req, jobs, adapter, prompt_tokens, logged)
     results = await ctx.collect(request, jobs, adapter, ctx.admit(len(jobs))) if wanted > 0 else []
+    if logged and results:
+        ctx.log_traffic(str(req.prompts()[0]), results[0].text, req.model)
     choices = [await _choice(ctx, req, index, ids, results[index] if results else None, adapter)
                for index, (ids, _) in enumerate(jobs)]
     completion_tokens = sum(len(r.final.token_ids or []) for r in results)
@@ -77,7 +80,7 @@ async def _choice(ctx: ServingContext, req: CompletionRequest, index: int, ids: 
 
 
 def _stream(ctx: ServingContext, req: CompletionRequest, jobs: list[Job], adapter: str | None,
-            prompt_tokens: int) -> StreamingResponse:
+            prompt_tokens: int, logged: bool) -> StreamingResponse:
     places = ctx.admit(len(jobs))
     cid = completion_id()
     include_usage = req.include_usage()
@@ -85,7 +88,10 @@ def _stream(ctx: ServingContext, req: CompletionRequest, jobs: list[Job], adapte
     async def events() -> AsyncIterator[str]:
         completion_tokens = 0
         offsets = [0] * len(jobs)
+        answer: list[str] = []
         async for index, delta in ctx.run(jobs, adapter, places):
+            if logged and index == 0:
+                answer.append(delta.text)
             lp = of_picks(ctx.engine.tokenizer, delta.logprobs, offsets[index]) \
                 if req.logprobs is not None and delta.logprobs else None
             offsets[index] += len(delta.text)
@@ -103,5 +109,7 @@ def _stream(ctx: ServingContext, req: CompletionRequest, jobs: list[Job], adapte
             yield sse_json(Completion(id=cid, model=req.model, choices=[],
                                       usage=Usage.of(prompt_tokens, completion_tokens)))
         yield sse("[DONE]")
+        if logged:
+            ctx.log_traffic(str(req.prompts()[0]), "".join(answer), req.model)
 
     return StreamingResponse(events(), media_type="text/event-stream")
