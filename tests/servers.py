@@ -1,5 +1,6 @@
 """Real servers for tests, each on a free loopback port: PostgreSQL and Redis. One implementation for every
-suite that needs them (gateway key store, registry on MLflow's SQL store, review queue)."""
+suite that needs them (gateway key store, registry on MLflow's SQL store, review queue); and the helpers the
+suites that drive real servers share (`until`, `metric`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tuneforge.core.net import free_port
@@ -29,6 +31,21 @@ def until(check, seconds: float = 60.0, what: str | None = None, every: float = 
             return value
         time.sleep(every)
     pytest.fail(f"{what or check.__doc__ or 'condition'}: not within {seconds:.0f} s")
+
+
+def metric(url: str, name: str) -> float:
+    """A Prometheus metric on the `/metrics` of the server at `url` (its base URL, `/v1` or not), summed over
+    its samples (0 when it has none). `name` is the metric's name, or its name and the start of its labels
+    (`tuneforge:request_success_total{adapter="",finished_reason="abort"`) to sum only the samples they match."""
+    text = httpx.get(url.removesuffix("/").removesuffix("/v1") + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if line.startswith("#") or not sample:
+            continue
+        if sample.startswith(name) if "{" in name else (sample == name or sample.startswith(name + "{")):
+            total += float(value)
+    return total
 
 
 def _wait_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from tests.servers import metric
 
 from tuneforge.core.config import ServeConfig
 from tuneforge.pipeline import start_server, stop_server
@@ -16,12 +17,6 @@ MESSAGES = [{"role": "user", "content": "What color is the Quokka lamp?"}]
 
 def _body(**kw):
     return {"model": "tiny", "messages": MESSAGES, "max_tokens": 8, **kw}
-
-
-def _metric(url: str, name: str) -> float:
-    text = httpx.get(url.replace("/v1", "/metrics"), timeout=10).text
-    lines = [line for line in text.splitlines() if line.startswith(name)]
-    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
 
 def _until(check, seconds=60.0):
@@ -65,8 +60,8 @@ def test_100_concurrent_streams_all_succeed(server):
 
     results = asyncio.run(main())
     assert len(results) == 100 and all(usage.completion_tokens == 16 for _, usage in results)
-    assert _metric(url, 'tuneforge:request_success_total{adapter="",finished_reason="length"') == 100
-    assert _metric(url, "tuneforge:num_requests_running") == 0
+    assert metric(url, 'tuneforge:request_success_total{adapter="",finished_reason="length"') == 100
+    assert metric(url, "tuneforge:num_requests_running") == 0
 
 
 @pytest.mark.parametrize("server", [{"max_num_seqs": 4, "max_waiting": 60, "max_tokens": 2000}], indirect=True)
@@ -97,10 +92,8 @@ def test_client_disconnects_free_capacity(server):
         engine_busy = asyncio.Event()  # set once a request runs: a fixed delay raced the engine on a loaded machine
 
         async def watch():
-            async with httpx.AsyncClient(timeout=10) as client:
-                while not any(line.startswith("tuneforge:num_requests_running") and float(line.rsplit(" ", 1)[1]) >= 1
-                              for line in (await client.get(url.replace("/v1", "/metrics"))).text.splitlines()):
-                    await asyncio.sleep(0.01)
+            while await asyncio.to_thread(metric, url, "tuneforge:num_requests_running") < 1:
+                await asyncio.sleep(0.01)
             engine_busy.set()
 
         watcher = asyncio.create_task(watch())
@@ -112,11 +105,11 @@ def test_client_disconnects_free_capacity(server):
     assert outcomes.count("gave up") == 50
     fresh = httpx.post(f"{url}/chat/completions", json=_body(max_tokens=4, ignore_eos=True), timeout=120)
     assert fresh.status_code == 200 and fresh.json()["usage"]["completion_tokens"] == 4
-    assert _until(lambda: _metric(url, "tuneforge:num_requests_running") == 0)
+    assert _until(lambda: metric(url, "tuneforge:num_requests_running") == 0)
     assert _until(lambda: httpx.get(url.replace("/v1", "/health")).json()["in_flight"] == 0)
     # those that reached the engine were aborted (the others were dropped before submission): none ran on
-    assert _metric(url, 'tuneforge:request_success_total{adapter="",finished_reason="abort"') >= 1
-    assert _metric(url, 'tuneforge:request_success_total{adapter="",finished_reason="length"') == 1  # the fresh one
+    assert metric(url, 'tuneforge:request_success_total{adapter="",finished_reason="abort"') >= 1
+    assert metric(url, 'tuneforge:request_success_total{adapter="",finished_reason="length"') == 1  # the fresh one
 
 
 def test_sigterm_drains_in_flight_and_refuses_new_requests(tmp_path):
