@@ -40,6 +40,7 @@ from tuneforge.train.batching import (
     to_device,
 )
 from tuneforge.train.distill import Distiller
+from tuneforge.train.distributed import gathered_state, is_sharded, sharding_setup, shares
 from tuneforge.train.forgetting import EWC, KLToBase, general_rows, replay_mix
 from tuneforge.train.memory import available_bytes, plan_batch, weight_bytes
 from tuneforge.train.methods import (
@@ -209,6 +210,10 @@ class _Run:
     def device(self) -> Any:
         return self.accelerator.device
 
+    @property
+    def sharded(self) -> bool:
+        return is_sharded(self.model)
+
 
 def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: str | Path,
           resume: bool = False, on_eval: EvalCallback | None = None,
@@ -244,10 +249,11 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
         if run.tracker:
             run.tracker.finish(None, {}, status="FAILED")
         raise
-    unwrapped = _keep_best(run, state)
     metrics = _metrics(run, state, memory)
     artifact = None
+    unwrapped = _whole_copy(run, method, model_cfg) if run.sharded else run.accelerator.unwrap_model(run.model)
     if run.main:
+        _keep_best(run, state, unwrapped)
         artifact = _write_output(output, dataset, model_cfg, cfg, unwrapped, loaded.tokenizer, state, metrics,
                                  run.packed, recipe)
         if run.tracker:
@@ -274,6 +280,10 @@ def _accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    distributed = sharding_setup(accelerator)
+    if distributed == "FSDP" and cfg.checkpoint_every:
+        raise ConfigError("train.checkpoint_every is not supported under FSDP yet (a resumable checkpoint would "
+                          "need every rank's optimizer shard); leave it unset, or train with DDP (--nproc)")
     world = accelerator.num_processes
     if cfg.grad_accum % world:
         raise ConfigError(f"train.grad_accum ({cfg.grad_accum}) must be a multiple of the process count ({world}): "
@@ -343,6 +353,7 @@ def _assemble(accelerator, model, loaded, rows: _Rows, cfg: TrainConfig, batch_s
     ewc = (EWC(model, rows.general, batch_size, cfg.forgetting.ewc_weight, device, amp_dtype)
            if "ewc" in methods else None)
     model, optimizer = accelerator.prepare(model, optimizer)
+    params = trainable_parameters(accelerator.unwrap_model(model))  # FSDP2 replaced them with sharded ones
     return _Run(cfg, accelerator, model, optimizer, scheduler, params, rows, loaded.tokenizer.pad_token_id,
                 batch_size, cfg.packing and packs, amp_dtype, total_steps, distiller, kl, ewc, on_eval)
 
@@ -381,7 +392,8 @@ def _announce(run: _Run, model_cfg: ModelConfig, memory) -> None:
     console.print(
         f"training {cfg.method} on {model_cfg.name}: {trainable:,} trainable parameters, {len(rows.train)} rows"
         f"{f' ({len(rows.general)} general)' if rows.general else ''}, batch {run.batch_size} × accum "
-        f"{cfg.grad_accum}{f' × {world} processes' if world > 1 else ''}, {run.total_steps} steps on "
+        f"{cfg.grad_accum}{f' × {world} processes' if world > 1 else ''}{' (FSDP)' if run.sharded else ''}, "
+        f"{run.total_steps} steps on "
         f"{run.device.type}{', packed' if run.packed else ''}; memory plan {memory.describe()}"
     )
 
@@ -423,18 +435,17 @@ def _optimizer_step(run: _Run, group: list[dict[str, Any]], n_targets: int, step
     (the loss per target token of the whole step, the gradient norm before clipping)."""
     import torch
 
-    accelerator, world, rank = run.accelerator, run.world, run.rank
-    mine = group[rank::world] or [group[0]]  # a process with no micro-batch runs one at weight 0 (DDP syncs)
-    idle = not group[rank::world]
+    accelerator, world = run.accelerator, run.world
+    mine = shares(group, run.rank, world, even=run.sharded)
     ce_sum = torch.zeros((), device=run.device)
-    for i, batch in enumerate(mine):
+    for i, (batch, counts) in enumerate(mine):
         batch = to_device(batch, run.device)
         sync = contextlib.nullcontext() if i == len(mine) - 1 else accelerator.no_sync(run.model)
         with sync, torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32,
                                   enabled=run.amp_dtype is not None):
-            loss, summed = _micro_loss(run, batch, 0.0 if idle else world / n_targets, i == 0, step)
+            loss, summed = _micro_loss(run, batch, world / n_targets if counts else 0.0, i == 0, step)
             accelerator.backward(loss)
-        ce_sum += summed.detach() * (0 if idle else 1)
+        ce_sum += summed.detach() * (1 if counts else 0)
     step_loss = float(accelerator.reduce(ce_sum, "sum")) / n_targets
     grad_norm = float(accelerator.clip_grad_norm_(run.params, run.cfg.max_grad_norm))
     run.optimizer.step()
@@ -507,14 +518,27 @@ def _validate(run: _Run) -> float | None:
     return float(val["loss"])
 
 
-def _keep_best(run: _Run, state: ckpt.TrainState):
-    """The trained model, unwrapped; with early stopping, holding the best validation's weights."""
-    unwrapped = run.accelerator.unwrap_model(run.model)
+def _keep_best(run: _Run, state: ckpt.TrainState, unwrapped) -> None:
+    """With early stopping, put the best validation's weights back into the trained model."""
     if run.cfg.early_stopping_patience and run.best is not None:
         load_trainable_state(unwrapped, run.best)
         if run.main:
             console.print(f"kept the best weights: step {state.best_step}, validation loss {state.best_loss:.4f}")
-    return unwrapped
+
+
+def _whole_copy(run: _Run, method: TuningMethod, model_cfg: ModelConfig):
+    """FSDP: the trained model whole, to write — a fresh copy of the method's model holding the weights
+    gathered from every rank (collective); None on the other ranks. The sharded one stays as it is."""
+    full = gathered_state(run.accelerator, run.model)
+    if not run.main:
+        return None
+    model = make_trainable(method.load_base(model_cfg, run.cfg), run.cfg)
+    missing, unexpected = model.load_state_dict(full, strict=False)
+    if missing or unexpected:
+        raise TrainError(f"the gathered FSDP weights do not fit a fresh {run.cfg.method} model: "
+                         f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected "
+                         f"(e.g. {unexpected[:1]})")
+    return model
 
 
 def _metrics(run: _Run, state: ckpt.TrainState, memory) -> dict[str, Any]:
@@ -538,6 +562,7 @@ def _metrics(run: _Run, state: ckpt.TrainState, memory) -> dict[str, Any]:
         "trainable_parameters": sum(p.numel() for p in run.params),
         "batch_size": run.batch_size,
         "processes": run.world,
+        "distributed": "FSDP" if run.sharded else str(run.accelerator.distributed_type).split(".")[-1],
         "memory_plan_gib": round(memory.total / 1024**3, 3),
     }
 
@@ -558,7 +583,9 @@ def _evaluate(state: ckpt.TrainState, val_loss: float | None, cfg: TrainConfig, 
     if state.best_loss is None or val_loss < state.best_loss - cfg.early_stopping_min_delta:
         state.best_loss, state.best_step, state.bad_evals = val_loss, state.step, 0
         if cfg.early_stopping_patience:
-            best = trainable_state(accelerator.unwrap_model(model))
+            unwrapped = accelerator.unwrap_model(model)
+            best = (gathered_state(accelerator, model, {n for n, p in unwrapped.named_parameters() if p.requires_grad})
+                    if is_sharded(model) else trainable_state(unwrapped))  # FSDP: every rank validates
     else:
         state.bad_evals += 1
         if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
