@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 from tests.gateway.conftest import create_key
-from tests.serve.test_server_process import _metric, _until
+from tests.serve.test_server_process import _until
+from tests.servers import metric
 
 from tuneforge.core.config import ServeConfig
 from tuneforge.pipeline import start_server, stop_server
@@ -63,8 +64,8 @@ def test_client_disconnect_cancels_the_upstream_request_and_frees_the_key(tmp_pa
                 break
     assert _until(lambda: httpx.get(health).json()["in_flight"] == 0), "the engine kept generating"
     # the engine saw the request aborted, not run to its 2000 tokens
-    assert _metric(engine, 'tuneforge:request_success_total{adapter="",finished_reason="abort"') == 1
-    assert _metric(engine, 'tuneforge:request_success_total{adapter="",finished_reason="length"') == 0
+    assert metric(engine, 'tuneforge:request_success_total{adapter="",finished_reason="abort"') == 1
+    assert metric(engine, 'tuneforge:request_success_total{adapter="",finished_reason="length"') == 0
     after = httpx.post(f"{gw}/completions", json={"model": "bot", "prompt": "x", "max_tokens": 2},
                        headers={"Authorization": f"Bearer {key}"}, timeout=60)
     assert after.status_code == 200  # its parallel slot was handed back
