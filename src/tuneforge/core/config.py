@@ -140,6 +140,25 @@ class ParaphraseConfig(_Section):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
 
 
+class BackTranslationConfig(_Section):
+    """Back-translation as machine translation means it: text in the target language only (a help centre in
+    French) translated into the source language by a model; each line becomes a row synthetic source → real
+    target, so the answers the model learns are human text and only the prompts are machine-made."""
+
+    files: list[Path] = Field(min_length=1, description="Target-language text: one text a line (.txt), or "
+                              "JSONL rows {text}.")
+    model: str | None = Field(None, description="A tuneforge model reference that translates, run locally.")
+    base_url: str | None = Field(None, description="An OpenAI-compatible endpoint, e.g. http://host:8000/v1.")
+    api_model: str | None = Field(None, description="Model name at the endpoint (default: its first model).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    source_language: str = Field("English", description="Language the texts are translated into (the prompts).")
+    prefix: str = Field("", description="Put before each synthetic source, e.g. a target-language tag '<2fr> '.")
+    require_language: str | None = Field(None, description="ISO 639-1 code a synthetic source must be detected "
+                                         "as (core.language); others (a copy, an answer) are dropped.")
+    max_tokens: int = Field(128, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy, the model's best translation.")
+
+
 class AugmentConfig(_Section):
     """Augmentation of the training split (off by default); generated rows are marked in `meta`."""
 
@@ -152,6 +171,8 @@ class AugmentConfig(_Section):
     synonyms: dict[str, list[str]] = Field(default_factory=dict, description="Phrase → replacements (user turns).")
     builtin_synonyms: bool = Field(False, description="Also use tuneforge's small built-in synonym list.")
     paraphrase: ParaphraseConfig | None = Field(None, description="Model-based paraphrase or back-translation.")
+    back_translation: BackTranslationConfig | None = Field(
+        None, description="Rows from target-language text translated back into the source language.")
 
 
 class KnowledgeConfig(_Section):

@@ -1,5 +1,9 @@
 """Augmentation of training rows: entity swap, synonym replacement, paraphrase / back-translation.
 
+Two kinds of back-translation: `paraphrase.mode: back_translation` round-trips the user turns through a pivot
+language (a paraphrase); `back_translation` turns target-language text into rows synthetic source → real
+target (machine translation's back-translation, the rows a translation model learns from).
+
 Only the training split is augmented (an augmented copy of a training row in validation would be a
 leak). Every generated row carries `meta.augmented` (the method) and `meta.augmented_from` (the
 source row), and the total is capped by `max_new_rows`. Synonyms and paraphrases change the user's
@@ -11,7 +15,9 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tuneforge.core.errors import ConfigError
@@ -86,7 +92,8 @@ TRANSLATE_PROMPT = "Translate the following text into {language}. Reply with the
 
 
 def make_rewriter(model: str | None, base_url: str | None, api_model: str | None, api_key_env: str,
-                  max_tokens: int, temperature: float) -> Callable[[list[str]], list[str]]:
+                  max_tokens: int, temperature: float,
+                  where: str = "data.augment.paraphrase") -> Callable[[list[str]], list[str]]:
     """A function prompts → answers, through a local tuneforge model or an OpenAI-compatible endpoint."""
     if base_url:
         from openai import OpenAI
@@ -104,7 +111,7 @@ def make_rewriter(model: str | None, base_url: str | None, api_model: str | None
 
         return remote
     if not model:
-        raise ConfigError("data.augment.paraphrase: set `model` (a tuneforge model) or `base_url` (an endpoint)")
+        raise ConfigError(f"{where}: set `model` (a tuneforge model) or `base_url` (an endpoint)")
     from tuneforge.models import load
     from tuneforge.models.generate import SamplingParams, generate_chat
 
@@ -173,6 +180,64 @@ def paraphrase_rows(rows: list[Row], rewrite: Callable[[list[str]], list[str]], 
     return out
 
 
+def read_texts(path: Path) -> list[tuple[str, str]]:
+    """(where, text) of each non-empty line of a .txt file, or of each JSONL row's `text`."""
+    from tuneforge.core.errors import DataError
+    from tuneforge.data.formats import read_jsonl
+
+    if not path.is_file():
+        raise DataError(f"data.augment.back_translation.files: {path} does not exist")
+    if path.suffix == ".jsonl":
+        out = []
+        for number, item in read_jsonl(path):
+            if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+                raise DataError(f"{path}:{number}: expected an object with a string 'text'")
+            if item["text"].strip():
+                out.append((f"{path}:{number}", item["text"].strip()))
+        return out
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [(f"{path}:{number}", line.strip()) for number, line in enumerate(lines, start=1) if line.strip()]
+
+
+def acceptable_back_translation(target: str, source: str, require_language: str | None) -> str | None:
+    """Why a synthetic source is unusable (None: usable): empty, a copy of the target, far off in length,
+    other numbers, or detected in another language than `require_language`."""
+    if not source:
+        return "empty"
+    if source.casefold() == target.casefold():
+        return "copied"
+    if not 0.4 * len(target) <= len(source) <= 2.5 * len(target) + 10:
+        return "length"
+    if sorted(_NUMBER.findall(target)) != sorted(_NUMBER.findall(source)):
+        return "numbers"
+    if require_language:
+        from tuneforge.core.language import detect_language
+
+        code = detect_language(source, min_letters=10)
+        if code is not None and code != require_language:
+            return "language"
+    return None
+
+
+def back_translation_rows(texts: list[tuple[str, str]], translate: Callable[[list[str]], list[str]],
+                          cfg: Any) -> tuple[list[tuple[Row, Row]], Counter[str]]:
+    """(source, row) pairs — user: prefix + the text translated into `cfg.source_language`, assistant: the
+    text itself — and the count of rejected translations by reason."""
+    prompts = [TRANSLATE_PROMPT.format(language=cfg.source_language, text=text) for _, text in texts]
+    rejected: Counter[str] = Counter()
+    out = []
+    for (where, target), answer in zip(texts, translate(prompts), strict=True):
+        source = clean_rewrite(answer.split("\n\n")[0])  # small models add an explanation after a blank line
+        reason = acceptable_back_translation(target, source, cfg.require_language)
+        if reason:
+            rejected[reason] += 1
+            continue
+        row = {"messages": [{"role": "user", "content": cfg.prefix + source},
+                            {"role": "assistant", "content": target}]}
+        out.append(({"source": where}, row))
+    return out, rejected
+
+
 def augment_rows(rows: list[Row], cfg: Any, seed: int) -> tuple[list[Row], StepStats]:
     """Original rows plus capped, marked variants from each enabled method."""
     stats = StepStats("augment", rows_in=len(rows))
@@ -205,6 +270,16 @@ def augment_rows(rows: list[Row], cfg: Any, seed: int) -> tuple[list[Row], StepS
         picked = rng.sample(chat_rows, min(len(chat_rows), budget))
         for source, variant in paraphrase_rows(picked, rewrite, p.mode, p.pivot_language, p.source_language):
             add(variant, p.mode, source)
+    if cfg.back_translation is not None and budget > 0:
+        b = cfg.back_translation
+        texts = [t for path in b.files for t in read_texts(Path(path))]
+        texts = rng.sample(texts, min(len(texts), budget))
+        translate = make_rewriter(b.model, b.base_url, b.api_model, b.api_key_env, b.max_tokens, b.temperature,
+                                  "data.augment.back_translation")
+        made, rejected = back_translation_rows(texts, translate, b)
+        for source, row in made:
+            add(row, "back_translation", source)
+        stats.details["back_translation_rejected"] = dict(rejected)
     stats.changed = len(generated)
     stats.kept = len(rows) + len(generated)
     stats.details["generated"] = len(generated)

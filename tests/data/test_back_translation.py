@@ -1,0 +1,83 @@
+"""data.augment.back_translation: target-language text → rows synthetic source → real target."""
+
+import json
+
+import pytest
+
+from tuneforge.core.config import AugmentConfig, BackTranslationConfig, DataConfig
+from tuneforge.core.errors import ConfigError, DataError
+from tuneforge.data.augment import acceptable_back_translation, back_translation_rows, read_texts
+
+# What a translator answered for each French line: one good, one copy, one with other numbers, one in French.
+ANSWERS = {
+    "Votre commande a été expédiée hier.": "Your order was shipped yesterday.\n\nThis is a polite message.",
+    "Le colis est en route.": "Le colis est en route.",
+    "Votre garantie dure deux ans, soit 24 mois.": "Your warranty lasts two years, or 12 months.",
+    "Merci d'avoir contacté le service client Lumeo.": "Merci d'avoir contacté notre service client Lumeo.",
+}
+
+
+def fake_translate(prompts: list[str]) -> list[str]:
+    return [next(answer for text, answer in ANSWERS.items() if prompt.endswith(text)) for prompt in prompts]
+
+
+def test_rows_pair_the_synthetic_source_with_the_real_target_and_drop_bad_translations():
+    cfg = BackTranslationConfig(files=["mono.txt"], model="m", prefix="<2fr> ", require_language="en")
+    texts = [(f"mono.txt:{i}", text) for i, text in enumerate(ANSWERS, start=1)]
+    made, rejected = back_translation_rows(texts, fake_translate, cfg)
+    assert [row for _, row in made] == [{"messages": [
+        {"role": "user", "content": "<2fr> Your order was shipped yesterday."},  # the explanation cut off
+        {"role": "assistant", "content": "Votre commande a été expédiée hier."}]}]
+    assert made[0][0] == {"source": "mono.txt:1"}
+    assert rejected == {"copied": 1, "numbers": 1, "language": 1}
+
+
+def test_acceptable_back_translation_reasons():
+    assert acceptable_back_translation("Bonjour à tous", "", None) == "empty"
+    assert acceptable_back_translation("Un texte assez long pour juger.", "Hi", None) == "length"
+    assert acceptable_back_translation("Votre colis arrive demain matin.", "Your parcel arrives tomorrow "
+                                       "morning.", "en") is None
+
+
+def test_augment_adds_marked_rows_from_text_and_jsonl_files(tmp_path, monkeypatch):
+    from tuneforge.data.augment import augment_rows
+
+    (tmp_path / "a.txt").write_text("Votre commande a été expédiée hier.\n\nLe colis est en route.\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "Votre garantie dure deux ans, soit 24 mois."}) + "\n")
+    assert read_texts(tmp_path / "a.txt") == [(f"{tmp_path / 'a.txt'}:1", "Votre commande a été expédiée hier."),
+                                             (f"{tmp_path / 'a.txt'}:3", "Le colis est en route.")]
+    bt = BackTranslationConfig(files=[tmp_path / "a.txt", tmp_path / "b.jsonl"], model="unused")
+    cfg = AugmentConfig(enabled=True, back_translation=bt)
+    # the model is the one thing faked here (examples/translation/measure.py runs the shipped one)
+    monkeypatch.setattr("tuneforge.data.augment.make_rewriter", lambda *args: fake_translate)
+    rows, stats = augment_rows([], cfg, seed=0)
+    assert [r["messages"][1]["content"] for r in rows] == ["Votre commande a été expédiée hier."]
+    assert rows[0]["meta"]["augmented"] == "back_translation"
+    assert rows[0]["meta"]["augmented_from"] == f"{tmp_path / 'a.txt'}:1"
+    assert stats.details["back_translation_rejected"] == {"copied": 1, "numbers": 1}
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ValueError, match="files"):
+        BackTranslationConfig(files=[])
+    with pytest.raises(DataError, match="does not exist"):
+        read_texts(tmp_path / "missing.txt")
+    (tmp_path / "bad.jsonl").write_text('{"line": "x"}\n')
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        read_texts(tmp_path / "bad.jsonl")
+    from tuneforge.data.augment import augment_rows
+
+    (tmp_path / "a.txt").write_text("Bonjour.\n")
+    cfg = AugmentConfig(enabled=True, back_translation=BackTranslationConfig(files=[tmp_path / "a.txt"]))
+    with pytest.raises(ConfigError, match="data.augment.back_translation: set `model`"):
+        augment_rows([], cfg, seed=0)
+
+
+def test_paths_resolve_against_the_pipeline_file(tmp_path):
+    from tuneforge.core.config import load_pipeline
+
+    (tmp_path / "p.yaml").write_text("data:\n  augment:\n    enabled: true\n    back_translation:\n"
+                                     "      files: [mono.fr.txt]\n      model: smollm2-135m\n")
+    cfg = load_pipeline(tmp_path / "p.yaml")
+    assert isinstance(cfg.data, DataConfig)
+    assert cfg.data.augment.back_translation.files == [tmp_path / "mono.fr.txt"]
