@@ -1,0 +1,97 @@
+"""Measurements for the translation example's README, each printed as one JSON object.
+
+    python examples/translation/measure.py back-translation   # what the shipped model's back-translation yields
+    python examples/translation/measure.py language           # the language guard on the held-out sentences
+
+`back-translation` runs both of the data pipeline's kinds with the shipped SmolLM2-135M-Instruct, greedy:
+- `data.augment.back_translation` (monolingual French → synthetic English): rows kept, rejected by reason, and
+  chrF of the kept synthetic English against the English that make_data.py knows (never used for training);
+- `data.augment.paraphrase` with `mode: back_translation` (the English sources round-tripped through French):
+  rows kept, and chrF of the French pivot against the true French — the shipped model's own EN→FR.
+
+`language` runs the gateway's language guard (serve.safety.language, langdetect) over the held-out French
+references (must pass) and English sources (must be caught) at several `min_chars` — with the monolingual
+and the training pairs too, short glossary terms included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+import make_data  # noqa: E402  (this folder's data tables)
+
+
+def back_translation(model: str, limit: int) -> dict:
+    from tuneforge.core.config import BackTranslationConfig
+    from tuneforge.data.augment import (
+        TRANSLATE_PROMPT,
+        back_translation_rows,
+        clean_rewrite,
+        make_rewriter,
+        paraphrase_rows,
+    )
+    from tuneforge.eval.metrics import corpus_bleu_chrf
+
+    translate = make_rewriter(model, None, None, "OPENAI_API_KEY", 128, 0.0)
+    cfg = BackTranslationConfig(files=[HERE / "monolingual.fr.txt"], model=model, prefix=f"{make_data.TAG} ",
+                                require_language="en")
+    mono = make_data.MONOLINGUAL[:limit]
+    made, rejected = back_translation_rows([(str(i), fr) for i, (_, fr) in enumerate(mono)], translate, cfg)
+    english = {fr: en for en, fr in make_data.MONOLINGUAL}
+    synthetic = [row["messages"][0]["content"].removeprefix(cfg.prefix) for _, row in made]
+    truth = [english[row["messages"][1]["content"]] for _, row in made]
+    bt = {"lines": len(mono), "kept": len(made), "rejected": dict(rejected),
+          "chrf_synthetic_english": corpus_bleu_chrf(synthetic, truth)["chrf"] if made else None,
+          "examples": [{"french": row["messages"][1]["content"], "synthetic_english": s}
+                       for (_, row), s in list(zip(made, synthetic, strict=True))[:5]]}
+
+    pairs = make_data.parallel_pairs()[:limit]
+    rows = [make_data.row(en, fr, tag=False) for en, fr in pairs]
+    pivots = [clean_rewrite(p) for p in translate([TRANSLATE_PROMPT.format(language="French", text=en)
+                                                   for en, _ in pairs])]
+    kept = paraphrase_rows(rows, translate, "back_translation", "French", "English")
+    round_trip = {"rows": len(rows), "kept": len(kept),
+                  "chrf_pivot_french": corpus_bleu_chrf(pivots, [fr for _, fr in pairs])["chrf"],
+                  "examples": [{"english": en, "pivot_french": p} for (en, _), p in zip(pairs[:5], pivots,
+                                                                                       strict=False)]
+                  + [{"english": s["messages"][0]["content"], "round_trip": v["messages"][0]["content"]}
+                     for s, v in kept[:5]]}
+    return {"model": model, "back_translation": bt, "paraphrase_round_trip": round_trip}
+
+
+def language(min_chars: list[int]) -> dict:
+    from tuneforge.core.safety_config import LanguageGuardConfig
+    from tuneforge.serve.safety.language import check_language
+
+    pairs = make_data.HELDOUT + make_data.MONOLINGUAL + make_data.parallel_pairs()
+    french = [fr for _, fr in pairs]
+    english = [en for en, _ in pairs]
+    out = {}
+    for n in min_chars:
+        cfg = LanguageGuardConfig(output=["fr"], min_chars=n)
+        out[f"min_chars={n}"] = {
+            "french_passed": sum(not check_language(t, ["fr"], cfg) for t in french) / len(french),
+            "english_caught": sum(bool(check_language(t, ["fr"], cfg)) for t in english) / len(english),
+        }
+    return {"sentences": len(french), "by_min_chars": out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["back-translation", "language"])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--limit", type=int, default=40, help="back-translation: lines/rows translated")
+    parser.add_argument("--min-chars", type=int, nargs="+", default=[1, 12, 24])
+    args = parser.parse_args()
+    result = back_translation(args.model, args.limit) if args.what == "back-translation" else language(args.min_chars)
+    print(json.dumps(result, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    main()
