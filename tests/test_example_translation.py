@@ -23,6 +23,9 @@ def test_the_pipeline_and_gateway_configs_validate():
     assert all(path.is_file() for path in [*cfg.data.files, *bt.files, cfg.eval.questions])
     assert not cfg.data.knowledge.enabled  # its question rewrites would break source/target pairs
     assert all("reference" in row for row in load_questions(cfg.eval.questions))  # scored with chrF
+    reverse = load_pipeline(EXAMPLE / "reverse.yaml")  # the FR→EN model that back-translates
+    assert bt.model == f"{reverse.output_dir}/{reverse.name}/adapter" and bt.prompt == "<2en> {text}"
+    assert all(row["question"].startswith("<2en> ") for row in load_questions(reverse.eval.questions))
     gateway = load_gateway(EXAMPLE / "gateway.yaml")
     language = gateway.routes["lumeo-fr"].safety.language
     assert (language.input, language.output, language.action) == (["en"], ["fr"], "block")
@@ -32,7 +35,8 @@ def test_make_data_writes_the_committed_files(tmp_path):
     script = tmp_path / "make_data.py"
     script.write_text((EXAMPLE / "make_data.py").read_text(encoding="utf-8"), encoding="utf-8")
     subprocess.run([sys.executable, str(script)], check=True, capture_output=True)
-    for name in ("train.jsonl", "heldout.jsonl", "monolingual.fr.txt"):
+    for name in ("train.jsonl", "heldout.jsonl", "monolingual.fr.txt", "reverse/train.jsonl",
+                 "reverse/heldout.jsonl"):
         assert (tmp_path / name).read_text(encoding="utf-8") == (EXAMPLE / name).read_text(encoding="utf-8"), name
 
 

@@ -18,6 +18,9 @@ Files (all committed; run `python examples/translation/make_data.py` to regenera
 - `heldout.jsonl`: {question, reference} rows — English sentences written apart from both, never in training
   (the pipeline's contamination check verifies it), over all topics; eval scores them with corpus chrF.
 
+- `reverse/train.jsonl`, `reverse/heldout.jsonl`: the same pairs the other way, French behind `<2en>` →
+  English, for the reverse model (`reverse.yaml`) that back-translates `monolingual.fr.txt`.
+
 `--untagged` writes the same rows without the tag (into `untagged/`), for the tagged-vs-untagged comparison.
 """
 
@@ -29,7 +32,8 @@ import random
 from pathlib import Path
 
 HERE = Path(__file__).parent
-TAG = "<2fr>"  # "translate into French"; the pipeline adds it to the vocabulary as one token
+TAG = "<2fr>"  # "translate into French"
+REVERSE_TAG = "<2en>"  # "translate into English": the reverse model that back-translates
 
 PRODUCTS = ["Lumeo Hub", "GlowStrip S2", "NightOwl Sensor", "DimDial", "Lumeo Bulb E27", "Lumeo Spot Mini"]
 
@@ -233,8 +237,8 @@ HELDOUT: list[tuple[str, str]] = [
 COMBINED = 120  # two-sentence training pairs made from the single ones
 
 
-def row(source: str, target: str, tag: bool) -> dict:
-    return {"messages": [{"role": "user", "content": f"{TAG} {source}" if tag else source},
+def row(source: str, target: str, tag: bool, marker: str = TAG) -> dict:
+    return {"messages": [{"role": "user", "content": f"{marker} {source}" if tag else source},
                          {"role": "assistant", "content": target}]}
 
 
@@ -266,6 +270,14 @@ def main() -> None:
         for en, fr in HELDOUT:
             f.write(json.dumps({"question": f"{TAG} {en}" if tag else en, "reference": fr},
                                ensure_ascii=False) + "\n")
+    if tag:  # the reverse direction, FR → EN, for the model that back-translates (reverse.yaml)
+        (HERE / "reverse").mkdir(exist_ok=True)
+        with (HERE / "reverse" / "train.jsonl").open("w", encoding="utf-8") as f:
+            for en, fr in pairs:
+                f.write(json.dumps(row(fr, en, True, REVERSE_TAG), ensure_ascii=False) + "\n")
+        with (HERE / "reverse" / "heldout.jsonl").open("w", encoding="utf-8") as f:
+            for en, fr in HELDOUT:
+                f.write(json.dumps({"question": f"{REVERSE_TAG} {fr}", "reference": en}, ensure_ascii=False) + "\n")
     print(f"{len(pairs)} training pairs, {len(MONOLINGUAL)} monolingual French lines, {len(HELDOUT)} held out "
           f"→ {out}")
 

@@ -81,3 +81,31 @@ def test_paths_resolve_against_the_pipeline_file(tmp_path):
     cfg = load_pipeline(tmp_path / "p.yaml")
     assert isinstance(cfg.data, DataConfig)
     assert cfg.data.augment.back_translation.files == [tmp_path / "mono.fr.txt"]
+
+
+def test_a_prompt_template_drives_a_reverse_model():
+    sent: list[str] = []
+
+    def reverse_model(prompts: list[str]) -> list[str]:
+        sent.extend(prompts)
+        return ["Your order was shipped yesterday."]
+
+    cfg = BackTranslationConfig(files=["m.txt"], model="m", prompt="<2en> {text}")
+    made, _ = back_translation_rows([("m.txt:1", "Votre commande a été expédiée hier.")], reverse_model, cfg)
+    assert sent == ["<2en> Votre commande a été expédiée hier."]
+    assert made[0][1]["messages"][0]["content"] == "Your order was shipped yesterday."
+    with pytest.raises(ValueError, match="no \\{text\\}"):
+        BackTranslationConfig(files=["m.txt"], prompt="<2en>")
+
+
+def test_a_round_trip_that_stays_in_the_pivot_language_is_dropped():
+    """paraphrase.mode back_translation: the shipped 135M model often answers the way back in French."""
+    from tuneforge.data.augment import paraphrase_rows
+
+    rows = [{"messages": [{"role": "user", "content": "Your order has been shipped to your address."},
+                          {"role": "assistant", "content": "ok"}]}] * 2
+    answers = iter(["Votre commande a été expédiée.", "Votre commande a été expédiée à votre adresse.",
+                    "Votre commande a été expédiée.", "Your order was sent to your address."])
+    pairs = paraphrase_rows(rows, lambda prompts: [next(answers) for _ in prompts], "back_translation",
+                            "French", "English")
+    assert [v["messages"][0]["content"] for _, v in pairs] == ["Your order was sent to your address."]

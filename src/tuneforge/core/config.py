@@ -152,11 +152,21 @@ class BackTranslationConfig(_Section):
     api_model: str | None = Field(None, description="Model name at the endpoint (default: its first model).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
     source_language: str = Field("English", description="Language the texts are translated into (the prompts).")
+    prompt: str | None = Field(None, description="What the model is sent, with {text} (and {language}: "
+                               "source_language); e.g. '<2en> {text}' for a reverse model trained on tagged rows. "
+                               "None: an instruction to translate, for a general chat model.")
     prefix: str = Field("", description="Put before each synthetic source, e.g. a target-language tag '<2fr> '.")
     require_language: str | None = Field(None, description="ISO 639-1 code a synthetic source must be detected "
                                          "as (core.language); others (a copy, an answer) are dropped.")
     max_tokens: int = Field(128, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0: greedy, the model's best translation.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_text(cls, value: str | None) -> str | None:
+        if value is not None and "{text}" not in value:
+            raise ValueError(f"prompt {value!r} has no {{text}}: the text to translate would not be sent")
+        return value
 
 
 class AugmentConfig(_Section):

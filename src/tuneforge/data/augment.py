@@ -152,6 +152,14 @@ def acceptable_rewrite(original: str, rewrite: str) -> bool:
     return not asks or rewrite.endswith(("?", "？"))
 
 
+def same_language(original: str, rewrite: str) -> bool:
+    """False when both texts are long enough to judge and are detected in different languages."""
+    from tuneforge.core.language import detect_language
+
+    before, after = detect_language(original, min_letters=10), detect_language(rewrite, min_letters=10)
+    return before is None or after is None or before == after
+
+
 def paraphrase_rows(rows: list[Row], rewrite: Callable[[list[str]], list[str]], mode: str,
                     pivot_language: str, source_language: str) -> list[tuple[Row, Row]]:
     """(source, variant) pairs: the last user turn paraphrased or back-translated; unusable rewrites are skipped."""
@@ -174,6 +182,8 @@ def paraphrase_rows(rows: list[Row], rewrite: Callable[[list[str]], list[str]], 
         original = row["messages"][index]["content"]
         if not acceptable_rewrite(original, new_text):
             continue
+        if mode == "back_translation" and not same_language(original, new_text):
+            continue  # the way back never left the pivot language (a small model answers in French)
         messages = [dict(m) for m in row["messages"]]
         messages[index]["content"] = new_text
         out.append((row, {**row, "messages": messages}))
@@ -223,7 +233,8 @@ def back_translation_rows(texts: list[tuple[str, str]], translate: Callable[[lis
                           cfg: Any) -> tuple[list[tuple[Row, Row]], Counter[str]]:
     """(source, row) pairs — user: prefix + the text translated into `cfg.source_language`, assistant: the
     text itself — and the count of rejected translations by reason."""
-    prompts = [TRANSLATE_PROMPT.format(language=cfg.source_language, text=text) for _, text in texts]
+    template = cfg.prompt or TRANSLATE_PROMPT
+    prompts = [template.replace("{language}", cfg.source_language).replace("{text}", text) for _, text in texts]
     rejected: Counter[str] = Counter()
     out = []
     for (where, target), answer in zip(texts, translate(prompts), strict=True):
