@@ -10,7 +10,8 @@
   rows kept, and chrF of the French pivot against the true French — the shipped model's own EN→FR.
 
 `language` runs the gateway's language guard (serve.safety.language, langdetect) over the held-out French
-references (must pass) and English sources (must be caught) at several `min_chars` — with the monolingual
+references (must pass) and English sources (must be caught) at several `min_chars` and `min_confidence` — with
+the monolingual
 and the training pairs too, short glossary terms included.
 """
 
@@ -65,7 +66,7 @@ def back_translation(model: str, limit: int) -> dict:
     return {"model": model, "back_translation": bt, "paraphrase_round_trip": round_trip}
 
 
-def language(min_chars: list[int]) -> dict:
+def language(min_chars: list[int], min_confidence: list[float]) -> dict:
     from tuneforge.core.safety_config import LanguageGuardConfig
     from tuneforge.serve.safety.language import check_language
 
@@ -74,12 +75,14 @@ def language(min_chars: list[int]) -> dict:
     english = [en for en, _ in pairs]
     out = {}
     for n in min_chars:
-        cfg = LanguageGuardConfig(output=["fr"], min_chars=n)
-        out[f"min_chars={n}"] = {
-            "french_passed": sum(not check_language(t, ["fr"], cfg) for t in french) / len(french),
-            "english_caught": sum(bool(check_language(t, ["fr"], cfg)) for t in english) / len(english),
-        }
-    return {"sentences": len(french), "by_min_chars": out}
+        for confidence in min_confidence:
+            cfg = LanguageGuardConfig(output=["fr"], min_chars=n, min_confidence=confidence)
+            refused = [t for t in french if check_language(t, ["fr"], cfg)]
+            out[f"min_chars={n} min_confidence={confidence}"] = {
+                "french_refused": len(refused),
+                "english_caught": sum(bool(check_language(t, ["fr"], cfg)) for t in english),
+                "french_refused_examples": refused[:4]}
+    return {"texts_per_language": len(french), "guard": out}
 
 
 def main() -> None:
@@ -87,9 +90,10 @@ def main() -> None:
     parser.add_argument("what", choices=["back-translation", "language"])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--limit", type=int, default=40, help="back-translation: lines/rows translated")
-    parser.add_argument("--min-chars", type=int, nargs="+", default=[1, 12, 24])
+    parser.add_argument("--min-chars", type=int, nargs="+", default=[8, 12, 24])
+    parser.add_argument("--min-confidence", type=float, nargs="+", default=[0.0, 0.9])
     args = parser.parse_args()
-    result = back_translation(args.model, args.limit) if args.what == "back-translation" else language(args.min_chars)
+    result = back_translation(args.model, args.limit) if args.what == "back-translation" else language(args.min_chars, args.min_confidence)
     print(json.dumps(result, ensure_ascii=False, indent=1))
 
 

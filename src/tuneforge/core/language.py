@@ -42,6 +42,14 @@ def letters(text: str) -> int:
 def detect_language(text: str, min_letters: int = MIN_LETTERS, *, region: bool = False) -> str | None:
     """ISO 639-1 code of `text` (`zh-cn` / `zh-tw` kept apart with `region=True`), or None when the text has
     fewer than `min_letters` letters or nothing can be told."""
+    found = detect_language_scored(text, min_letters, region=region)
+    return found[0] if found else None
+
+
+def detect_language_scored(text: str, min_letters: int = MIN_LETTERS, *,
+                           region: bool = False) -> tuple[str, float] | None:
+    """`detect_language` with the detector's probability of that language (0–1): langdetect reads some short
+    French sentences as Spanish or Romanian at 0.4–0.6, and real English at 0.99+."""
     if letters(text) < min_letters:
         return None
     from langdetect.lang_detect_exception import LangDetectException
@@ -49,7 +57,10 @@ def detect_language(text: str, min_letters: int = MIN_LETTERS, *, region: bool =
     detector = _factory().create()  # a detector per call: its random state is its own
     detector.append(text)
     try:
-        code = str(detector.detect())
+        ranked = detector.get_probabilities()
     except LangDetectException:
         return None
-    return code if region else code.split("-")[0]
+    if not ranked:
+        return "unknown", 0.0  # what langdetect's detect() answers then
+    code = str(ranked[0].lang)
+    return (code if region else code.split("-")[0]), float(ranked[0].prob)

@@ -1,12 +1,12 @@
 """The language guard: a request (or answer) in a language the route does not allow is flagged.
 
 Detection is `core.language` (langdetect, seeded), shared with data cleaning and drift; texts shorter than
-`min_chars` letters are not judged.
+`min_chars` letters are not judged, nor (with `min_confidence`) texts whose language the detector is unsure of.
 """
 
 from __future__ import annotations
 
-from tuneforge.core.language import detect_language
+from tuneforge.core.language import detect_language_scored
 from tuneforge.core.safety_config import LanguageGuardConfig
 from tuneforge.serve.safety.verdict import Finding
 
@@ -21,8 +21,9 @@ def check_language(text: str, allowed: list[str] | None, cfg: LanguageGuardConfi
     """A finding when `text` is long enough to judge and its language is not among `allowed`."""
     if not allowed:
         return []
-    code = detect_language(text, cfg.min_chars, region=True)
-    if code is None or _allowed(code, allowed):
+    found = detect_language_scored(text, cfg.min_chars, region=True)
+    if found is None or _allowed(found[0], allowed) or found[1] < cfg.min_confidence:
         return []
+    code = found[0]
     return [Finding("language", cfg.action, f"{where} language {code!r} is not one of {', '.join(allowed)}",
                     message=message)]

@@ -1,0 +1,25 @@
+"""language.min_confidence: a text is judged only when the detector is sure enough of its language."""
+
+from tuneforge.core.language import detect_language, detect_language_scored
+from tuneforge.core.safety_config import LanguageGuardConfig
+from tuneforge.serve.safety.language import check_language
+
+MISREAD = "Conservez la facture de votre Lumeo Hub."  # correct French that langdetect reads as Spanish (~0.57)
+ENGLISH = "Your order has been shipped and will arrive within three business days."
+
+
+def test_scored_detection_agrees_with_detect_language():
+    code, probability = detect_language_scored(MISREAD, 12)
+    assert code == detect_language(MISREAD, 12) == "es" and 0.4 < probability < 0.7
+    code, probability = detect_language_scored(ENGLISH)
+    assert code == "en" and probability > 0.99
+    assert detect_language_scored("Hi there", 12) is None  # too short: not judged
+
+
+def test_an_unsure_detection_is_not_a_finding():
+    strict = LanguageGuardConfig(output=["fr"], min_chars=12)
+    lenient = LanguageGuardConfig(output=["fr"], min_chars=12, min_confidence=0.9)
+    assert [f.reason for f in check_language(MISREAD, ["fr"], strict, where="answer")] == [
+        "answer language 'es' is not one of fr"]  # a correct translation refused
+    assert check_language(MISREAD, ["fr"], lenient, where="answer") == []
+    assert len(check_language(ENGLISH, ["fr"], lenient, where="answer")) == 1  # real English still caught
