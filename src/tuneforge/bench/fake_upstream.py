@@ -25,11 +25,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 def create_app(tokens: int, delay_ms: float, ignore_max_tokens: bool, version: str,
                text: str | None = None) -> FastAPI:
     app = FastAPI()
-    state = {"requests": 0}
+    state: dict = {"requests": 0, "last": None}  # the last request's body, for tests of what the gateway sent
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "in_flight": 0, "requests": state["requests"]}
+        return {"status": "ok", "in_flight": 0, "requests": state["requests"], "last_request": state["last"]}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -38,6 +38,7 @@ def create_app(tokens: int, delay_ms: float, ignore_max_tokens: bool, version: s
     async def answer(request: Request, chat: bool) -> Response:
         state["requests"] += 1
         body = json.loads(await request.body())
+        state["last"] = body
         pieces = [text[i:i + 3] for i in range(0, len(text), 3)] if text else ["tok "] * tokens
         n = len(pieces) if ignore_max_tokens else min(len(pieces), int(body.get("max_tokens") or len(pieces)))
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"

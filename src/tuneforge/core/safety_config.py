@@ -10,9 +10,10 @@ out, marked for review when the route says `review: on_flag`) or `log` (recorded
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tuneforge.core.config import ALL_PII, PiiType
 
@@ -114,6 +115,55 @@ class TopicRule(_Section):
     phrases: list[str] = Field(min_length=1, description="Words or phrases that mark the topic.")
 
 
+DEFAULT_GROUNDED_ANSWER = ("I can't advise on that from the information I have. Please ask your pharmacist or "
+                           "doctor, who can check what is right for you.")
+
+
+class GroundedRule(_Section):
+    """A topic answered only where the route's own data covers it (a medical route's dosing questions).
+
+    A request on the topic (any of `phrases` in its last user turn) must be close — cosine of all-MiniLM-L6-v2
+    embeddings at or above `threshold` — to one of the known questions (`known`, `known_file`); otherwise the
+    rule acts: `answer` replies with `answer` without calling the model, `block` refuses with a 400, `flag`
+    lets it through marked for review, `log` records it. Between `threshold` and `flag_below` it goes to the
+    model flagged (a borderline match: a person checks the answer).
+    """
+
+    name: str = Field(min_length=1)
+    phrases: list[str] = Field(min_length=1, description="Words or phrases that mark the topic (whole words, "
+                               "case- and accent-insensitive), e.g. dose, mg, tablets, how often should i take.")
+    known: list[str] = Field(default_factory=list, description="Questions on the topic the route's data answers.")
+    known_file: str | None = Field(None, description="More known questions: a JSONL of training rows (the user "
+                                   "turns of chat rows, `instruction`, or `question`) or a text file, one a line; "
+                                   "relative to the config file.")
+    threshold: float = Field(0.8, gt=0.0, le=1.0, description="Cosine similarity to the closest known question "
+                             "at or above which a request counts as covered by the data.")
+    flag_below: float | None = Field(None, gt=0.0, le=1.0, description="A covered request whose closest known "
+                                     "question is under this (and at or above `threshold`) goes to the model "
+                                     "flagged: a route with review on_flag holds the answer for a person. "
+                                     "None: no such band.")
+    action: Literal["answer", "block", "flag", "log"] = "answer"
+    answer: str = Field(DEFAULT_GROUNDED_ANSWER, min_length=1, description="The reply when action is answer.")
+
+    @field_validator("known_file")
+    @classmethod
+    def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("base_dir")
+        if value is None or base is None or Path(value).is_absolute():
+            return value
+        return str(Path(base) / value)
+
+    @model_validator(mode="after")
+    def _has_known(self) -> GroundedRule:
+        if not self.known and self.known_file is None:
+            raise ValueError(f"grounded rule {self.name!r}: give the known questions (known or known_file); "
+                             "with none, every question on the topic would be refused")
+        if self.flag_below is not None and self.flag_below <= self.threshold:
+            raise ValueError(f"grounded rule {self.name!r}: flag_below {self.flag_below} must be above threshold "
+                             f"{self.threshold}")
+        return self
+
+
 class TopicGuardConfig(_Section):
     """Per-route topic policy and banned substrings."""
 
@@ -122,6 +172,8 @@ class TopicGuardConfig(_Section):
     banned: list[str] = Field(default_factory=list, description="Substrings never allowed in requests or answers "
                               "(case-insensitive, after normalisation).")
     action: Action = "block"
+    grounded: list[GroundedRule] = Field(default_factory=list, description="Topics answered only where the "
+                                         "route's data covers them (see GroundedRule).")
 
 
 class SafetyConfig(_Section):

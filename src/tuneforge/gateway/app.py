@@ -26,9 +26,9 @@ from tuneforge import __version__
 from tuneforge.gateway.auth import KeyCache
 from tuneforge.gateway.balancer import Balancer, Replica, Route
 from tuneforge.gateway.cache import ResponseCache, cache_key
-from tuneforge.gateway.config import GatewayConfig
+from tuneforge.gateway.config import GatewayConfig, SamplingConfig
 from tuneforge.gateway.errors import GatewayError
-from tuneforge.gateway.guards import Guards
+from tuneforge.gateway.guards import Guards, rule_reply
 from tuneforge.gateway.hotpath import EventStream, HotPath, parse_json
 from tuneforge.gateway.keys import KeyRecord, KeyStore
 from tuneforge.gateway.metrics import GatewayMetrics
@@ -74,6 +74,25 @@ def prompt_bound(body: dict[str, Any]) -> int:
         return len(json.dumps(messages, ensure_ascii=False).encode()) + MESSAGE_OVERHEAD * (len(messages) + 1)
     prompt = body.get("prompt")
     return len(json.dumps(prompt, ensure_ascii=False).encode()) if prompt is not None else 0
+
+
+def apply_sampling(route: str, limits: SamplingConfig, body: dict[str, Any]) -> None:
+    """The route's temperature default put into `body` when it sets none; 400 when it asks for more than
+    the route's cap (a parameter is refused, never lowered in silence)."""
+    temperature = body.get("temperature")
+    if temperature is None:
+        if limits.default_temperature is not None:
+            body["temperature"] = limits.default_temperature
+        return
+    if limits.max_temperature is None:
+        return  # a bad value is the upstream's 400 to give
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise GatewayError(400, f"temperature: expected a number, got {temperature!r}", "invalid_type",
+                           param="temperature")
+    if temperature > limits.max_temperature:
+        raise GatewayError(400, f"temperature {temperature} is above the limit of `{route}`: at most "
+                           f"{limits.max_temperature} (its sampling.max_temperature)", "invalid_value",
+                           param="temperature")
 
 
 class Gateway:
@@ -171,6 +190,7 @@ class Gateway:
         key = await self.key_cache.resolve(authorization)
         body = parse_json(raw)
         route = self.route_for(key, body.get("model"))
+        apply_sampling(route.name, route.config.sampling, body)
         n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 0 else 1
         if not isinstance(body.get("max_tokens"), int) and not isinstance(body.get("max_completion_tokens"), int):
             body["max_tokens"] = route.config.max_tokens  # the reservation below must bound the answer
@@ -191,6 +211,12 @@ class Gateway:
                 except GatewayError:
                     self.metrics.refusals.labels(key.policy.tenant, "content_blocked").inc()
                     raise
+                if guards.rule_answer is not None:  # a grounded rule answers; the model is not asked
+                    self.metrics.refusals.labels(key.policy.tenant, "grounded").inc()
+                    await self.settle(key, admission, 0)
+                    return rule_reply(guards.rule_answer, body, guards.chat, route.name,
+                                      {"x-tuneforge-route": route.name, "x-tuneforge-guard": "grounded",
+                                       **limit_headers(key, admission)})
             caller = body.get("user") if route.config.sticky_by == "user" and isinstance(body.get("user"), str) \
                 else None
             variant = route.variant_for(caller or key.lineage)
@@ -471,6 +497,11 @@ def create_app(cfg: GatewayConfig) -> HotPath:
             from tuneforge.serve.safety import warm_up
 
             await asyncio.to_thread(warm_up)  # the injection classifier loads now, not on a first request
+        grounded = [rule for r in cfg.routes.values() if r.safety for rule in r.safety.topics.grounded]
+        if grounded:
+            from tuneforge.serve.safety.grounded import warm_up_grounded
+
+            await asyncio.to_thread(warm_up_grounded, grounded)  # the encoder and the known questions' embeddings
         await gw.balancer.check_all(gw.probe)
         gw.balancer.start(gw.probe)
         gw.log.start()

@@ -37,6 +37,30 @@ class VariantConfig(_Section):
                                 "/v1/models (the artifact's content hash when it is a tuneforge server).")
 
 
+class SamplingConfig(_Section):
+    """Limits on a route's sampling, checked before any upstream call (a medical route keeps temperature low).
+
+    A request above a limit is refused with a 400 naming the field and the limit, never lowered in silence.
+    """
+
+    max_temperature: float | None = Field(None, ge=0, description="Highest `temperature` a request may ask "
+                                          "for; above it → 400. None: no cap.")
+    default_temperature: float | None = Field(None, ge=0, description="`temperature` sent upstream when a "
+                                              "request sets none. None: max_temperature when a cap is set "
+                                              "(an upstream's own default, often 1.0, could be above it), "
+                                              "else the upstream's default.")
+
+    @model_validator(mode="after")
+    def _default_under_cap(self) -> SamplingConfig:
+        if self.max_temperature is not None:
+            if self.default_temperature is None:
+                self.default_temperature = self.max_temperature
+            elif self.default_temperature > self.max_temperature:
+                raise ValueError(f"default_temperature {self.default_temperature} is above max_temperature "
+                                 f"{self.max_temperature}")
+        return self
+
+
 class RouteConfig(_Section):
     """A public model name → variants (canary / A-B) → replicas."""
 
@@ -51,6 +75,8 @@ class RouteConfig(_Section):
                             "is reserved from it); set it to the replicas' serve.max_tokens.")
     safety: SafetyConfig | None = Field(None, description="Guards on requests and answers (injection, PII, code, "
                                         "language, topics); none: no guards. See docs/safety.md.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Temperature cap and default, "
+                                     "e.g. {max_temperature: 0.3, default_temperature: 0.1}.")
 
     @model_validator(mode="after")
     def _one_form(self) -> RouteConfig:
@@ -125,7 +151,8 @@ def load_gateway(path: Path | None, **overrides: object) -> GatewayConfig:
             raise ConfigError(f"{path}: expected a mapping of gateway settings")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return GatewayConfig.model_validate(raw)
+        # the context: paths inside the config (a grounded rule's known_file) are relative to its file
+        return GatewayConfig.model_validate(raw, context={"base_dir": Path(path).parent if path else None})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import AsyncIterator
 from typing import Any
+from uuid import uuid4
 
 from tuneforge.core.safety_config import SafetyConfig
 from tuneforge.gateway.errors import GatewayError
@@ -26,6 +29,7 @@ class Guards:
         self.placeholders: dict[str, str] = {}
         self.outputs: dict[int, Any] = {}
         self.input_verdict: Any = None
+        self.rule_answer: str | None = None  # a grounded rule's reply, given instead of the model's
 
     async def check_request(self, body: dict[str, Any]) -> None:
         """Guard the request in place (redacted messages / prompt), or raise 400 when a guard blocks it."""
@@ -41,7 +45,7 @@ class Guards:
                 return
             messages = [{"role": "user", "content": prompt}]
         check = await asyncio.to_thread(check_input, messages, self.cfg)
-        self.input_verdict, self.placeholders = check.verdict, check.placeholders
+        self.input_verdict, self.placeholders, self.rule_answer = check.verdict, check.placeholders, check.answer
         if check.verdict.blocked:
             raise GatewayError(400, "the request was blocked by this route's safety guards: "
                                + "; ".join(check.verdict.reasons), "content_blocked", param="messages")
@@ -109,3 +113,39 @@ class Guards:
             raise GatewayError(400, "the answer was blocked by this route's safety guards: "
                                + "; ".join(self.reasons()), "content_blocked", param="messages")
         return json.dumps(data, ensure_ascii=False).encode()
+
+
+def rule_reply(text: str, body: dict[str, Any], chat: bool, model: str, headers: dict[str, str]) -> Any:
+    """A grounded rule's reply in the shape the caller asked for (a completion, or its stream), with no
+    tokens used: the model was not asked."""
+    from fastapi.responses import JSONResponse
+
+    from tuneforge.gateway.hotpath import EventStream
+
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid4().hex}"
+    n = body["n"] if isinstance(body.get("n"), int) and 0 < body["n"] <= 16 else 1
+    created, usage = int(time.time()), {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    if not body.get("stream"):
+        choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                   if chat else {"index": i, "text": text, "finish_reason": "stop"} for i in range(n)]
+        return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
+                             "created": created, "model": model, "choices": choices, "usage": usage},
+                            headers=headers)
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        data = {"id": rid, "object": kind, "created": created, "model": model, "choices": choices, **extra}
+        return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+    async def events() -> AsyncIterator[bytes]:
+        for i in range(n):
+            part = {"role": "assistant", "content": text} if chat else None
+            yield event([{"index": i, "delta": part, "finish_reason": None} if chat
+                         else {"index": i, "text": text, "finish_reason": None}])
+            yield event([{"index": i, "delta": {}, "finish_reason": "stop"} if chat
+                         else {"index": i, "text": "", "finish_reason": "stop"}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            yield event([], usage=usage)
+        yield b"data: [DONE]\n\n"
+
+    return EventStream(events(), headers)

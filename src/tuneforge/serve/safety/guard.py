@@ -22,6 +22,7 @@ from typing import Protocol
 from tuneforge.core.language import letters
 from tuneforge.core.safety_config import SafetyConfig
 from tuneforge.serve.safety.code import FENCE, check_code
+from tuneforge.serve.safety.grounded import check_grounded
 from tuneforge.serve.safety.injection import check_injection
 from tuneforge.serve.safety.language import check_language
 from tuneforge.serve.safety.normalize import canonical
@@ -37,6 +38,7 @@ class InputCheck:
     messages: list[dict]
     verdict: Verdict
     placeholders: dict[str, str] = field(default_factory=dict)
+    answer: str | None = None  # a grounded rule's reply: give it instead of asking the model
 
 
 def message_text(message: dict) -> str:
@@ -65,15 +67,22 @@ def check_input(messages: list[dict], cfg: SafetyConfig) -> InputCheck:
             verdict.add(*check_language(text, cfg.language.input, cfg.language, index))
     # off-topic is judged over the conversation's user turns together: a follow-up "and for two?" is on topic
     verdict.add(*check_allowed("\n".join(message_text(m) for m in messages if m.get("role") == "user"), cfg.topics))
+    answer = None
+    if cfg.topics.grounded:  # judged on the question being asked now: the last user turn
+        last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "user"), None)
+        if last is not None:
+            grounded = check_grounded(message_text(messages[last]), cfg.topics.grounded, last)
+            verdict.add(*grounded.findings)
+            answer = grounded.answer
     if not cfg.pii.enabled or not cfg.pii.redact_input:
-        return InputCheck(list(messages), verdict, {})
+        return InputCheck(list(messages), verdict, {}, answer)
     redacted, placeholders, spans = redact_messages(messages, cfg.pii)
     for index, found in spans.items():
         kinds = sorted({kind for _, _, kind, _ in found})
         verdict.add(Finding("pii", cfg.pii.action,
                             f"personal data redacted from the request: {', '.join(kinds)}",
                             tuple((s, e) for s, e, _, _ in found), index))
-    return InputCheck(redacted, verdict, placeholders)
+    return InputCheck(redacted, verdict, placeholders, answer)
 
 
 def needs_review(cfg: SafetyConfig, verdict: Verdict, draw: float | None = None) -> bool:
