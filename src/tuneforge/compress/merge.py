@@ -18,18 +18,16 @@ from tuneforge.core.errors import CompressError
 from tuneforge.core.progress import console
 from tuneforge.models import LoadedModel, load
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
-from tuneforge.models.loader import _torch_dtype, fingerprint
+from tuneforge.models.loader import _torch_dtype, fingerprint, peft_over
 from tuneforge.train.methods import METHODS
 
 MERGEABLE = tuple(name for name, m in METHODS.items() if m.merges)
 
 
 def _with_adapter(base_ref: str, adapter: Artifact, dtype: str) -> LoadedModel:
-    from peft import PeftModel
-
     base = load(base_ref, dtype=dtype)
-    model = PeftModel.from_pretrained(base.model, str(adapter.path)).eval()
-    return LoadedModel(model, base.tokenizer, str(adapter.path), "artifact-adapter", base_ref=base_ref)
+    model, tokenizer = peft_over(base, adapter.path, adapter.manifest)  # added tokens: the adapter's tokenizer
+    return LoadedModel(model.eval(), tokenizer, str(adapter.path), "artifact-adapter", base_ref=base_ref)
 
 
 def checked_base(adapter_path: Path, manifest: dict[str, Any], base: str | None = None) -> tuple[str, str]:

@@ -54,6 +54,24 @@ class ModelConfig(_Section):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Dtype the weights are held in (training autocasts separately)."
     )
+    add_tokens: list[str] = Field(
+        default_factory=list,
+        description="Tokens added to the tokenizer before the data is tokenized, each as it is written in text (a "
+        "library's name, a code symbol, a language tag such as '<2fr>'). The embeddings grow by a row per token, set "
+        "to the mean of the existing rows, and the rows train with the method (lora/dora: only those rows, PEFT's "
+        "trainable_token_indices; full: with every weight). Each must be new to the vocabulary "
+        "(docs/training.md, 'Adding tokens').",
+    )
+
+    @field_validator("add_tokens")
+    @classmethod
+    def _new_tokens(cls, value: list[str]) -> list[str]:
+        for index, token in enumerate(value):
+            if token == "":
+                raise ValueError(f"add_tokens[{index}] is an empty string; a token needs at least one character")
+            if value.index(token) != index:
+                raise ValueError(f"add_tokens[{index}]: {token!r} is listed twice")
+        return value
 
 
 PiiType = Literal["SECRET", "CREDENTIALS", "EMAIL", "IBAN", "CREDIT_CARD", "CN_ID", "SSN", "PHONE", "IP_ADDRESS"]

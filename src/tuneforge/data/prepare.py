@@ -30,6 +30,7 @@ from tuneforge.data.store import read_split_file, write_split
 from tuneforge.data.template import IGNORE_INDEX, tokenize_row
 from tuneforge.models import load_tokenizer
 from tuneforge.models.chat_template import template_hash, tokenizer_hash
+from tuneforge.models.tokens import add_tokens
 
 SPLITS = ("train", "validation", "test")
 Row = dict[str, Any]
@@ -155,6 +156,7 @@ def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list
 def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifact:
     """Build a dataset artifact at `output` from the configured sources, tokenized for `model.name`."""
     tokenizer = load_tokenizer(model.name)
+    added = add_tokens(tokenizer, model.add_tokens) if model.add_tokens else {}
     rows, steps, sources = clean(data, tokenizer)
     parts = split_rows(rows, data.validation_fraction, data.seed, data.test_fraction, data.stratify)
     # Augment and balance the training split only: copies of a training row must not leak into held-out splits.
@@ -251,7 +253,8 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
         (writer.path / "report.html").write_text(render_html(markdown, images))
         writer.metrics.update(stats)
         writer.extra.update({"tokenizer": model.name, "tokenizer_hash": tokenizer_hash(tokenizer),
-                             "chat_template_hash": template_hash(tokenizer), "sources": sources})
+                             "chat_template_hash": template_hash(tokenizer), "sources": sources,
+                             **({"added_tokens": added} if added else {})})
     return load_artifact(output, kind="dataset")
 
 

@@ -252,8 +252,6 @@ def load(ref: str | Path, dtype: str | None = None) -> LoadedModel:
     if is_artifact(path):
         artifact = load_artifact(path)
         if artifact.kind == "adapter":
-            from peft import PeftModel
-
             base_ref = artifact.manifest.get("base_model")
             if not base_ref:
                 raise ModelLoadError(f"{path}: adapter manifest does not name its base model")
@@ -261,10 +259,10 @@ def load(ref: str | Path, dtype: str | None = None) -> LoadedModel:
             if adapter_format(artifact.manifest) == "bottleneck":
                 from tuneforge.models.bottleneck import load_bottleneck
 
-                model = load_bottleneck(base.model, path)
+                model, tokenizer = load_bottleneck(base.model, path), base.tokenizer
             else:
-                model = PeftModel.from_pretrained(base.model, str(path))
-            return LoadedModel(model.eval(), base.tokenizer, ref, "artifact-adapter", base_ref=base_ref)
+                model, tokenizer = peft_over(base, path, artifact.manifest)
+            return LoadedModel(model.eval(), tokenizer, ref, "artifact-adapter", base_ref=base_ref)
         recorded = recorded_format(path, artifact.manifest) if artifact.kind == "model" else None
         if recorded is not None:
             return _load_quantized(path, ref, *recorded)
@@ -291,6 +289,28 @@ def load(ref: str | Path, dtype: str | None = None) -> LoadedModel:
         f"cannot resolve model {ref!r}: not a built-in name ({', '.join(BUILTIN)}), "
         "not an existing folder, not a hub id (org/name)"
     )
+
+
+def peft_over(base: LoadedModel, path: Path, manifest: dict[str, Any]) -> tuple[Any, Any]:
+    """(the PEFT adapter at `path` applied to `base.model`, the tokenizer to use with it). An adapter that added
+    tokens (`added_tokens` in its manifest) carries its tokenizer; the base grows the same mean-initialised rows
+    it was trained from first, so that PEFT's trained rows fit."""
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    tokenizer = base.tokenizer
+    added: dict[str, int] = manifest.get("added_tokens") or {}
+    if added:
+        from tuneforge.models.tokens import resize_with_mean
+
+        tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(path))
+        wrong = {t: i for t, i in added.items() if tokenizer.convert_tokens_to_ids(t) != i}
+        grown = len(base.tokenizer) + len(added)
+        if wrong or len(tokenizer) != grown:
+            raise ModelLoadError(f"{path}: the adapter's tokenizer does not hold its added tokens {added} at their "
+                                 f"ids over a base of {len(base.tokenizer)} tokens (another base model?)")
+        resize_with_mean(base.model, len(tokenizer))
+    return PeftModel.from_pretrained(base.model, str(path)), tokenizer
 
 
 def adapter_format(manifest: dict[str, Any]) -> str:

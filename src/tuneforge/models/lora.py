@@ -33,6 +33,10 @@ def read_adapter(path: str | Path) -> tuple[dict[str, Any], dict[str, tuple[Any,
         kind = "DoRA" if config.get("use_dora") else config.get("peft_type")
         raise ValueError(f"{folder}: a {kind} adapter is more than an additive low-rank update; merge it into its "
                          "base (tuneforge compress merge) or serve it on its own")
+    if config.get("trainable_token_indices"):
+        raise ValueError(f"{folder}: the adapter added tokens to the vocabulary (trained embedding rows, PEFT's "
+                         "trainable_token_indices), which a shared base does not have; serve it as the model "
+                         "(tuneforge serve ADAPTER) or merge it (tuneforge compress merge)")
     rank, alpha = int(config["r"]), float(config.get("lora_alpha", config["r"]))
     scale = alpha / rank ** 0.5 if config.get("use_rslora") else alpha / rank
     tensors = load_file(str(folder / "adapter_model.safetensors"))

@@ -606,6 +606,9 @@ def _write_output(output: Path, dataset: Artifact, model_cfg: ModelConfig, cfg: 
     model = model if method.quantized_base else model.to("cpu")
     with create_artifact(output, kind, config=config, parents=[dataset.ref()]) as writer:
         method.save(model, tokenizer, writer.path)
+        added = {t: tokenizer.convert_tokens_to_ids(t) for t in model_cfg.add_tokens}
+        if added and kind == "adapter":  # the extended tokenizer travels with the adapter (a model saves its own)
+            tokenizer.save_pretrained(writer.path)
         with open(writer.path / "history.jsonl", "w") as handle:
             for record in state.history:
                 handle.write(json.dumps(record) + "\n")
@@ -616,6 +619,7 @@ def _write_output(output: Path, dataset: Artifact, model_cfg: ModelConfig, cfg: 
         writer.extra.update({"base_model": base_ref, "base_fingerprint": fingerprint(model_cfg.name),
                              "method": cfg.method, "packed": packed, "recipe": recipe,
                              **({"adapter_format": method.saves} if kind == "adapter" else {}),
+                             **({"added_tokens": added, "base_vocab_size": min(added.values())} if added else {}),
                              "chat_template_hash": template_hash(tokenizer),
                              "tokenizer_hash": tokenizer_hash(tokenizer)})
     return load_artifact(output, kind=kind)

@@ -38,6 +38,10 @@ if set(METHODS) != set(get_args(TrainMethod)):  # pragma: no cover - caught by a
 # Methods that change the input sequence (virtual tokens) cannot be packed.
 SOFT_PROMPT = tuple(name for name, m in METHODS.items() if not m.packs)
 
+# Methods that train the embedding rows of `model.add_tokens`: full (every weight) and the PEFT LoRA family
+# (PEFT's trainable tokens). The others would leave the new rows at their initial mean: refused.
+TRAINS_NEW_TOKENS = ("full", "lora", "dora")
+
 
 def method(name: str) -> TuningMethod:
     """The method called `name` (a `train.method` value)."""
@@ -57,6 +61,9 @@ def make_trainable(loaded: LoadedModel, cfg: TrainConfig) -> Any:
     if cfg.keep_sparsity and not chosen.trains_weights:
         raise ConfigError(f"train.keep_sparsity needs train.method full (got {cfg.method}): an adapter's update is "
                           "dense, merging it would fill the pruned zeros")
+    if loaded.info.get("added_tokens") and chosen.name not in TRAINS_NEW_TOKENS:
+        raise ConfigError(f"model.add_tokens needs train.method {', '.join(TRAINS_NEW_TOKENS)} (got {cfg.method}): "
+                          f"{cfg.method} cannot train the new tokens' embedding rows, they would stay untrained")
     return chosen.make_trainable(loaded, cfg)
 
 
@@ -71,7 +78,7 @@ def save_trained(model: Any, tokenizer: Any, name: str, folder: Path) -> None:
 
 
 __all__ = [
-    "METHODS", "SOFT_PROMPT", "TuningMethod", "check_targets", "keep_4bit_differentiable", "keep_zeros",
-    "linear_module_names", "load_base", "load_trainable_state", "make_trainable", "method", "output_kind",
+    "METHODS", "SOFT_PROMPT", "TRAINS_NEW_TOKENS", "TuningMethod", "check_targets", "keep_4bit_differentiable",
+    "keep_zeros", "linear_module_names", "load_base", "load_trainable_state", "make_trainable", "method", "output_kind",
     "save_trained", "trainable_parameters", "trainable_state",
 ]

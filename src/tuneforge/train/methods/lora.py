@@ -6,17 +6,27 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.core.config import ModelConfig, TrainConfig
+from tuneforge.core.errors import ConfigError
 from tuneforge.models import LoadedModel
 from tuneforge.train.methods.parts import check_targets, load_float_base
 
 
-def lora_config(cfg: TrainConfig, use_dora: bool = False) -> Any:
-    """PEFT's LoraConfig from `train.lora`."""
+def lora_config(cfg: TrainConfig, use_dora: bool = False, new_token_ids: list[int] | None = None) -> Any:
+    """PEFT's LoraConfig from `train.lora`; `new_token_ids` (added tokens) train their embedding rows too."""
     import peft
 
     lora = cfg.lora
+    extra: dict[str, Any] = {}
+    if new_token_ids:
+        if "trainable_token_indices" not in peft.LoraConfig.__dataclass_fields__:
+            raise ConfigError(f"model.add_tokens with train.method lora needs PEFT >= 0.15 (trainable_token_indices, "
+                              f"which trains only the new rows); this is PEFT {peft.__version__}: upgrade it, or use "
+                              "train.method full")
+        # Only the new rows train (PEFT keeps a copy of just those rows); with tied weights (SmolLM2) PEFT ties
+        # the output head's rows to the same copy, so input and output stay one tensor, as in the base.
+        extra["trainable_token_indices"] = sorted(new_token_ids)  # a list: the input embedding, whatever its name
     return peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                           target_modules=lora.target_modules, use_dora=use_dora, task_type="CAUSAL_LM")
+                           target_modules=lora.target_modules, use_dora=use_dora, task_type="CAUSAL_LM", **extra)
 
 
 def save_peft(model: Any, folder: Path) -> None:
@@ -45,7 +55,8 @@ class Lora:
         import peft
 
         check_targets(loaded.model, cfg.lora.target_modules)
-        return peft.get_peft_model(loaded.model, lora_config(cfg, self.use_dora))
+        added = loaded.info.get("added_tokens") or {}
+        return peft.get_peft_model(loaded.model, lora_config(cfg, self.use_dora, list(added.values())))
 
     def save(self, model: Any, tokenizer: Any, folder: Path) -> None:
         save_peft(model, folder)

@@ -7,6 +7,7 @@ from typing import Any
 from tuneforge.core.config import ModelConfig
 from tuneforge.core.errors import ConfigError
 from tuneforge.models import LoadedModel, load
+from tuneforge.models.tokens import extend_model
 
 
 def refuse_adapter_base(loaded: LoadedModel, model_cfg: ModelConfig) -> LoadedModel:
@@ -17,8 +18,12 @@ def refuse_adapter_base(loaded: LoadedModel, model_cfg: ModelConfig) -> LoadedMo
 
 
 def load_float_base(model_cfg: ModelConfig) -> LoadedModel:
-    """The base model as it is stored, in `model.dtype` (what every method but qlora trains)."""
-    return refuse_adapter_base(load(model_cfg.name, dtype=model_cfg.dtype), model_cfg)
+    """The base model as it is stored, in `model.dtype` (what every method but qlora trains), with
+    `model.add_tokens` added to its tokenizer and embeddings (their ids in `info["added_tokens"]`)."""
+    loaded = refuse_adapter_base(load(model_cfg.name, dtype=model_cfg.dtype), model_cfg)
+    if model_cfg.add_tokens:
+        loaded.info["added_tokens"] = extend_model(loaded.model, loaded.tokenizer, model_cfg.add_tokens)
+    return loaded
 
 
 def linear_module_names(model) -> list[str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.core.config import ModelConfig, TrainConfig
+from tuneforge.core.errors import ConfigError
 from tuneforge.models import LoadedModel
 from tuneforge.models.loader import load_4bit
 from tuneforge.train.methods.lora import lora_config, save_peft
@@ -23,6 +24,9 @@ class QLora:
     trains_weights = False
 
     def load_base(self, model_cfg: ModelConfig, cfg: TrainConfig) -> LoadedModel:
+        if model_cfg.add_tokens:
+            raise ConfigError("model.add_tokens needs train.method lora, dora or full (got qlora): the 4-bit base is "
+                              "loaded ready-quantized, its embeddings are not resized here")
         loaded = load_4bit(model_cfg.name, compute_dtype="bfloat16" if cfg.precision == "bf16" else "float32")
         return refuse_adapter_base(loaded, model_cfg)
 
