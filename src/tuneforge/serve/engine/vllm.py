@@ -272,6 +272,10 @@ class VllmEngine:
             raise ValueError(f"{path}: not a PEFT LoRA folder (no adapter_config.json)")
         if is_artifact(folder):
             manifest = load_artifact(folder).manifest
+            if manifest.get("added_tokens"):
+                added = ", ".join(map(repr, manifest["added_tokens"]))
+                raise ValueError(f"{path}: the adapter added tokens to the vocabulary ({added}), which the served base "
+                                 "does not have; merge it first (tuneforge compress merge) and serve the merged model")
             expected = manifest.get("base_fingerprint")
             if expected and self.base_fingerprints and expected not in self.base_fingerprints:
                 raise ValueError(f"{path}: trained on base {manifest.get('base_model')} (fingerprint {expected}), "
