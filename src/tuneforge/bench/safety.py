@@ -26,6 +26,7 @@ from typing import Any
 
 from tuneforge.core.safety_config import InjectionGuardConfig, PiiGuardConfig, SafetyConfig
 from tuneforge.serve.safety import OutputGuard, check_input
+from tuneforge.serve.safety.classifier import forget
 from tuneforge.serve.safety.corpora import Sample, load
 from tuneforge.serve.safety.injection import check_injection, score_text
 
@@ -203,6 +204,7 @@ def latency(samples: list[Sample], rounds: int = 1) -> dict[str, Any]:
     for _ in range(rounds):
         for text in texts:
             for name, fn in guards.items():
+                forget()  # each guard meets the text for the first time
                 start = time.perf_counter()
                 fn(text)
                 timings[name].append(time.perf_counter() - start)
@@ -212,7 +214,27 @@ def latency(samples: list[Sample], rounds: int = 1) -> dict[str, Any]:
                 guard.feed(text[i:i + 4])
             guard.finish()
             timings["output guard per answer"].append(time.perf_counter() - start)
+    timings[f"input stack, each request of a {TURNS}-turn chat"] = conversation_latency(texts, default)
     return {name: _percentiles(values) for name, values in timings.items()}
+
+
+TURNS = 8
+
+
+def conversation_latency(texts: list[str], cfg: SafetyConfig) -> list[float]:
+    """Seconds per request when `texts` are the user turns of chats of `TURNS` turns, each request carrying
+    the whole history as clients send it: the earlier turns' verdicts are remembered, the new one is read."""
+    timings = []
+    for first in range(0, len(texts) - TURNS + 1, TURNS):
+        forget()
+        messages: list[dict] = [{"role": "system", "content": "You are a helpful assistant."}]
+        for text in texts[first:first + TURNS]:
+            messages.append({"role": "user", "content": text})
+            start = time.perf_counter()
+            check_input(messages, cfg)
+            timings.append(time.perf_counter() - start)
+            messages.append({"role": "assistant", "content": "Understood."})
+    return timings
 
 
 EVERYDAY = ("customer-service", "eval.general", "spikee.fp", "spikee.docs", "agentdojo.tooldata")

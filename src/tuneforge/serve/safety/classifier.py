@@ -12,7 +12,10 @@ one-hidden-layer MLP or a logistic regression stored as plain numbers: no pickle
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,8 +26,11 @@ import numpy as np
 from tuneforge.core.errors import ConfigError
 from tuneforge.serve.safety.onnx_encoder import OnnxEncoder
 
-__all__ = ["HEAD_PATH", "Head", "clip", "injection_probability", "load_head", "message_windows", "warm_up"]
+__all__ = ["HEAD_PATH", "Head", "clip", "forget", "injection_probability", "load_head", "message_windows", "warm_up"]
 HEAD_PATH = Path(__file__).parent / "data" / "injection_head.json"
+REMEMBERED = 4096  # texts whose probability is kept (by digest): a chat resends its history, an agent its tool results
+_memo: OrderedDict[bytes, float] = OrderedDict()
+_memo_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,24 @@ def message_windows(encoder: OnnxEncoder, text: str, max_chars: int, window_toke
 
 def injection_probability(text: str, max_chars: int = 8000, window_tokens: int = 128, max_windows: int = 4) -> float:
     """The classifier's probability that `text` (normalised first) is an injection or jailbreak attempt:
-    the largest over its windows."""
+    the largest over its windows. Remembered for the last `REMEMBERED` texts: in a conversation every request
+    carries the earlier turns again, and only the new message costs an encoder pass."""
+    key = hashlib.blake2b(f"{max_chars}|{window_tokens}|{max_windows}|{text}".encode(), digest_size=16).digest()
+    with _memo_lock:
+        if key in _memo:
+            _memo.move_to_end(key)
+            return _memo[key]
     encoder = _encoder()
     pieces = message_windows(encoder, text, max_chars, window_tokens, max_windows)
-    return float(_head().probability(encoder.encode_ids(pieces)).max())
+    probability = float(_head().probability(encoder.encode_ids(pieces)).max())
+    with _memo_lock:
+        _memo[key] = probability
+        while len(_memo) > REMEMBERED:
+            _memo.popitem(last=False)
+    return probability
+
+
+def forget() -> None:
+    """Drop the remembered probabilities (the benchmark times texts the guard has not seen)."""
+    with _memo_lock:
+        _memo.clear()
