@@ -2,6 +2,7 @@
 
     python examples/translation/measure.py back-translation   # what the shipped model's back-translation yields
     python examples/translation/measure.py language           # the language guard on the held-out sentences
+    python examples/translation/measure.py guard-answers      # the route's guards on the eval's answers
 
 `back-translation` runs both of the data pipeline's kinds with the shipped SmolLM2-135M-Instruct, greedy:
 - `data.augment.back_translation` (monolingual French → synthetic English): rows kept, rejected by reason, and
@@ -85,15 +86,42 @@ def language(min_chars: list[int], min_confidence: list[float]) -> dict:
     return {"texts_per_language": len(french), "guard": out}
 
 
+def guard_answers(report: Path) -> dict:
+    """The example route's output guards (gateway.yaml) over each evaluated model's held-out answers."""
+    from tuneforge.gateway.config import load_gateway
+    from tuneforge.serve.safety.guard import OutputGuard
+
+    safety = load_gateway(HERE / "gateway.yaml").routes["lumeo-fr"].safety
+    assert safety is not None
+    out = {}
+    for result in json.loads((report / "report.json").read_text(encoding="utf-8")):
+        answers = result["sets"]["domain"]["answers"]
+        refused = []
+        for answer in answers:
+            guard = OutputGuard(safety)
+            guard.check(answer)
+            if guard.verdict.blocked:
+                refused.append({"answer": answer, "why": guard.verdict.reasons})
+        out[result["model"]] = {"answers": len(answers), "refused": len(refused), "examples": refused[:3]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["back-translation", "language"])
+    parser.add_argument("what", choices=["back-translation", "language", "guard-answers"])
+    parser.add_argument("--report", type=Path, default=Path("runs/translation/eval"),
+                        help="guard-answers: an eval-report artifact of this example")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--limit", type=int, default=40, help="back-translation: lines/rows translated")
     parser.add_argument("--min-chars", type=int, nargs="+", default=[8, 12, 24])
     parser.add_argument("--min-confidence", type=float, nargs="+", default=[0.0, 0.9])
     args = parser.parse_args()
-    result = back_translation(args.model, args.limit) if args.what == "back-translation" else language(args.min_chars, args.min_confidence)
+    if args.what == "back-translation":
+        result = back_translation(args.model, args.limit)
+    elif args.what == "language":
+        result = language(args.min_chars, args.min_confidence)
+    else:
+        result = guard_answers(args.report)
     print(json.dumps(result, ensure_ascii=False, indent=1))
 
 
