@@ -110,9 +110,13 @@ def main() -> None:
     # the reviewer, through the CLI
     listing = tuneforge("review", "list", "--db", db, "--route", ROUTE).splitlines()
     decisions = {"approve": 0, "edit": 0}
+    held_by: dict[str, int] = {}  # the guards whose flags held an answer; "sample" when none flagged it
     for line in listing:
         item_id = line.split()[0]
         item = json.loads(tuneforge("review", "show", item_id, "--db", db))
+        flagged = sorted({f["guard"] for f in item["verdict"]["findings"] if f["action"] != "log"})
+        for guard in flagged or ["sample"]:
+            held_by[guard] = held_by.get(guard, 0) + 1
         question = item["messages"][-1]["content"]
         key, answer = expected.get(question, (None, None))
         if key is not None and key.lower() in item["answer"].lower():
@@ -127,7 +131,7 @@ def main() -> None:
     tuneforge("data", "prepare", str(HERE / "train.jsonl"), str(out / "reviewed.jsonl"),
                          "-c", str(HERE / "pipeline.yaml"), "-o", str(out / "dataset-with-reviews"))
     dataset = load_artifact(out / "dataset-with-reviews", kind="dataset")
-    summary = {**counts, "review": decisions, "exported": exported.strip(),
+    summary = {**counts, "held_by": held_by, "review": decisions, "exported": exported.strip(),
                "verify": tuneforge("review", "verify", "--db", db).strip(),
                "prepare_rows_in": dataset.metrics["rows_in"], "train_rows": len(
                    (HERE / "train.jsonl").read_text().splitlines())}
