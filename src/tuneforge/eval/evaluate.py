@@ -138,10 +138,15 @@ def evaluate_loaded(loaded, ref: str, cfg: EvalConfig, sets: dict[str, list[dict
                     validation: list[dict[str, Any]]) -> dict[str, Any]:
     """`evaluate_model` for a model already in memory (a compression step's parent and child)."""
     result: dict[str, Any] = {"model": ref, "metrics": {}, "sets": {}}
-    if validation:
+    short = Path(ref).name or ref
+    vocab = loaded.model.get_input_embeddings().weight.shape[0]
+    if validation and max(max(r["input_ids"], default=0) for r in validation) >= vocab:
+        # the split was tokenized with tokens added after this model (model.add_tokens): the base has no such rows
+        console.print(f"{short}: no validation loss, the validation split holds token ids past its {vocab} rows "
+                      "(tokens added by model.add_tokens)")
+    elif validation:
         lm = mean_loss(loaded.model, validation, loaded.tokenizer.pad_token_id, cfg.batch_size)
         result["metrics"].update({"val_loss": lm["loss"], "val_perplexity": lm["perplexity"]})
-    short = Path(ref).name or ref
     if cfg.lm_eval_tasks:
         from tuneforge.eval.harness import run_harness
 
