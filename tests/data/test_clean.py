@@ -23,6 +23,14 @@ def test_normalize_english_and_chinese():
     assert normalize_text("a\x00b\x07c") == "abc"
 
 
+def test_fenced_code_keeps_its_indentation():
+    text = "Use  it   so:\n```python\ndef f(x):  \n    if x:\n        return  {'a':  1}\n```\n\n\n\nThen   run it."
+    assert normalize_text(text) == ("Use it so:\n```python\ndef f(x):\n    if x:\n        return  {'a':  1}\n```"
+                                    "\n\nThen run it.")
+    # an answer cut off inside its code block keeps the code's indentation too
+    assert normalize_text("Like this:\n~~~\nfor i in x:\n    go(i)") == "Like this:\n~~~\nfor i in x:\n    go(i)"
+
+
 def test_strip_html():
     text = "<p>Hello&nbsp;<b>world</b></p><script>alert(1)</script><br>Line &amp; more<!-- c -->"
     assert normalize_text(text, html_strip=True) == "Hello world\n\nLine & more"  # </p> then <br>

@@ -68,6 +68,8 @@ _TAG = re.compile(r"<(?:script|style)\b[^>]*>[\s\S]*?</(?:script|style)>|<!--[\s
 _BLOCK_TAG = re.compile(r"<(?:br|/p|/div|/li|/h[1-6]|/tr)\b[^>]*>", re.IGNORECASE)
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+# a fenced code block, to its closing fence or to the end of the text (an answer cut off inside its code)
+_FENCED = re.compile(r"^[ \t]*(?:```|~~~).*?(?:^[ \t]*(?:```|~~~)[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
 
 
 def nfkc_keep_cjk_punctuation(text: str) -> str:
@@ -83,7 +85,8 @@ def strip_html(text: str) -> str:
 
 
 def normalize_text(text: str, nfkc: bool | None = None, html_strip: bool | None = None) -> str:
-    """NFKC (keeping CJK punctuation), no control characters, collapsed spaces, at most one blank line.
+    """NFKC (keeping CJK punctuation), no control characters, collapsed spaces, at most one blank line —
+    except inside fenced code blocks (``` or ~~~), whose indentation is the code's meaning (trailing spaces go).
 
     Unset options take `data.normalize`'s defaults (`nfkc`, `strip_html`)."""
     if nfkc is None or html_strip is None:
@@ -95,8 +98,17 @@ def normalize_text(text: str, nfkc: bool | None = None, html_strip: bool | None 
         text = nfkc_keep_cjk_punctuation(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
-    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text).strip()
+    parts, start = [], 0
+    for block in _FENCED.finditer(text):  # fenced code keeps its indentation and inner spacing
+        parts += [_prose(text[start:block.start()]), "\n".join(line.rstrip() for line in block.group().split("\n"))]
+        start = block.end()
+    parts.append(_prose(text[start:]))
+    return "".join(parts).strip()
+
+
+def _prose(text: str) -> str:
+    """Spaces collapsed and stripped per line, at most one blank line (text outside fenced code)."""
+    return _BLANK_LINES.sub("\n\n", "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n")))
 
 
 def normalize_rows(rows: list[Row], nfkc: bool | None = None, html_strip: bool | None = None,
