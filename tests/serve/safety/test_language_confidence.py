@@ -23,3 +23,21 @@ def test_an_unsure_detection_is_not_a_finding():
         "answer language 'es' is not one of fr"]  # a correct translation refused
     assert check_language(MISREAD, ["fr"], lenient, where="answer") == []
     assert len(check_language(ENGLISH, ["fr"], lenient, where="answer")) == 1  # real English still caught
+
+
+def test_a_streamed_answer_whose_start_is_unsure_stays_held_until_it_is_judged():
+    from tuneforge.core.safety_config import SafetyConfig
+    from tuneforge.serve.safety import OutputGuard
+
+    cfg = SafetyConfig(language=LanguageGuardConfig(output=["fr"], min_chars=12, min_confidence=0.9))
+    answer = ("Message: Lumeo Hub Pro Max. Start the app, open the settings and press the reset button "
+              "for ten seconds until the light turns blue.")
+    code, probability = detect_language_scored(answer[:31], 12)
+    assert probability < 0.9  # the start alone is not enough to judge (the stage must keep holding)
+    guard = OutputGuard(cfg)
+    sent = "".join(guard.feed(ch) for ch in answer) + guard.finish()
+    assert sent == "" and guard.verdict.blocked
+    french = ("Message : Lumeo Hub Pro Max. Ouvrez l'application, allez dans les réglages et appuyez sur le "
+              "bouton pendant dix secondes jusqu'à ce que le voyant devienne bleu.")
+    guard = OutputGuard(cfg)
+    assert "".join(guard.feed(ch) for ch in french) + guard.finish() == french and not guard.verdict.blocked

@@ -24,7 +24,7 @@ from tuneforge.core.safety_config import SafetyConfig
 from tuneforge.serve.safety.code import FENCE, check_code
 from tuneforge.serve.safety.grounded import check_grounded
 from tuneforge.serve.safety.injection import check_injection
-from tuneforge.serve.safety.language import check_language
+from tuneforge.serve.safety.language import check_language, judged_language, language_finding
 from tuneforge.serve.safety.normalize import canonical
 from tuneforge.serve.safety.redact import Reidentifier, StreamRedactor, redact_messages
 from tuneforge.serve.safety.topics import check_allowed, check_topics
@@ -190,8 +190,9 @@ class _CodeBlocks:
 
 
 class _Language:
-    """The answer's language: judged once enough letters arrived (held until then under action=block), and
-    again on the whole answer at the end."""
+    """The answer's language: judged once enough letters arrived and the detector is sure of it (held until
+    then under action=block: an unsure start is looked at again as more arrives, up to the end), and again on
+    the whole answer at the end."""
 
     def __init__(self, cfg: SafetyConfig, verdict: Verdict) -> None:
         self.cfg, self.verdict = cfg.language, verdict
@@ -199,13 +200,19 @@ class _Language:
         self.hold = cfg.language.action == "block"
         self.text = ""
         self.judged = False
+        self.next_look = 2 * cfg.language.min_chars  # letters before the next look (grows while unsure)
         self.released = 0
 
     def feed(self, delta: str) -> str:
         self.text += delta
-        if not self.judged and letters(self.text) >= 2 * self.cfg.min_chars:
-            self.judged = True
-            self.verdict.add(*check_language(self.text, self.allowed, self.cfg, where="answer"))
+        seen = letters(self.text) if not self.judged else 0
+        if not self.judged and seen >= self.next_look:
+            code = judged_language(self.text, self.cfg)
+            if code is None:  # unsure ("Message: Lumeo Hub Pro Max. Sta" reads en 0.57): look again later
+                self.next_look = max(seen + self.cfg.min_chars, seen * 3 // 2)
+            else:
+                self.judged = True
+                self.verdict.add(*language_finding(code, self.allowed, self.cfg, where="answer"))
         if self.verdict.blocked or (self.hold and not self.judged):
             return ""
         out, self.released = self.text[self.released:], len(self.text)

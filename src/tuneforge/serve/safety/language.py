@@ -16,14 +16,25 @@ def _allowed(code: str, allowed: list[str]) -> bool:
     return any(code == a or code.split("-")[0] == a for a in allowed)
 
 
+def judged_language(text: str, cfg: LanguageGuardConfig) -> str | None:
+    """`text`'s language when it has `min_chars` letters and the detector is at least `min_confidence` sure of
+    it; None when it cannot be judged (yet)."""
+    found = detect_language_scored(text, cfg.min_chars, region=True)
+    return found[0] if found is not None and found[1] >= cfg.min_confidence else None
+
+
+def language_finding(code: str | None, allowed: list[str] | None, cfg: LanguageGuardConfig,
+                     message: int | None = None, *, where: str = "request") -> list[Finding]:
+    """A finding when a judged language `code` is not among `allowed` (none when unjudged or unrestricted)."""
+    if not allowed or code is None or _allowed(code, allowed):
+        return []
+    return [Finding("language", cfg.action, f"{where} language {code!r} is not one of {', '.join(allowed)}",
+                    message=message)]
+
+
 def check_language(text: str, allowed: list[str] | None, cfg: LanguageGuardConfig, message: int | None = None,
                    *, where: str = "request") -> list[Finding]:
     """A finding when `text` is long enough to judge and its language is not among `allowed`."""
     if not allowed:
         return []
-    found = detect_language_scored(text, cfg.min_chars, region=True)
-    if found is None or _allowed(found[0], allowed) or found[1] < cfg.min_confidence:
-        return []
-    code = found[0]
-    return [Finding("language", cfg.action, f"{where} language {code!r} is not one of {', '.join(allowed)}",
-                    message=message)]
+    return language_finding(judged_language(text, cfg), allowed, cfg, message, where=where)
