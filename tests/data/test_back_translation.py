@@ -109,3 +109,20 @@ def test_a_round_trip_that_stays_in_the_pivot_language_is_dropped():
     pairs = paraphrase_rows(rows, lambda prompts: [next(answers) for _ in prompts], "back_translation",
                             "French", "English")
     assert [v["messages"][0]["content"] for _, v in pairs] == ["Your order was sent to your address."]
+
+
+def test_back_translated_rows_are_scrubbed_and_deduplicated_like_the_sources():
+    from tuneforge.data.prepare import clean_outside_rows
+
+    def row(user, answer, augmented=None):
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                **({"meta": {"augmented": augmented}} if augmented else {})}
+
+    source = row("Where is my order?", "Write to ana.lopez@example.org for help.")  # scrubbed before augmenting
+    made = [row("Write to me at jo.martin@example.com", "Écrivez-moi à jo.martin@example.com", "back_translation"),
+            row("Write to me at jo.martin@example.com", "Écrivez-moi à jo.martin@example.com", "back_translation")]
+    rows, steps = clean_outside_rows([source, *made], DataConfig(files=["x.jsonl"]))
+    assert rows[0] == source  # already cleaned by prepare's own steps: left as they are
+    assert len(rows) == 2 and "jo.martin@example.com" not in json.dumps(rows[1])
+    assert [s.step for s in steps] == ["dedup (back-translated)", "pii (back-translated)"]
+    assert clean_outside_rows([source], DataConfig(files=["x.jsonl"])) == ([source], [])

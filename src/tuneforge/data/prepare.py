@@ -153,6 +153,29 @@ def clean(data: DataConfig, tokenizer) -> tuple[list[Row], list[StepStats], list
     return rows, steps, sources
 
 
+def clean_outside_rows(rows: list[Row], data: DataConfig) -> tuple[list[Row], list[StepStats]]:
+    """Rows made from text outside the sources (`data.augment.back_translation.files`) through the sources'
+    normalize, dedup and PII steps, so that an e-mail in a help-centre line is scrubbed like one in a row."""
+    def outside(row: Row) -> bool:
+        return row.get("meta", {}).get("augmented") == "back_translation"
+
+    fresh = [r for r in rows if outside(r)]
+    if not fresh:
+        return rows, []
+    steps = []
+    if data.normalize.enabled:
+        fresh, _ = normalize_rows(fresh, cfg=data.normalize)
+    if data.dedup.exact or data.dedup.near:
+        fresh, stats = dedup_rows(fresh, cfg=data.dedup)
+        steps.append(stats)
+    if data.pii.enabled:
+        fresh, stats = scrub_rows(fresh, list(data.pii.types), data.pii.allow, data.pii.phone_regions)
+        steps.append(stats)
+    for stats in steps:
+        stats.step += " (back-translated)"
+    return [r for r in rows if not outside(r)] + fresh, steps
+
+
 def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifact:
     """Build a dataset artifact at `output` from the configured sources, tokenized for `model.name`."""
     tokenizer = load_tokenizer(model.name)
@@ -163,6 +186,8 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
     if data.augment.enabled:
         parts["train"], stats_aug = augment_rows(parts["train"], data.augment, data.seed)
         steps.append(stats_aug)
+        parts["train"], outside = clean_outside_rows(parts["train"], data)
+        steps += outside
     if data.knowledge.enabled:
         parts["train"], stats_knowledge = knowledge_rows(parts["train"], data.knowledge, data.seed)
         steps.append(stats_knowledge)
