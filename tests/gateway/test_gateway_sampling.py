@@ -50,6 +50,18 @@ def test_a_temperature_above_the_cap_is_refused_naming_the_field_and_the_limit(c
     assert _seen(up)["requests"] == 0  # every refusal before any upstream call
 
 
+def test_nan_temperature_and_a_malformed_stream_options_are_400s_not_500s(capped):
+    up, gw, client = capped
+    headers = {"Authorization": f"Bearer {client.api_key}", "Content-Type": "application/json"}
+    for raw, param in ((b'{"model": "clinic", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+                        "temperature"),
+                       (b'{"model": "clinic", "messages": [{"role": "user", "content": "hi"}], "stream": true, '
+                        b'"stream_options": "include_usage"}', "stream_options")):
+        answer = httpx.post(f"{gw}/chat/completions", content=raw, headers=headers)
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == param, answer.text
+    assert _seen(up)["requests"] == 0
+
+
 def test_a_request_without_temperature_gets_the_route_default_and_one_under_the_cap_is_kept(capped):
     up, _, client = capped
     answer = client.chat.completions.create(model="clinic", messages=[{"role": "user", "content": "hi"}],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -88,6 +89,9 @@ def apply_sampling(route: str, limits: SamplingConfig, body: dict[str, Any]) -> 
         return  # a bad value is the upstream's 400 to give
     if isinstance(temperature, bool) or not isinstance(temperature, int | float):
         raise GatewayError(400, f"temperature: expected a number, got {temperature!r}", "invalid_type",
+                           param="temperature")
+    if not math.isfinite(temperature):  # json.loads reads NaN and Infinity; NaN > cap is False
+        raise GatewayError(400, f"temperature: expected a finite number, got {temperature!r}", "invalid_value",
                            param="temperature")
     if temperature > limits.max_temperature:
         raise GatewayError(400, f"temperature {temperature} is above the limit of `{route}`: at most "
@@ -191,6 +195,9 @@ class Gateway:
         body = parse_json(raw)
         route = self.route_for(key, body.get("model"))
         apply_sampling(route.name, route.config.sampling, body)
+        if body.get("stream_options") is not None and not isinstance(body["stream_options"], dict):
+            raise GatewayError(400, f"stream_options: expected an object, got {body['stream_options']!r}",
+                               "invalid_type", param="stream_options")
         n = body["n"] if isinstance(body.get("n"), int) and body["n"] > 0 else 1
         if not isinstance(body.get("max_tokens"), int) and not isinstance(body.get("max_completion_tokens"), int):
             body["max_tokens"] = route.config.max_tokens  # the reservation below must bound the answer
@@ -214,7 +221,7 @@ class Gateway:
                 if guards.rule_answer is not None:  # a grounded rule answers; the model is not asked
                     self.metrics.refusals.labels(key.policy.tenant, "grounded").inc()
                     await self.settle(key, admission, 0)
-                    return rule_reply(guards.rule_answer, body, guards.chat, route.name,
+                    return rule_reply(guards.rule_answer, body, n, guards.chat, route.name,
                                       {"x-tuneforge-route": route.name, "x-tuneforge-guard": "grounded",
                                        **limit_headers(key, admission)})
             caller = body.get("user") if route.config.sticky_by == "user" and isinstance(body.get("user"), str) \

@@ -115,15 +115,14 @@ class Guards:
         return json.dumps(data, ensure_ascii=False).encode()
 
 
-def rule_reply(text: str, body: dict[str, Any], chat: bool, model: str, headers: dict[str, str]) -> Any:
-    """A grounded rule's reply in the shape the caller asked for (a completion, or its stream), with no
-    tokens used: the model was not asked."""
+def rule_reply(text: str, body: dict[str, Any], n: int, chat: bool, model: str, headers: dict[str, str]) -> Any:
+    """A grounded rule's reply in the shape the caller asked for (`n` choices; a completion, or its stream),
+    with no tokens used: the model was not asked."""
     from fastapi.responses import JSONResponse
 
     from tuneforge.gateway.hotpath import EventStream
 
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid4().hex}"
-    n = body["n"] if isinstance(body.get("n"), int) and 0 < body["n"] <= 16 else 1
     created, usage = int(time.time()), {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     if not body.get("stream"):
         choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
