@@ -77,6 +77,23 @@ def test_new_rows_start_at_the_mean_and_stay_tied():
     assert loaded.tokenizer.decode(encoded) == text  # normal added tokens decode to their own text
 
 
+def test_a_model_whose_embeddings_are_padded_past_its_vocabulary_uses_the_spare_rows():
+    from tuneforge.models import load
+    from tuneforge.models.tokens import extend_model
+
+    loaded = load("tiny-random-llama")  # padded as Qwen's are: more embedding rows than tokens
+    vocab = len(loaded.tokenizer)
+    loaded.model.resize_token_embeddings(vocab + 8, mean_resizing=False)
+    rows = loaded.model.get_input_embeddings().weight.detach().clone()
+    ids = extend_model(loaded.model, loaded.tokenizer, ["<INDENT>", "tidepool"])
+    assert ids == {"<INDENT>": vocab, "tidepool": vocab + 1}
+    after = loaded.model.get_input_embeddings().weight
+    assert after.shape == rows.shape  # nothing grown: the spare rows take the tokens
+    torch.testing.assert_close(after[vocab:vocab + 2], rows[:vocab].mean(dim=0).expand(2, -1))
+    torch.testing.assert_close(after[:vocab], rows[:vocab])
+    torch.testing.assert_close(after[vocab + 2:], rows[vocab + 2:])
+
+
 def test_methods_that_cannot_train_the_rows_are_refused():
     from tuneforge.train.methods import load_base, make_trainable, method
 

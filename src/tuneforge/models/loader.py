@@ -309,7 +309,7 @@ def peft_over(base: LoadedModel, path: Path, manifest: dict[str, Any]) -> tuple[
         if wrong or len(tokenizer) != grown:
             raise ModelLoadError(f"{path}: the adapter's tokenizer does not hold its added tokens {added} at their "
                                  f"ids over a base of {len(base.tokenizer)} tokens (another base model?)")
-        resize_with_mean(base.model, len(tokenizer))
+        resize_with_mean(base.model, len(tokenizer), len(base.tokenizer))
     return PeftModel.from_pretrained(base.model, str(path)), tokenizer
 
 

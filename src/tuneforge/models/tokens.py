@@ -57,21 +57,22 @@ def add_tokens(tokenizer: Any, tokens: list[str], field: str = FIELD) -> dict[st
     return ids
 
 
-def resize_with_mean(model: Any, size: int) -> int:
-    """Grow the model's embeddings (and an untied output head) to `size` rows, each new row the mean of
-    the old ones; returns the old row count. Tied weights stay tied (one tensor)."""
+def resize_with_mean(model: Any, size: int, first_new: int) -> int:
+    """Rows `first_new`..`size - 1` of the model's embeddings (and of an untied output head) set to the mean of
+    the rows before `first_new` (the vocabulary's), the matrices grown to `size` rows when they have fewer:
+    models whose embeddings are padded past their vocabulary (Qwen's 151,936 rows for 151,665 tokens) already
+    hold the rows. Returns the row count before. Tied weights stay tied (one tensor)."""
     import torch
 
-    embed = model.get_input_embeddings()
-    old = embed.weight.shape[0]
-    if size == old:
-        return old
-    if size < old:
-        raise ConfigError(f"{FIELD}: the tokenizer has {size} tokens but the model {old} embedding rows")
-    model.resize_token_embeddings(size, mean_resizing=False)
+    old = model.get_input_embeddings().weight.shape[0]
+    if first_new > old:
+        raise ConfigError(f"{FIELD}: the tokenizer had {first_new} tokens before the new ones but the model only "
+                          f"{old} embedding rows (a tokenizer of another model?)")
+    if size > old:
+        model.resize_token_embeddings(size, mean_resizing=False)
     with torch.no_grad():
         for matrix in _token_matrices(model):
-            matrix[old:] = matrix[:old].mean(dim=0, keepdim=True).to(matrix.dtype)
+            matrix[first_new:size] = matrix[:first_new].mean(dim=0, keepdim=True).to(matrix.dtype)
     return old
 
 
@@ -86,6 +87,7 @@ def _token_matrices(model: Any) -> list[Any]:
 
 def extend_model(model: Any, tokenizer: Any, tokens: list[str], field: str = FIELD) -> dict[str, int]:
     """Add `tokens` to `tokenizer` and the rows they need to `model`; returns token → id."""
+    before = len(tokenizer)
     ids = add_tokens(tokenizer, tokens, field)
-    resize_with_mean(model, len(tokenizer))
+    resize_with_mean(model, len(tokenizer), before)
     return ids
