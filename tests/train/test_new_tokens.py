@@ -113,8 +113,10 @@ def test_a_dataset_without_the_tokens_is_refused(tmp_path, token_run):
     cfg, dataset, _ = token_run
     assert dataset.manifest["added_tokens"] == {"tidepool": 49152}
     plain = prepare(cfg.data, cfg.model.model_copy(update={"add_tokens": []}), tmp_path / "plain")
-    with pytest.raises(ConfigError, match="tokenizer differs"):
+    with pytest.raises(ConfigError, match=r"prepared with model.add_tokens \[\], this run has \['tidepool'\]"):
         train(plain, cfg.model, cfg.train, tmp_path / "adapter")
+    with pytest.raises(ConfigError, match=r"model.add_tokens \['tidepool'\], this run has \[\]"):
+        train(dataset, cfg.model.model_copy(update={"add_tokens": []}), cfg.train, tmp_path / "adapter")
 
 
 def test_lora_trains_the_new_row_and_nothing_else_of_the_base(token_run):

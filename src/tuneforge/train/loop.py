@@ -107,9 +107,14 @@ def frozen_to(model, dtype) -> None:
             param.data = param.data.to(dtype)
 
 
-def check_dataset(dataset: Artifact, tokenizer, model_name: str) -> None:
-    """Refuse a data artifact built for another tokenizer or chat template; the manifest says which."""
+def check_dataset(dataset: Artifact, tokenizer, model_name: str, add_tokens: list[str] | None = None) -> None:
+    """Refuse a data artifact built for another tokenizer, chat template or `model.add_tokens`; the manifest
+    says which."""
     built_for = dataset.manifest.get("tokenizer", "another model")
+    prepared_with = sorted(dataset.manifest.get("added_tokens") or {})
+    if prepared_with != sorted(add_tokens or []):
+        raise ConfigError(f"the dataset at {dataset.path} was prepared with model.add_tokens {prepared_with}, "
+                          f"this run has {sorted(add_tokens or [])}: prepare and train with the same model.add_tokens")
     expected = dataset.manifest.get("tokenizer_hash")
     if expected is not None and expected != tokenizer_hash(tokenizer):
         raise ConfigError(
@@ -227,7 +232,7 @@ def train(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig, output: s
     method = get_method(cfg.method)
     accelerator = _accelerator(cfg)
     loaded = method.load_base(model_cfg, cfg)
-    check_dataset(dataset, loaded.tokenizer, model_cfg.name)
+    check_dataset(dataset, loaded.tokenizer, model_cfg.name, model_cfg.add_tokens)
     cfg, recipe = choose_recipe(cfg, data_shape(read_split(dataset, "train")))
     if accelerator.is_main_process:
         console.print(describe_recipe(recipe))
@@ -267,7 +272,7 @@ def memory_plan(dataset: Artifact, model_cfg: ModelConfig, cfg: TrainConfig):
     method = get_method(cfg.method)
     accelerator = _accelerator(cfg)
     loaded = method.load_base(model_cfg, cfg)
-    check_dataset(dataset, loaded.tokenizer, model_cfg.name)
+    check_dataset(dataset, loaded.tokenizer, model_cfg.name, model_cfg.add_tokens)
     cfg, _ = choose_recipe(cfg, data_shape(read_split(dataset, "train")))
     rows = _read_rows(dataset, loaded, cfg)
     model, _, weights = _trainable_model(loaded, method, cfg, accelerator.device)
