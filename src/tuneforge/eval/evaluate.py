@@ -139,7 +139,7 @@ def evaluate_loaded(loaded, ref: str, cfg: EvalConfig, sets: dict[str, list[dict
     """`evaluate_model` for a model already in memory (a compression step's parent and child)."""
     result: dict[str, Any] = {"model": ref, "metrics": {}, "sets": {}}
     short = Path(ref).name or ref
-    vocab = loaded.model.get_input_embeddings().weight.shape[0]
+    vocab = loaded.model.get_input_embeddings().weight.shape[0] if validation else 0
     if validation and max(max(r["input_ids"], default=0) for r in validation) >= vocab:
         # the split was tokenized with tokens added after this model (model.add_tokens): the base has no such rows
         console.print(f"{short}: no validation loss, the validation split holds token ids past its {vocab} rows "
