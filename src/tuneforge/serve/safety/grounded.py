@@ -85,8 +85,12 @@ def warm_up_grounded(rules: list[GroundedRule]) -> None:
 
 def closest_known(text: str, rule: GroundedRule) -> float:
     """Cosine similarity of `text` to the rule's closest known question."""
+    return _closest(encoder().encode([text])[0], rule)
+
+
+def _closest(vector: np.ndarray, rule: GroundedRule) -> float:
     known = _known_embeddings(tuple(rule.known), rule.known_file)
-    return float((known @ encoder().encode([text])[0]).max())
+    return float((known @ vector).max())
 
 
 def on_topic(text: str, rule: GroundedRule) -> bool:
@@ -98,10 +102,13 @@ def check_grounded(text: str, rules: list[GroundedRule], message: int | None = N
     """The grounded rules on a request's last user turn."""
     findings: list[Finding] = []
     answer: str | None = None
+    vector: np.ndarray | None = None  # the request's embedding, computed once for every rule on its topic
     for rule in rules:
         if not text.strip() or not on_topic(text, rule):
             continue
-        similarity = closest_known(text, rule)
+        if vector is None:
+            vector = encoder().encode([text])[0]
+        similarity = _closest(vector, rule)
         if similarity >= rule.threshold:
             if rule.flag_below is not None and similarity < rule.flag_below:
                 findings.append(Finding("grounded", "flag", f"{rule.name} question only loosely covered by the "

@@ -205,8 +205,8 @@ class _Language:
 
     def feed(self, delta: str) -> str:
         self.text += delta
-        seen = letters(self.text) if not self.judged else 0
-        if not self.judged and seen >= self.next_look:
+        seen = 0 if self.judged else letters(self.text)
+        if seen >= self.next_look:
             code = judged_language(self.text, self.cfg)
             if code is None:  # unsure ("Message: Lumeo Hub Pro Max. Sta" reads en 0.57): look again later
                 self.next_look = max(seen + self.cfg.min_chars, seen * 3 // 2)
