@@ -86,3 +86,16 @@ def test_pii_step_counts_per_type():
     assert kept[0]["messages"][0]["content"] == "mail <EMAIL>, call <PHONE>"
     assert kept[0]["messages"][1]["content"] == "noted <EMAIL>"
     assert stats.changed == 1 and stats.details["found"] == {"EMAIL": 2, "PHONE": 1}
+
+
+def test_pii_step_counts_the_answers_left_with_a_placeholder():
+    hotline = "Call our fraud line at +44 20 7946 0958, day or night."
+    rows = [chat("Fraud line number?", hotline), chat("Who do I call about fraud?", hotline),
+            chat("my mail is a@x.com, what is the fee?", "The fee is 2 EUR."),  # PII in the question only
+            chat("Support address?", "Write to help@veltra.example or call +44 20 7946 0958.")]
+    _, stats = scrub_rows(rows, ["EMAIL", "PHONE"])
+    # two distinct answers now teach a placeholder (the hotline twice counts once); the question-only row none
+    assert stats.details["answers_with_placeholders"] == 2
+    assert stats.details["answer_placeholder_types"] == {"EMAIL": 1, "PHONE": 2}
+    _, allowed = scrub_rows(rows, ["EMAIL", "PHONE"], allow=["+44 20 7946 0958", "help@veltra.example"])
+    assert allowed.details["answers_with_placeholders"] == 0 and allowed.details["found"] == {"EMAIL": 1}

@@ -249,9 +249,14 @@ def filter_rows(rows: list[Row], count_tokens: Callable[[list[Row]], list[int]] 
 
 def scrub_rows(rows: list[Row], kinds: list[str], allow: list[str] | None = None,
                phone_regions: list[str] | None = None) -> tuple[list[Row], StepStats]:
-    """Replace PII with typed placeholders, consistently within each row; count per type."""
+    """Replace PII with typed placeholders, consistently within each row; count per type.
+
+    Also counted: the distinct answers (last assistant turns) that now hold a placeholder, and their
+    placeholder types: a fact whose phone number was replaced teaches the model to answer `<PHONE>`
+    (the post-run diagnosis names them; a public hotline belongs in `data.pii.allow`)."""
     stats = StepStats("pii", rows_in=len(rows))
     totals: Counter[str] = Counter()
+    scrubbed_answers: dict[str, Counter[str]] = {}
     out = []
     for row in rows:
         scrubber = RowScrubber(kinds, allow or (), phone_regions or ())
@@ -259,7 +264,23 @@ def scrub_rows(rows: list[Row], kinds: list[str], allow: list[str] | None = None
         if scrubber.counts:
             stats.changed += 1
             totals.update(scrubber.counts)
+            before, after = _last_answer(row), _last_answer(new)
+            if after is not None and after != before:
+                answer_scrubber = RowScrubber(kinds, allow or (), phone_regions or ())
+                answer_scrubber(before or "")
+                scrubbed_answers.setdefault(after.strip(), Counter()).update(answer_scrubber.counts)
         out.append(new)
     stats.kept = len(out)
     stats.details["found"] = dict(sorted(totals.items()))
+    answer_kinds: Counter[str] = Counter()
+    for counts in scrubbed_answers.values():
+        answer_kinds.update(set(counts))
+    stats.details["answers_with_placeholders"] = len(scrubbed_answers)
+    stats.details["answer_placeholder_types"] = dict(sorted(answer_kinds.items()))
     return out, stats
+
+
+def _last_answer(row: Row) -> str | None:
+    """The last assistant turn of a chat row (None for text rows and rows without one)."""
+    replies = [m["content"] for m in row.get("messages") or [] if m.get("role") == "assistant"]
+    return replies[-1] if replies else None

@@ -1,6 +1,6 @@
 """Say when tuning did not work: the likely cause of a low domain accuracy or a general-accuracy drop,
 and the knob to turn, from what the run's artifacts recorded (eval metrics, the training loss, the
-recipe's data shape, the knowledge-augmentation step). Plain data in, sentences out.
+recipe's data shape, the knowledge-augmentation and PII steps). Plain data in, sentences out.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class Finding:
     problem: str
     cause: str
     knob: str
+    about: str = "accuracy"  # "accuracy" (a gate missed) or "data" (a problem in the training rows)
 
     def __str__(self) -> str:
         return f"{self.problem} — likely cause: {self.cause}. Knob: {self.knob}"
@@ -52,7 +53,26 @@ def diagnose(metrics: dict[str, Any], train: dict[str, Any] | None, dataset: dic
             + (f" (95 % CI of the change [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}])" if ci else ""),
             "forgetting: the update moved the model away from what it knew" if significant
             else "possibly noise (the CI includes no change), possibly forgetting", knob))
+    placeholders = _placeholder_answers(dataset)
+    if placeholders is not None:
+        findings.append(placeholders)
     return findings
+
+
+def _placeholder_answers(dataset: dict[str, Any] | None) -> Finding | None:
+    """The answers whose PII the cleaning replaced: the model learns the placeholder, not the value."""
+    pii: dict[str, Any] = next((s for s in (dataset or {}).get("steps", []) if s.get("step") == "pii"), {})
+    count = int(pii.get("answers_with_placeholders") or 0)
+    if not count:
+        return None
+    kinds = pii.get("answer_placeholder_types") or {}
+    named = ", ".join(f"<{kind}>" for kind in kinds) or "a placeholder"
+    return Finding(
+        f"{count} training answer(s) hold {named} after PII cleaning",
+        f"the PII filter replaced the value in those answers, so the model learns to answer {named} "
+        "instead of the fact",
+        "if the value is public (a hotline, a support address), list it in data.pii.allow; "
+        "to keep a whole type, remove it from data.pii.types", about="data")
 
 
 def _low_domain(domain: float, base: float | None, loss: float | None, shape: dict[str, Any],
@@ -90,7 +110,7 @@ def print_diagnosis(report, model_ref: str, dataset, cfg: DiagnoseConfig) -> lis
     findings = diagnose(report.metrics, train, dataset.metrics if dataset is not None else None, cfg)
     for finding in findings:
         console.print(f"[yellow]diagnosis:[/yellow] {finding}", highlight=False)
-    if not findings and "domain_accuracy" in report.metrics:
+    if not any(f.about == "accuracy" for f in findings) and "domain_accuracy" in report.metrics:
         console.print(f"diagnosis: domain accuracy ≥ {cfg.min_domain_accuracy:.2f} and general accuracy held "
                       f"(drop ≤ {100 * cfg.max_general_drop:.0f} point)", highlight=False)
     return findings
