@@ -115,6 +115,11 @@ def test_two_gateways_one_redis_never_serve_past_a_budget(tmp_path, redis_server
     assert served > budget * 0.5  # the budget was used, not refused wholesale
     late = chat(a, key)
     assert late.status_code == 429 and late.json()["error"]["code"] == "insufficient_quota"
+    metrics = httpx.get(a.removesuffix("/v1") + "/metrics").text  # used vs limit: what an alert compares
+    limit = [line for line in metrics.splitlines() if line.startswith("tuneforge_gateway:budget_limit_tokens{")]
+    used = [line for line in metrics.splitlines() if line.startswith("tuneforge_gateway:budget_used_tokens{")]
+    assert len(limit) == len(used) == 1 and limit[0].endswith(f" {float(budget)}")
+    assert budget * 0.5 < float(used[0].rsplit(" ", 1)[1]) <= budget
 
 
 def test_a_stream_past_its_reservation_is_cut_with_an_error_event(tmp_path, upstreams, gateways):

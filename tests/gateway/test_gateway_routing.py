@@ -90,6 +90,7 @@ def test_redis_killed_mid_test_bypasses_the_cache_with_no_errors(tmp_path, redis
     assert [r.status_code for r in replies] == [200] * 20
     ready = httpx.get(gw.removesuffix("/v1") + "/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "degraded" and ready.json()["cache"] == "bypassed"
+    assert "tuneforge_gateway:cache_up 0.0" in httpx.get(gw.removesuffix("/v1") + "/metrics").text
 
 
 def test_cache_stays_under_its_byte_bound_when_filled_past_it(tmp_path, redis_server, upstreams, gateways):
@@ -103,9 +104,9 @@ def test_cache_stays_under_its_byte_bound_when_filled_past_it(tmp_path, redis_se
         assert chat(gw, key, temperature=0, max_tokens=64, messages=[{"role": "user", "content": f"q{i}"}]
                     ).status_code == 200
     client = redis.Redis.from_url(redis_server.url)
-    entries = client.keys("tf:cache:e:*")
+    entries = client.keys("tf:cache:{c0}:e:*")
     stored = sum(client.strlen(k) for k in entries)
-    assert 0 < stored <= bound and int(client.get("tf:cache:bytes")) <= bound
+    assert 0 < stored <= bound and int(client.get("tf:cache:{c0}:bytes")) <= bound
     assert 5 < len(entries) < 60  # the newest kept, the oldest evicted
     newest = chat(gw, key, temperature=0, max_tokens=64, messages=[{"role": "user", "content": "q59"}])
     assert newest.headers["x-tuneforge-cache"] == "hit"

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tuneforge import __version__
 from tuneforge.gateway.auth import KeyCache
 from tuneforge.gateway.balancer import Balancer, Replica, Route
-from tuneforge.gateway.cache import ResponseCache, cache_key
+from tuneforge.gateway.cache import ResponseCache
 from tuneforge.gateway.config import GatewayConfig, SamplingConfig
 from tuneforge.gateway.errors import GatewayError
 from tuneforge.gateway.guards import Guards, rule_reply
@@ -36,6 +36,7 @@ from tuneforge.gateway.metrics import GatewayMetrics
 from tuneforge.gateway.quota import Admission, Quota, QuotaRefused
 from tuneforge.gateway.requestlog import RequestLog
 from tuneforge.gateway.resp import PipelinedRedis
+from tuneforge.gateway.semantic import Probe, SemanticCache
 from tuneforge.gateway.upstream import (
     Outcome,
     StreamWatch,
@@ -111,8 +112,10 @@ class Gateway:
         self.cache_redis = self.quota_redis if cache_url == cfg.redis_url else redis_client(cache_url)
         self.quota = Quota(self.quota_redis)
         self.cache = ResponseCache(self.cache_redis, cfg.cache)
+        self.semantic = SemanticCache(self.cache, cfg.cache.semantic)
         self.balancer = Balancer(cfg)
         self.metrics = GatewayMetrics()
+        self.metrics.cache_up.set_function(lambda: 0.0 if self.cache.degraded else 1.0)
         self.log = RequestLog(self.keys.engine)
         self.traffic = TrafficLog.of(cfg.traffic_log)  # sampled prompts and answers for drift monitoring
         self.client: Any = None  # the upstream session: made in the running loop (lifespan)
@@ -156,6 +159,7 @@ class Gateway:
             return None
         if key.policy.budget_tokens:
             self.metrics.budget_used.labels(key.policy.tenant, key.key_id).set(used)
+            self.metrics.budget_limit.labels(key.policy.tenant, key.key_id).set(key.policy.budget_tokens)
         return used
 
     async def hold_for_review(self, call: Call, content: bytes) -> Response | None:
@@ -244,6 +248,8 @@ class Call:
         self.stream = bool(body.get("stream"))
         self.outcome = Outcome()
         self.cache_name: str | None = None
+        self.probe: Probe | None = None  # the question, embedded, when the route has the semantic cache
+        self.similarity: float | None = None  # of a semantic hit
         self.replica: Replica | None = None
         # in the traffic log: the answer's text is collected (per choice) only when the request was sampled
         self.texts: dict[int, list[str]] | None = {} if gw.traffic is not None and gw.traffic.sampled() else None
@@ -253,6 +259,8 @@ class Call:
                    "x-tuneforge-route": self.route.name}
         if self.replica is not None and self.replica.version:
             headers["x-tuneforge-model-version"] = self.replica.version
+        if cache == "hit" and self.similarity is not None:
+            headers["x-tuneforge-cache-similarity"] = f"{self.similarity:.4f}"
         return {**headers, **limit_headers(self.key, self.admission)}
 
     async def run(self, variant) -> Answer:  # noqa: ANN001
@@ -260,9 +268,7 @@ class Call:
         self.replica = replica = Route.pick(variant)
         assert replica is not None  # a variant has at least one replica (config)
         if gw.cache.usable(self.route.config, self.body):
-            self.cache_name = cache_key(self.key.policy.tenant, replica.version or replica.url, self.body)
-            cached = await gw.cache.get(self.cache_name)
-            gw.metrics.cache.labels(self.route.name, "hit" if cached else "miss").inc()
+            cached = await self.look_up(replica.version or replica.url)
             if cached is not None:
                 return await self.from_cache(cached)
         gw.metrics.added.labels(self.route.name).observe(time.perf_counter() - self.started)
@@ -281,6 +287,30 @@ class Call:
                     return await self.give_up(failed)
                 gw.metrics.retries.labels(self.route.name).inc()
                 self.replica = replica = nxt
+
+    async def look_up(self, version: str) -> bytes | None:
+        """The cached answer to this request: its exact entry, else (on a route with the semantic cache) the
+        entry of the nearest question in its context."""
+        gw, tenant = self.gw, self.key.policy.tenant
+        self.cache_name = gw.cache.key(tenant, version, self.body)
+        cached = await gw.cache.get(self.cache_name)
+        result = "hit" if cached is not None else "miss"
+        if cached is None and self.route.config.cache_semantic and not gw.cache.degraded:
+            self.probe = await gw.semantic.probe(tenant, version, self.body, self.path == "/chat/completions")
+            found = await gw.semantic.lookup(self.probe) if self.probe is not None else None
+            if found is not None:
+                cached = await gw.cache.get(found[0])
+                if cached is not None:
+                    self.similarity, result = found[1], "semantic_hit"
+        gw.metrics.cache.labels(self.route.name, result).inc()
+        return cached
+
+    async def cached(self, content: bytes) -> None:
+        """An answer for the cache (and its question for the semantic cache)."""
+        assert self.cache_name is not None
+        await self.gw.cache.put(self.cache_name, content)
+        if self.probe is not None and len(content) <= self.gw.cfg.cache.max_entry_bytes:
+            await self.gw.semantic.remember(self.probe, self.cache_name)
 
     def failed(self, replica: Replica, failed: UpstreamFailed) -> None:
         self._leave(replica)
@@ -304,7 +334,7 @@ class Call:
             reply = await call_json(gw.client, url, upstream, replica.config.api_key, self.outcome)
             self.release(replica)
             if self.cache_name and reply.status_code == 200:
-                await gw.cache.put(self.cache_name, reply.content)
+                await self.cached(reply.content)
             content = await self.guarded(reply.content) if reply.status_code == 200 else reply.content
             self.keep_text(content)
             await self.finish(reply.status_code)
@@ -344,7 +374,7 @@ class Call:
         self.release(replica)
         complete = self.outcome.complete and not self.outcome.cut
         if keep is not None and complete and self.outcome.status == 200:
-            await self.gw.cache.put(self.cache_name or "", b"".join(keep))
+            await self.cached(b"".join(keep))
         ended = complete or self.outcome.cut or self.outcome.status != 200  # else the client left early
         await self.finish(self.outcome.status if ended else 499)
 
@@ -509,6 +539,10 @@ def create_app(cfg: GatewayConfig) -> HotPath:
             from tuneforge.serve.safety.grounded import warm_up_grounded
 
             await asyncio.to_thread(warm_up_grounded, grounded)  # the encoder and the known questions' embeddings
+        if cfg.cache.enabled and any(r.cache and r.cache_semantic for r in cfg.routes.values()):
+            from tuneforge.gateway.semantic import warm_up_semantic
+
+            await asyncio.to_thread(warm_up_semantic)
         await gw.balancer.check_all(gw.probe)
         gw.balancer.start(gw.probe)
         gw.log.start()

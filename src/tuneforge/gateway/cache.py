@@ -7,6 +7,11 @@ replayed as a stream. The bound is kept by the store itself: one script adds an 
 oldest until the cached bytes fit `cache.max_bytes` (entries that expired still count until evicted,
 so the real size is at most the bound). A cache whose Redis is down is bypassed (the request goes
 upstream) and retried after `RETRY_S`; `/ready` reports it degraded meanwhile.
+
+Redis Cluster: every key the script touches, the evicted ones included, carries the hash tag of its shard
+(`tf:cache:{c3}:…`), so one script's keys always live in one slot (the BullMQ layout). `cache.shards`
+spreads the cache over that many slots, each bounded by `max_bytes / shards`. The semantic cache's
+question lists (`gateway.semantic`) are entries of the same store, under the same bound.
 """
 
 from __future__ import annotations
@@ -25,8 +30,15 @@ IGNORED = ("user", "stream_options")  # fields that do not change the answer
 
 PUT = """
 local size = string.len(ARGV[1])
+if ARGV[5] == 'push' then  -- a list entry (the semantic cache's questions): newest first, at most ARGV[6]
+  redis.call('LPUSH', KEYS[1], ARGV[1])
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[6]) - 1)
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+  size = redis.call('LLEN', KEYS[1]) * size
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+end
 local old = tonumber(redis.call('HGET', KEYS[3], KEYS[1]) or '0')
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), KEYS[1])
 redis.call('HSET', KEYS[3], KEYS[1], size)
 local total = redis.call('INCRBY', KEYS[4], size - old)
@@ -43,7 +55,7 @@ while total > tonumber(ARGV[3]) do
 end
 return {total, evicted}
 """
-INDEX, SIZES, TOTAL = "tf:cache:index", "tf:cache:sizes", "tf:cache:bytes"
+LIST = "return redis.call('LRANGE', KEYS[1], 0, -1)"
 
 
 def deterministic(body: dict[str, Any]) -> bool:
@@ -51,12 +63,25 @@ def deterministic(body: dict[str, Any]) -> bool:
     return body.get("temperature") == 0 or body.get("seed") is not None
 
 
-def cache_key(tenant: str, version: str, body: dict[str, Any]) -> str:
-    """The entry's name: a hash of tenant, version and the request without fields that do not change the
-    answer (key order and whitespace normalized by canonical JSON)."""
-    normalized = {k: v for k, v in body.items() if k not in IGNORED}
-    canonical = json.dumps([tenant, version, normalized], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "tf:cache:e:" + hashlib.sha256(canonical.encode()).hexdigest()
+def digest(*parts: Any) -> str:
+    """SHA-256 of `parts` as canonical JSON (key order and whitespace normalized)."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def answer_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The request without the fields that do not change the answer."""
+    return {k: v for k, v in body.items() if k not in IGNORED}
+
+
+def shard_prefix(name_digest: str, shards: int) -> str:
+    """`tf:cache:{cN}`: the hash tag that puts an entry and its shard's index in one Redis Cluster slot."""
+    return f"tf:cache:{{c{int(name_digest[:8], 16) % shards}}}"
+
+
+def meta_keys(prefix: str) -> list[str]:
+    """A shard's index (name → time added), sizes (name → bytes) and total bytes."""
+    return [f"{prefix}:index", f"{prefix}:sizes", f"{prefix}:bytes"]
 
 
 class ResponseCache:
@@ -65,6 +90,7 @@ class ResponseCache:
     def __init__(self, redis: Any, cfg: CacheConfig) -> None:
         self.redis, self.cfg = redis, cfg
         self._put = redis.register_script(PUT)
+        self._list = redis.register_script(LIST)
         self.down_since: float | None = None
         self.evicted = 0
 
@@ -74,6 +100,14 @@ class ResponseCache:
         if self.down_since is not None and time.monotonic() - self.down_since < RETRY_S:
             return False
         return route.cache_sampled or deterministic(body)
+
+    def key(self, tenant: str, version: str, body: dict[str, Any]) -> str:
+        """The entry's name: a hash of tenant, version and the request's answer-changing fields."""
+        return self.name("e", digest(tenant, version, answer_fields(body)))
+
+    def name(self, kind: str, name_digest: str) -> str:
+        """An entry of `kind` (e: an answer, s: the semantic cache's questions) in the shard its digest picks."""
+        return f"{shard_prefix(name_digest, self.cfg.shards)}:{kind}:{name_digest}"
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -85,17 +119,39 @@ class ResponseCache:
         return value
 
     async def put(self, key: str, value: bytes) -> None:
-        if len(value) > self.cfg.max_entry_bytes:
-            return
+        if len(value) <= self.cfg.max_entry_bytes:
+            await self._store(key, value, "set", 0)
+
+    async def push(self, key: str, value: bytes, max_length: int) -> None:
+        """Put `value` at the head of the list `key`, keeping its `max_length` newest, all under the bound."""
+        await self._store(key, value, "push", max_length)
+
+    async def members(self, key: str) -> list[bytes]:
+        """The list `key`, newest first; empty when missing or when Redis is down (bypassed, like `get`)."""
         try:
-            _, evicted = await self._put(keys=[key, INDEX, SIZES, TOTAL],
-                                         args=[value, self.cfg.ttl_s, self.cfg.max_bytes, time.time()])
+            values = await self._list(keys=[key])
+        except Exception as exc:
+            self._failed(exc)
+            return []
+        self.down_since = None
+        return list(values or [])
+
+    async def _store(self, key: str, value: bytes, mode: str, max_length: int) -> None:
+        prefix = key.rsplit(":", 2)[0]  # tf:cache:{cN}
+        bound = max(1, self.cfg.max_bytes // self.cfg.shards)
+        try:
+            _, evicted = await self._put(keys=[key, *meta_keys(prefix)],
+                                         args=[value, self.cfg.ttl_s, bound, time.time(), mode, max_length])
             self.evicted += int(evicted)
         except Exception as exc:
             self._failed(exc)
 
     async def size(self) -> int:
-        return int(await self.redis.get(TOTAL) or 0)
+        """Bytes cached, over every shard (one GET each: a cluster answers no cross-slot MGET)."""
+        total = 0
+        for shard in range(self.cfg.shards):
+            total += int(await self.redis.get(meta_keys(f"tf:cache:{{c{shard}}}")[2]) or 0)
+        return total
 
     def _failed(self, exc: Exception) -> None:
         if self.down_since is None:

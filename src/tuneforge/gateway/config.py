@@ -71,6 +71,9 @@ class RouteConfig(_Section):
                                               "the request's `user` field, falling back to the key (user).")
     cache: bool = Field(True, description="Cache this route's deterministic answers (temperature 0 or a seed).")
     cache_sampled: bool = Field(False, description="Also cache sampled answers (temperature > 0, no seed).")
+    cache_semantic: bool = Field(False, description="Also answer a question from the cache when it is close in "
+                                 "meaning to a cached one (cache.semantic: threshold, languages). Off by default: a "
+                                 "hit answers a question the model never saw. See docs/gateway.md.")
     max_tokens: int = Field(512, ge=1, description="max_tokens assumed when a request sets none (its token budget "
                             "is reserved from it); set it to the replicas' serve.max_tokens.")
     safety: SafetyConfig | None = Field(None, description="Guards on requests and answers (injection, PII, code, "
@@ -87,9 +90,26 @@ class RouteConfig(_Section):
             self.backends = []
         if not self.variants:
             raise ValueError("a route needs backends or variants")
+        if self.cache_semantic and not self.cache:
+            raise ValueError("cache_semantic needs cache: true (a semantic hit is an entry of the response cache)")
         if sum(v.weight for v in self.variants.values()) <= 0:
             raise ValueError("the variants' weights add up to 0: no variant would get traffic")
         return self
+
+
+class SemanticCacheConfig(_Section):
+    """The semantic cache, for routes with `cache_semantic: true`: a question close in meaning to a cached one
+    (same tenant, model version, sampling, system prompt and earlier turns, same numbers and negations) gets
+    the cached answer. Embeddings: the packaged all-MiniLM-L6-v2, offline."""
+
+    threshold: float = Field(0.92, gt=0, le=1, description="Least cosine similarity for a hit. Different questions "
+                             "of one domain reach 0.83-0.85 with this encoder (docs/gateway.md); lower it with care.")
+    max_entries: int = Field(256, ge=1, le=4096, description="Questions remembered per context (system prompt, "
+                             "earlier turns, params); the oldest are forgotten past it. Each costs ~450 bytes "
+                             "and is compared on every lookup in that context.")
+    languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1, description="Languages (ISO 639-1) "
+                                 "whose questions use it: the encoder was trained on English, and in other "
+                                 "scripts unrelated questions look alike (Chinese: different facts at 1.0).")
 
 
 class CacheConfig(_Section):
@@ -102,6 +122,9 @@ class CacheConfig(_Section):
     max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Bound on cached bytes; the oldest entries are "
                            "evicted past it.")
     max_entry_bytes: int = Field(1024 * 1024, ge=256, description="Answers larger than this are not cached.")
+    shards: int = Field(1, ge=1, le=1024, description="Hash slots the cache is spread over, each with its own "
+                        "index and max_bytes/shards of the bound; on Redis Cluster set a few per node.")
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
 
 class HealthConfig(_Section):

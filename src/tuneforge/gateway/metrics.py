@@ -26,9 +26,14 @@ class GatewayMetrics:
                               PER_VARIANT, buckets=SLOW, registry=r)
         self.latency = Histogram(f"{p}upstream_latency_seconds", "Upstream time to the end of the answer",
                                  PER_VARIANT, buckets=SLOW, registry=r)
-        self.cache = Counter(f"{p}cache", "Cache lookups", ("route", "result"), registry=r)
+        self.cache = Counter(f"{p}cache", "Cache lookups (result: hit, semantic_hit, miss)", ("route", "result"),
+                             registry=r)
         self.refusals = Counter(f"{p}refusals", "Requests refused before upstream", ("tenant", "reason"), registry=r)
         self.budget_used = Gauge(f"{p}budget_used_tokens", "Tokens used this period", ("tenant", "key"), registry=r)
+        self.budget_limit = Gauge(f"{p}budget_limit_tokens", "The key's token budget per period", ("tenant", "key"),
+                                  registry=r)
+        self.cache_up = Gauge(f"{p}cache_up", "1 while the response cache's Redis answers, 0 while it is bypassed",
+                              registry=r)
         self.ejections = Counter(f"{p}replica_ejections", "Replicas taken out after a failure", ("backend",),
                                  registry=r)
         self.retries = Counter(f"{p}retries", "Requests retried on another replica", ("route",), registry=r)

@@ -1,0 +1,158 @@
+"""The semantic cache: a question close in meaning to one already answered gets that answer.
+
+Only the request's *question* is compared — the last user turn of a chat, or a completion's prompt. All the
+rest must be equal for two requests to meet: tenant, model version, sampling parameters, system prompt and
+earlier turns, and the question's *must-match signature* (its numbers, in order, and its count of
+negations), because an encoder puts "a refund after 14 days" next to "after 30 days" and "can I" next to
+"can't I". Those together name a context; each context keeps a list of its last `max_entries` questions
+(name of the exact-cache entry + int8 embedding, ~450 bytes) in the response cache's store, under its byte
+bound and TTL. A lookup embeds the question (the packaged all-MiniLM-L6-v2, ONNX, offline), reads the list
+and takes the nearest question at or above `threshold`; its exact-cache entry is the answer.
+
+Questions in languages the encoder was not trained on are left out (`semantic.languages`, default English):
+in Chinese, MiniLM's vocabulary has no pieces for most characters and different questions embed alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tuneforge.gateway.cache import ResponseCache, answer_fields, digest
+from tuneforge.gateway.config import SemanticCacheConfig
+
+NAME_BYTES = 64  # an exact entry's digest, hex
+DIM = 384
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot)\b|n't\b", re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_][\w'’-]*")
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+# Words an encoder puts next to each other although they change the answer ("open on Saturday" / "on Sunday"
+# 0.95, "price per month" / "per year" 0.94 with MiniLM): they must match, like numbers.
+_MUST_MATCH = frozenset("""monday tuesday wednesday thursday friday saturday sunday weekday weekdays weekend weekends
+january february march april may june july august september october november december today tomorrow yesterday
+tonight morning afternoon evening night second seconds minute minutes hour hours hourly day days daily week weeks
+weekly fortnight month months monthly quarter quarterly year years yearly annual annually one two three four five
+six seven eight nine ten eleven twelve twenty hundred thousand million first second third last next previous
+before after early late minimum maximum min max least most more less fewer cheapest""".split())
+_WINDOW = 128  # word pieces embedded; a question longer than that is compared by its first 128
+
+
+@dataclass
+class Probe:
+    """A request's question, embedded, and the list of its context."""
+
+    context: str  # the list's key
+    vector: np.ndarray  # (384,) float32, unit length
+
+
+def question_of(body: dict[str, Any], chat: bool) -> tuple[str, dict[str, Any]] | None:
+    """(the question, the rest of the request) or None when the request has no one text question (a chat
+    whose last turn is not the user's, a prompt given as token ids or as a batch)."""
+    if chat:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+            return None
+        last = messages[-1]
+        if last.get("role") != "user" or not isinstance(last.get("content"), str):
+            return None
+        rest = dict(body, messages=[*messages[:-1], {k: v for k, v in last.items() if k != "content"}])
+        return last["content"], rest
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        return None
+    return prompt, {k: v for k, v in body.items() if k != "prompt"}
+
+
+def signature(question: str) -> list[Any]:
+    """What two questions must share to answer each other: their numbers in order, their negation count, their
+    calendar, unit, ordinal and comparison words, and their names (capitalised words inside a sentence)."""
+    text = unicodedata.normalize("NFKC", question)
+    words, names = [], set()
+    for sentence in _SENTENCES.split(text):
+        for i, word in enumerate(_WORD.findall(sentence)):
+            lower = word.lower()
+            if lower.endswith("s") and lower[:-1] in _MUST_MATCH:
+                lower = lower[:-1]  # "days" is "day": the question is the same
+            if lower in _MUST_MATCH:
+                words.append(lower)
+            elif i > 0 and word[0].isupper() and word != "I":
+                names.add(lower)
+    return [_NUMBER.findall(text), len(_NEGATION.findall(text)), sorted(set(words)), sorted(names)]
+
+
+def in_languages(question: str, languages: list[str]) -> bool:
+    """Is the question in one of `languages`: judged by the shared detector when it has enough letters; a short
+    one passes when its letters are Latin and English is allowed (a detector only guesses at a few words)."""
+    from tuneforge.core.language import MIN_LETTERS, detect_language, letters
+
+    if letters(question) >= MIN_LETTERS:
+        return detect_language(question) in languages
+    latin = all(not ch.isalpha() or "LATIN" in unicodedata.name(ch, "") for ch in question)
+    return latin and "en" in languages
+
+
+def _embed(question: str) -> np.ndarray:
+    from tuneforge.serve.safety.classifier import _encoder
+
+    encoder = _encoder()
+    vector = encoder.encode_ids(encoder.windows(question, _WINDOW, 1))[0]
+    return vector / max(float(np.linalg.norm(vector)), 1e-9)
+
+
+def warm_up_semantic() -> None:
+    """Load the encoder and the language profiles now (at start-up), not on a first request."""
+    _embed("warm up")
+    in_languages("Is the language detector loaded yet?", ["en"])
+
+
+def quantized(vector: np.ndarray) -> bytes:
+    """A unit vector as 384 int8 (×127): the stored form, cosine error under 0.01."""
+    return np.clip(np.round(vector * 127), -127, 127).astype(np.int8).tobytes()
+
+
+def nearest(vector: np.ndarray, entries: list[bytes]) -> tuple[str, float] | None:
+    """The stored question closest to `vector`: (its exact entry's digest, cosine), or None if none."""
+    entries = [e for e in entries if len(e) == NAME_BYTES + DIM]
+    if not entries:
+        return None
+    stored = np.frombuffer(b"".join(e[NAME_BYTES:] for e in entries), np.int8).reshape(len(entries), DIM)
+    scores = stored.astype(np.float32) @ vector / 127.0
+    best = int(np.argmax(scores))
+    return entries[best][:NAME_BYTES].decode(), float(scores[best])
+
+
+class SemanticCache:
+    """Lookups and additions on a `ResponseCache`'s store (its Redis, its bound, its degraded state)."""
+
+    def __init__(self, store: ResponseCache, cfg: SemanticCacheConfig) -> None:
+        self.store, self.cfg = store, cfg
+
+    async def probe(self, tenant: str, version: str, body: dict[str, Any], chat: bool) -> Probe | None:
+        """The request's question embedded and its context named, or None when it cannot use the cache."""
+        split = question_of(body, chat)
+        if split is None or not split[0].strip():
+            return None
+        question, rest = split
+        if not in_languages(question, self.cfg.languages):
+            return None
+        context = digest(tenant, version, answer_fields(rest), signature(question), chat)
+        vector = await asyncio.to_thread(_embed, question)  # ~3 ms of CPU: off the event loop
+        return Probe(self.store.name("s", context), vector)
+
+    async def lookup(self, probe: Probe) -> tuple[str, float] | None:
+        """(the exact entry's name, similarity) of the nearest cached question at or above the threshold."""
+        found = nearest(probe.vector, await self.store.members(probe.context))
+        if found is None or found[1] < self.cfg.threshold:
+            return None
+        return self.store.name("e", found[0]), found[1]
+
+    async def remember(self, probe: Probe, entry: str) -> None:
+        """Add the question whose answer was just cached as `entry`."""
+        name = entry.rsplit(":", 1)[1].encode()
+        await self.store.push(probe.context, name + quantized(probe.vector), self.cfg.max_entries)
