@@ -111,12 +111,12 @@ def postgres() -> Iterator[str]:
 class Redis:
     """A redis-server without persistence; `.url`, `.stop()` (tests kill it mid-way)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *extra: str) -> None:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed: `make setup` installs it (apt-get install redis-server)")
         self.port = free_port()
         self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                                         "--save", "", "--appendonly", "no", "--dir", str(workdir), *extra],
                                         stdout=subprocess.DEVNULL)
         _wait_port(self.port, self.process)
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -125,3 +125,35 @@ class Redis:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+class RedisCluster:
+    """A Redis Cluster of `nodes` masters (no replicas), made by `redis-cli --cluster create`; `.url` is the
+    gateway's `redis+cluster://` form, `.nodes` the servers, `.stop()`."""
+
+    def __init__(self, workdir: Path, nodes: int = 3) -> None:
+        self.nodes = []
+        for i in range(nodes):
+            folder = workdir / f"cluster-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(Redis(folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                    "--cluster-node-timeout", "2000"))
+        made = subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                               "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
+                              timeout=60)
+        if made.returncode != 0:
+            self.stop()
+            pytest.fail(f"redis-cli --cluster create failed: {made.stdout}{made.stderr}")
+
+        def ready() -> bool:
+            """every node of the cluster reports cluster_state:ok"""
+            return all("cluster_state:ok" in subprocess.run(["redis-cli", "-p", str(n.port), "cluster", "info"],
+                                                            capture_output=True, text=True).stdout
+                       for n in self.nodes)
+
+        until(ready, 60)
+        self.url = f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

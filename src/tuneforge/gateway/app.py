@@ -54,15 +54,26 @@ Answer = Response | EventStream  # what a completion request gets: each is an AS
 MESSAGE_OVERHEAD = 16  # tokens a chat template may add per message (role markers, separators)
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
 def redis_client(url: str | None) -> Any:
-    """A Redis client: the real server at `url` (pipelined, `gateway.resp`; redis-py for TLS and sockets),
-    or fakeredis in this process (one gateway instance only)."""
+    """A Redis client: the real server at `url` (pipelined, `gateway.resp`; redis-py for TLS and sockets), a
+    Redis Cluster at `redis+cluster://host:port` (any one node; redis-py's cluster client finds the rest), or
+    fakeredis in this process (one gateway instance only)."""
     if url is None:
         import fakeredis
 
         return fakeredis.FakeAsyncRedis()
     if url.startswith("redis://"):
         return PipelinedRedis(url, timeout_s=1.0)
+    if url.startswith(CLUSTER_SCHEMES):
+        from redis.asyncio.cluster import RedisCluster
+
+        # every script's keys share one hash tag (quota: the key's lineage; cache: its shard), so each
+        # script runs on the one node that owns its slot
+        return RedisCluster.from_url(url.replace("+cluster", "", 1), socket_timeout=1.0,
+                                     socket_connect_timeout=1.0)
     import redis.asyncio as aioredis
 
     return aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)

@@ -145,7 +145,9 @@ class GatewayConfig(_Section):
                               "feedback and request log (SQLAlchemy URL): SQLite for one machine (default: "
                               "gateway.db in the state dir, $TUNEFORGE_HOME), postgresql+psycopg://… for several.")
     redis_url: str | None = Field(None, description="Redis for limits, budgets and (by default) the cache, shared "
-                                  "by every gateway instance. None: an in-process store — one instance only.")
+                                  "by every gateway instance: redis://host:6379/0, rediss://… (TLS), or a Redis "
+                                  "Cluster as redis+cluster://one-node:port. None: an in-process store — one "
+                                  "instance only.")
     routes: dict[str, RouteConfig] = Field(default_factory=dict, description="Public model name → route.")
     cache: CacheConfig = Field(default_factory=CacheConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
