@@ -560,6 +560,43 @@ class EvalConfig(_Section):
     diagnose: DiagnoseConfig = Field(default_factory=DiagnoseConfig)
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's LoRAConfig.max_lora_rank choices
+VLLM_SET_BY_SERVE = {"model": "the served model", "tokenizer": "the served model", "dtype": "serve.dtype",
+                     "max_model_len": "serve.max_model_len", "max_num_seqs": "serve.max_num_seqs",
+                     "max_num_batched_tokens": "serve.max_num_batched_tokens", "enable_lora": "serve.vllm.max_loras",
+                     "max_loras": "serve.vllm.max_loras", "max_lora_rank": "serve.vllm.max_lora_rank",
+                     "seed": "the request's seed", "structured_outputs_config": "tuneforge (llguidance)"}
+
+
+class VllmServeConfig(_Section):
+    """backend vllm: the vLLM engine arguments tuneforge does not derive from the rest of `serve`."""
+
+    max_loras: int = Field(4, ge=0, le=256, description="LoRA adapters one batch may mix (vLLM's --max-loras); "
+                           "0 turns LoRA off (serve.adapters and runtime loading are then refused).")
+    max_lora_rank: int | None = Field(None, description="Largest adapter rank vLLM makes room for (--max-lora-rank: "
+                                      f"one of {', '.join(map(str, VLLM_LORA_RANKS))}). None: the largest rank "
+                                      "among serve.adapters, at least 16, rounded up to one of those. An adapter "
+                                      "of a higher rank is refused, naming this field.")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="More vLLM EngineArgs, e.g. "
+                                        "{gpu_memory_utilization: 0.85, enforce_eager: true, swap_space: 4}; vLLM "
+                                        "checks their names and values when the engine starts.")
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _a_vllm_rank(cls, value: int | None) -> int | None:
+        if value is not None and value not in VLLM_LORA_RANKS:
+            raise ValueError(f"{value} is not a rank vLLM accepts ({', '.join(map(str, VLLM_LORA_RANKS))})")
+        return value
+
+    @field_validator("engine_args")
+    @classmethod
+    def _not_set_elsewhere(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if name in VLLM_SET_BY_SERVE:
+                raise ValueError(f"{name!r} is set by {VLLM_SET_BY_SERVE[name]}, not by engine_args")
+        return value
+
+
 class ServeConfig(_Section):
     """How a model is served."""
 
@@ -632,6 +669,8 @@ class ServeConfig(_Section):
     ray: RayServeConfig = Field(
         default_factory=RayServeConfig, description="`tuneforge serve --ray`: replicas and autoscaling on Ray Serve."
     )
+    vllm: VllmServeConfig = Field(default_factory=VllmServeConfig, description="backend vllm: max_loras, "
+                                  "max_lora_rank, more engine arguments.")
     traffic_log: TrafficLogConfig = Field(
         default_factory=TrafficLogConfig, description="Sampled, PII-scrubbed requests and answers appended to a "
         "JSONL file for `tuneforge monitor drift` (off unless `path` is set). Behind a gateway, log there instead: "

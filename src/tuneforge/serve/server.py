@@ -59,9 +59,13 @@ def build_engine(model_ref: str, cfg: ServeConfig, name: str, metrics: ServingMe
         loaded, runner = llamacpp_engine_parts(model_ref, cfg.max_model_len, cfg.prefix_cache)
         return Engine(loaded, limits, metrics, name, runner=runner).start(loop_in_thread)
     if cfg.backend == "vllm":
-        from tuneforge.serve.engine.vllm import VllmEngine
+        from tuneforge.serve.engine.vllm import VllmEngine, lora_rank_for
 
-        whole = VllmEngine(model_ref, limits, metrics, name, dtype=cfg.dtype)
+        if cfg.adapters and cfg.vllm.max_loras == 0:
+            raise TuneforgeError("serve.adapters needs LoRA: serve.vllm.max_loras is 0")
+        whole = VllmEngine(model_ref, limits, metrics, name, dtype=cfg.dtype, max_loras=cfg.vllm.max_loras,
+                           max_lora_rank=lora_rank_for(cfg.adapters, cfg.vllm.max_lora_rank),
+                           engine_args=cfg.vllm.engine_args)
         if cfg.adapters:
             from tuneforge.models.loader import weights_fingerprints
 

@@ -43,6 +43,28 @@ WORKER = Path(__file__).with_name("vllm_worker.py")
 VLLM_REASONS = {"stop": "stop", "length": "length", "abort": "abort", "error": "error"}
 
 
+def adapter_rank(folder: Path) -> int:
+    """A PEFT LoRA's largest rank: `r`, or a `rank_pattern` entry above it."""
+    config = json.loads((folder / "adapter_config.json").read_text())
+    return max([int(config.get("r") or 0), *map(int, (config.get("rank_pattern") or {}).values())])
+
+
+def lora_rank_for(adapters: dict[str, str], asked: int | None) -> int:
+    """vLLM's max_lora_rank: `asked` (serve.vllm.max_lora_rank), else the largest rank among `adapters` (the
+    configured serve.adapters), at least 16, rounded up to a rank vLLM accepts."""
+    from tuneforge.core.config import VLLM_LORA_RANKS
+
+    if asked is not None:
+        return asked
+    needed = max([16, *(adapter_rank(Path(path)) for path in adapters.values()
+                        if (Path(path) / "adapter_config.json").is_file())])
+    fitting = [rank for rank in VLLM_LORA_RANKS if rank >= needed]
+    if not fitting:
+        raise TuneforgeError(f"serve.adapters: an adapter has rank {needed}, above vLLM's largest max_lora_rank "
+                             f"{VLLM_LORA_RANKS[-1]}; merge it (tuneforge compress merge) and serve the merged model")
+    return fitting[0]
+
+
 def vllm_python() -> str:
     """The interpreter that runs vLLM (see the module docstring)."""
     chosen = os.environ.get("TUNEFORGE_VLLM_PYTHON")
@@ -114,6 +136,7 @@ class VllmEngine:
         self.eos_ids, self.stops = _ends(self.tokenizer)
         self.capabilities = Capabilities(prompt_logprobs=False, multi_lora=max_loras > 0,
                                          max_num_seqs=self.limits.max_num_seqs)
+        self.max_loras, self.max_lora_rank = max_loras, max_lora_rank
         self.restarts = 0
         self.base_fingerprints: list[str] = []
         self._adapters: dict[str, str] = {}
@@ -270,6 +293,12 @@ class VllmEngine:
         folder = Path(path)
         if not (folder / "adapter_config.json").is_file():
             raise ValueError(f"{path}: not a PEFT LoRA folder (no adapter_config.json)")
+        if self.max_loras == 0:
+            raise ValueError("LoRA is off in this engine (serve.vllm.max_loras: 0)")
+        rank = adapter_rank(folder)
+        if rank > self.max_lora_rank:
+            raise ValueError(f"{path}: rank {rank} is above the engine's max_lora_rank {self.max_lora_rank}; restart "
+                             f"with serve.vllm.max_lora_rank ≥ {rank} (vLLM sizes its LoRA buffers at start)")
         if is_artifact(folder):
             manifest = load_artifact(folder).manifest
             if manifest.get("added_tokens"):
@@ -280,6 +309,11 @@ class VllmEngine:
             if expected and self.base_fingerprints and expected not in self.base_fingerprints:
                 raise ValueError(f"{path}: trained on base {manifest.get('base_model')} (fingerprint {expected}), "
                                  f"not the served model (fingerprint {', '.join(self.base_fingerprints)})")
+        peft_tokens = json.loads((folder / "adapter_config.json").read_text()).get("trainable_token_indices")
+        if peft_tokens:
+            raise ValueError(f"{path}: the adapter trains token embeddings (PEFT trainable_token_indices), which "
+                             "vLLM does not load; merge it first (tuneforge compress merge) and serve the merged "
+                             "model")
         self._lora("add_lora", name, str(folder.resolve()))
         self._adapters[name] = str(folder)
 
