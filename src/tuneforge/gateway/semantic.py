@@ -6,7 +6,8 @@ earlier turns, and the question's *must-match signature* (its numbers, in order,
 negations), because an encoder puts "a refund after 14 days" next to "after 30 days" and "can I" next to
 "can't I". Those together name a context; each context keeps a list of its last `max_entries` questions
 (name of the exact-cache entry + int8 embedding, ~450 bytes) in the response cache's store, under its byte
-bound and TTL. A lookup embeds the question (the packaged all-MiniLM-L6-v2, ONNX, offline), reads the list
+bound and TTL. A lookup embeds the question (all-MiniLM-L6-v2, the classifier's int8 ONNX graph, offline;
+its first 256 word pieces), reads the list
 and takes the nearest question at or above `threshold`; its exact-cache entry is the answer.
 
 Questions in languages the encoder was not trained on are left out (`semantic.languages`, default English):
@@ -40,7 +41,6 @@ tonight morning afternoon evening night second seconds minute minutes hour hours
 weekly fortnight month months monthly quarter quarterly year years yearly annual annually one two three four five
 six seven eight nine ten eleven twelve twenty hundred thousand million first second third last next previous
 before after early late minimum maximum min max least most more less fewer cheapest""".split())
-_WINDOW = 128  # word pieces embedded; a question longer than that is compared by its first 128
 
 
 @dataclass
@@ -98,11 +98,9 @@ def in_languages(question: str, languages: list[str]) -> bool:
 
 
 def _embed(question: str) -> np.ndarray:
-    from tuneforge.serve.safety.classifier import _encoder
+    from tuneforge.serve.safety.sentences import SENTENCES
 
-    encoder = _encoder()
-    vector = encoder.encode_ids(encoder.windows(question, _WINDOW, 1))[0]
-    return vector / max(float(np.linalg.norm(vector)), 1e-9)
+    return SENTENCES.encode([question])[0]
 
 
 def warm_up_semantic() -> None:

@@ -2,13 +2,13 @@
 
 A request is on the topic when its last user turn contains one of the rule's phrases (whole words, on the
 canonical reading, as the topic guard matches). It is covered when its all-MiniLM-L6-v2 embedding (the
-packaged encoder, `core.encoder`) is within `threshold` cosine of one of the known questions — the questions
+classifier's int8 ONNX graph, `sentences`) is within `threshold` cosine of one of the known questions — the questions
 the training data answers, read from the rule or from the data file itself. A question on the topic that is
 not covered gets the rule's action: the safe `answer` (the model is not asked), a block, or a flag for the
 review queue; one covered only loosely (under `flag_below`) goes to the model flagged, for the review queue.
 
 The known questions are embedded once per rule and cached; a request costs one forward of its last turn
-(~10-30 ms on one CPU thread), and only when a phrase matched.
+(~3-5 ms), and only when a phrase matched.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from tuneforge.core.errors import ConfigError
 from tuneforge.core.safety_config import GroundedRule, TopicRule
 from tuneforge.serve.safety.normalize import canonical
+from tuneforge.serve.safety.sentences import SENTENCES, Sentences
 from tuneforge.serve.safety.topics import topic_hits
 from tuneforge.serve.safety.verdict import Finding
 
@@ -62,11 +63,9 @@ def read_known(path: str) -> list[str]:
     return questions
 
 
-@lru_cache(maxsize=1)
-def encoder():  # noqa: ANN201  # core.encoder.Encoder, imported late: torch loads only when a rule is used
-    from tuneforge.core.encoder import Encoder
-
-    return Encoder()
+def encoder() -> Sentences:
+    """The sentence encoder the rules compare with: the injection classifier's ONNX MiniLM (`sentences`)."""
+    return SENTENCES
 
 
 @lru_cache(maxsize=32)
