@@ -18,6 +18,7 @@ from tuneforge.train.methods.full import FULL
 from tuneforge.train.methods.ia3 import IA3_METHOD
 from tuneforge.train.methods.lora import DORA, LORA
 from tuneforge.train.methods.parts import (
+    TRAINS_NEW_TOKENS,
     check_targets,
     keep_4bit_differentiable,
     keep_zeros,
@@ -37,10 +38,6 @@ if set(METHODS) != set(get_args(TrainMethod)):  # pragma: no cover - caught by a
 
 # Methods that change the input sequence (virtual tokens) cannot be packed.
 SOFT_PROMPT = tuple(name for name, m in METHODS.items() if not m.packs)
-
-# Methods that train the embedding rows of `model.add_tokens`: full (every weight) and the PEFT LoRA family
-# (PEFT's trainable tokens). The others would leave the new rows at their initial mean: refused.
-TRAINS_NEW_TOKENS = ("full", "lora", "dora")
 
 
 def method(name: str) -> TuningMethod:

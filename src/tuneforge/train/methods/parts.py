@@ -9,6 +9,10 @@ from tuneforge.core.errors import ConfigError
 from tuneforge.models import LoadedModel, load
 from tuneforge.models.tokens import extend_model
 
+# Methods that train the embedding rows of `model.add_tokens`: full (every weight) and the PEFT LoRA family
+# (PEFT's trainable tokens). The others would leave the new rows at their initial mean: refused.
+TRAINS_NEW_TOKENS = ("full", "lora", "dora")
+
 
 def refuse_adapter_base(loaded: LoadedModel, model_cfg: ModelConfig) -> LoadedModel:
     """`loaded`, unless it is an adapter artifact: methods train from a base model."""

@@ -10,7 +10,12 @@ from tuneforge.core.errors import ConfigError
 from tuneforge.models import LoadedModel
 from tuneforge.models.loader import load_4bit
 from tuneforge.train.methods.lora import lora_config, save_peft
-from tuneforge.train.methods.parts import check_targets, keep_4bit_differentiable, refuse_adapter_base
+from tuneforge.train.methods.parts import (
+    TRAINS_NEW_TOKENS,
+    check_targets,
+    keep_4bit_differentiable,
+    refuse_adapter_base,
+)
 
 
 class QLora:
@@ -25,8 +30,8 @@ class QLora:
 
     def load_base(self, model_cfg: ModelConfig, cfg: TrainConfig) -> LoadedModel:
         if model_cfg.add_tokens:
-            raise ConfigError("model.add_tokens needs train.method lora, dora or full (got qlora): the 4-bit base is "
-                              "loaded ready-quantized, its embeddings are not resized here")
+            raise ConfigError(f"model.add_tokens needs train.method {', '.join(TRAINS_NEW_TOKENS)} (got qlora): the "
+                              "4-bit base is loaded ready-quantized, its embeddings are not resized here")
         loaded = load_4bit(model_cfg.name, compute_dtype="bfloat16" if cfg.precision == "bf16" else "float32")
         return refuse_adapter_base(loaded, model_cfg)
 
