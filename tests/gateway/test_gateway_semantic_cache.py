@@ -132,3 +132,13 @@ def test_a_paraphrase_is_answered_from_the_cache_only_in_its_own_context(tmp_pat
     stored = sum(client.strlen(k) if client.type(k) == b"string" else sum(map(len, client.lrange(k, 0, -1)))
                  for k in client.keys("tf:cache:{c0}:[es]:*"))
     assert stored == int(client.get("tf:cache:{c0}:bytes")) <= 65536
+
+
+def test_the_semantic_cache_works_on_the_in_process_store_too(tmp_path, upstreams, gateways):
+    up = upstreams("--text", "Open 9 to 5.")
+    db = f"sqlite:///{tmp_path / 'gw.db'}"
+    gw = gateways({"database_url": db, "routes": {"bot": {"backends": [up], "cache_semantic": True}}})
+    key = create_key(db, tenant="t")
+    assert _ask(gw, key, "When does the shop open?").headers["x-tuneforge-cache"] == "miss"
+    assert _ask(gw, key, "When does the shop open up?").headers["x-tuneforge-cache"] == "hit"
+    assert _seen(up) == 1
