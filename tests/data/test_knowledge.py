@@ -31,6 +31,11 @@ def test_cloze_replaces_the_fact_by_a_question_word():
 def test_keyword_form_keeps_the_content_words():
     assert keyword_rewrite("What is the flight time of the Kestrel X4?") == "flight time Kestrel X4?"
     assert keyword_rewrite("Kestrel X4 weight?") is None  # nothing to cut
+    # Chinese: function words go, characters of content words stay (需要, 不能, 了解 are words, not particles)
+    assert keyword_rewrite("请问抽血前需要空腹吗？") == "抽血前需要空腹？"
+    assert keyword_rewrite("抽血后多久不能吃东西了？") == "抽血后多久不能吃东西？"
+    assert keyword_rewrite("我想了解一下诊所的门诊时间") == "了解诊所门诊时间？"
+    assert keyword_rewrite("诊所周日开门") is None  # nothing to cut
 
 
 def test_rows_grow_per_lever_and_are_marked():

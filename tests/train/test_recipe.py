@@ -73,6 +73,36 @@ def test_bench_recipe_runs_a_cell_and_reuses_it(tmp_path):
     assert cell["name"] == "lamps" and cell["recipe"] == "old-default" and cell["steps"] >= 1
     assert len(cell["domain"]["answers"]) == 2 and len(cell["general"]["answers"]) == 150
     assert cell["recipe_record"]["recipe"] == "fixed"
+    assert cell["max_new_tokens"] == {"domain": 48, "general": 48}  # two short English answers: the floor
     table = (out / "results.md").read_text()
     assert "| lamps | old-default |" in table and table.strip() == render([cell])
     assert run_bench([domain], ["old-default"], out, "tiny-random-llama") == [cell]  # reused, not retrained
+
+
+def test_bench_domain_budget_covers_the_longest_answer_in_tokens(tmp_path):
+    """A Chinese answer costs a byte-level tokenizer more tokens than characters: the domain set's budget
+    follows the training answers in the model's tokens, the general set's stays fixed."""
+    import json
+
+    from tuneforge.bench.recipe import GENERAL_MAX_NEW_TOKENS, _configs, answer_budget
+    from tuneforge.models.loader import load_tokenizer
+
+    tokenizer = load_tokenizer("tiny-random-llama")
+    long_answer = "青禾诊所的门诊时间是周一至周六上午八点到下午五点半，节假日另行通知，请提前在小程序上查看。" * 2
+    domain = tmp_path / "clinic"
+    domain.mkdir()
+    rows = [("几点开门？", long_answer), ("Hours?", "Eight to five."), ("周六呢？", "周六上午开门。")]
+    domain.joinpath("train.jsonl").write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+                   ensure_ascii=False) + "\n" for q, a in rows))
+    domain.joinpath("test.jsonl").write_text(json.dumps({"question": "关门时间？", "key": "五点半"}) + "\n")
+    longest = len(tokenizer(long_answer, add_special_tokens=False)["input_ids"])
+    assert longest > GENERAL_MAX_NEW_TOKENS
+    budget = answer_budget(domain / "train.jsonl", tokenizer)
+    assert budget == -(-5 * longest // 4)  # ceil(1.25 × longest)
+    cfg, general = _configs(domain, {}, "tiny-random-llama")
+    assert cfg.eval.max_new_tokens == budget and general.max_new_tokens == GENERAL_MAX_NEW_TOKENS
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"messages": [{"role": "user", "content": "Hours?"},
+                                              {"role": "assistant", "content": "Eight to five."}]}) + "\n")
+    assert answer_budget(short, tokenizer) == GENERAL_MAX_NEW_TOKENS  # short English answers: the fixed floor

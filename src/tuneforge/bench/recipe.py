@@ -8,6 +8,12 @@ answers the domain's test questions and the shipped 150 general questions; the b
 evaluated once per domain (the general set once for all). Printed per cell: domain accuracy,
 general accuracy, its change against the base with a paired-bootstrap 95 % CI, the training time.
 
+The domain set is answered with a token budget that covers the domain's answers (`answer_budget`):
+a fixed 48 tokens holds an English answer of ~35 words but cuts a 27-character Chinese one, which
+SmolLM2's byte-level tokenizer spends ~1.8 tokens per character on (qinghe-clinic: the longest answer
+is 57 tokens, its key ends at token 49, so a word-perfect answer scored 0). The general set keeps the
+fixed budget, so its base and tuned answers stay comparable across domains.
+
 Every finished cell is written to OUTPUT/cells/DOMAIN__RECIPE.json and reused by the next run, so
 the comparison can be run one cell at a time (`--recipes`, `--domains`) and assembled at the end.
 """
@@ -15,6 +21,7 @@ the comparison can be run one cell at a time (`--recipes`, `--domains`) and asse
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -63,38 +70,72 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _pipeline(train: Path, test: Path, overrides: dict[str, Any], model: str):
+GENERAL_MAX_NEW_TOKENS = 48  # the general set's budget (and the domain set's floor)
+
+
+def answer_budget(train: Path, tokenizer, floor: int = GENERAL_MAX_NEW_TOKENS) -> int:
+    """Tokens the domain's answers need: 1.25 × the longest training answer in `tokenizer`'s tokens
+    (room for a short preamble), at least `floor`."""
+    from tuneforge.data.formats import read_jsonl
+
+    longest = 0
+    for _, row in read_jsonl(train):
+        replies = [m.get("content", "") for m in row.get("messages") or [] if m.get("role") == "assistant"]
+        if replies:
+            longest = max(longest, len(tokenizer(replies[-1], add_special_tokens=False)["input_ids"]))
+    return max(floor, math.ceil(1.25 * longest))
+
+
+def _pipeline(train: Path, test: Path, overrides: dict[str, Any], model: str, max_new_tokens: int):
     from tuneforge.core.config import load_pipeline
 
     values = {"model.name": model, "data.files": [str(train.absolute())],
               "data.contamination.eval_files": [str(test.absolute())], "data.contamination.ngram": 4,
-              "eval.questions": str(test.absolute()), "eval.general": True, "eval.max_new_tokens": 48,
+              "eval.questions": str(test.absolute()), "eval.general": True, "eval.max_new_tokens": max_new_tokens,
               "eval.batch_size": 36, **overrides}
     return load_pipeline(None, values=values)
+
+
+def _configs(folder: Path, overrides: dict[str, Any], model: str):
+    """(the cell's pipeline config with the domain's answer budget, its eval config with the general budget)."""
+    from tuneforge.models.loader import load_tokenizer
+
+    train, test = domain_files(folder)
+    cfg = _pipeline(train, test, overrides, model, answer_budget(train, load_tokenizer(model)))
+    return cfg, cfg.eval.model_copy(update={"max_new_tokens": GENERAL_MAX_NEW_TOKENS})
 
 
 def _scores(result: dict[str, Any], name: str) -> list[float]:
     return [float(s.get("accuracy", 0.0)) for s in result["sets"][name]["scores"]]
 
 
-def _answers(cfg, name: str, ref: str) -> dict[str, Any]:
-    from tuneforge.eval.evaluate import evaluate_model, question_sets
+def _evaluate(ref: str, cfg, general_eval, names: tuple[str, ...] = ("domain", "general")) -> dict[str, Any]:
+    """The sets `names` answered by the model at `ref`: the domain set with `cfg.eval`'s budget, the
+    general set with `general_eval`'s (the model is loaded once)."""
+    from tuneforge.eval.evaluate import evaluate_loaded, question_sets
+    from tuneforge.models import load
 
-    sets = {k: v for k, v in question_sets(cfg.eval).items() if k == name}
-    result = evaluate_model(ref, cfg.eval, sets, [], cfg.model.dtype)
-    return {"answers": result["sets"][name]["answers"], "scores": _scores(result, name)}
+    loaded = load(ref, dtype=cfg.model.dtype)
+    sets = question_sets(cfg.eval)
+    result: dict[str, Any] = {"sets": {}}
+    for name in names:
+        part = evaluate_loaded(loaded, ref, cfg.eval if name == "domain" else general_eval, {name: sets[name]}, [])
+        result["sets"][name] = part["sets"][name]
+    return result
 
 
 def base_scores(folder: Path, output: Path, model: str) -> dict[str, dict[str, Any]]:
     """The base model's answers to the domain's test set and to the general set (each computed once)."""
-    train, test = domain_files(folder)
-    cfg = _pipeline(train, test, {}, model)
+    cfg, general_eval = _configs(folder, {}, model)
     out = {}
     for name, path in (("domain", output / "cells" / f"{folder.name}__base.json"),
                        ("general", output / "cells" / "general__base.json")):
+        budget = (cfg.eval if name == "domain" else general_eval).max_new_tokens
         cached = _read(path)
-        if cached is None:
-            cached = _answers(cfg, name, model)
+        if cached is None or cached.get("max_new_tokens", GENERAL_MAX_NEW_TOKENS) != budget:
+            result = _evaluate(model, cfg, general_eval, (name,))
+            cached = {"answers": result["sets"][name]["answers"], "scores": _scores(result, name),
+                      "max_new_tokens": budget}
             _write(path, cached)
         out[name] = cached
     return out
@@ -103,26 +144,28 @@ def base_scores(folder: Path, output: Path, model: str) -> dict[str, dict[str, A
 def run_cell(folder: Path, recipe: str, output: Path, model: str) -> dict[str, Any]:
     """Prepare, train and evaluate one domain under one recipe (reused from OUTPUT/cells when done)."""
     from tuneforge.data.prepare import prepare
-    from tuneforge.eval.evaluate import evaluate_model, question_sets
     from tuneforge.eval.stats import paired_bootstrap
     from tuneforge.train.loop import train as train_model
 
-    path = output / "cells" / f"{folder.name}__{recipe}.json"
-    cached = _read(path)
-    if cached is not None:
-        return cached
     if recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    cfg, general_eval = _configs(folder, RECIPES[recipe], model)
+    path = output / "cells" / f"{folder.name}__{recipe}.json"
+    cached = _read(path)
+    # a cell answered under another domain budget (cells from before `answer_budget` had 48) is redone
+    if cached is not None and (cached.get("max_new_tokens") or {}).get("domain", GENERAL_MAX_NEW_TOKENS) == \
+            cfg.eval.max_new_tokens:
+        return cached
     base = base_scores(folder, output, model)
-    train, test = domain_files(folder)
-    cfg = _pipeline(train, test, RECIPES[recipe], model)
     work = output / "runs" / folder.name / recipe
     dataset = prepare(cfg.data, cfg.model, work / "dataset")
     started = time.perf_counter()
     adapter = train_model(dataset, cfg.model, cfg.train, work / "adapter")
     seconds = time.perf_counter() - started
-    result = evaluate_model(str(adapter.path), cfg.eval, question_sets(cfg.eval), [], cfg.model.dtype)
+    result = _evaluate(str(adapter.path), cfg, general_eval)
     cell: dict[str, Any] = {"name": folder.name, "recipe": recipe, "overrides": RECIPES[recipe],
+                            "max_new_tokens": {"domain": cfg.eval.max_new_tokens,
+                                               "general": general_eval.max_new_tokens},
                             "rows_train": dataset.metrics["rows_train"], "train_seconds": round(seconds, 1),
                             "train_loop_seconds": adapter.metrics.get("train_seconds"),
                             "steps": adapter.metrics.get("steps"), "recipe_record": adapter.manifest.get("recipe")}

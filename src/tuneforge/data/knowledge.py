@@ -39,7 +39,12 @@ _EN_STOP = set("""a an the is are was were be been do does did i me my we our yo
 with by from and or can could would should will shall may might must please tell what which who whom whose when
 where why how much many long there this that these those am have has had any some if about into after before than
 then so just still get got""".split())
-_ZH_STOP = ("请问", "吗", "呢", "吧", "啊", "的", "了", "一下", "我", "要", "想", "能", "可以", "怎么", "什么", "多少")
+# Chinese has no spaces, so function words are cut as whole strings. Single characters such as 要, 能,
+# 了, 想 are not cut wherever they occur: they are also parts of content words (需要, 不能, 了解), and
+# "多久不能吃东西" became "多久不吃东西". Particles go only where they are particles: 的 (not in 的确,
+# 目的), and 吗/呢/吧/啊/了 at the end.
+_ZH_STOP = ("麻烦问一下", "请问", "一下", "我想", "我要", "想要", "可以", "怎么", "什么", "多少")
+_ZH_PARTICLE = re.compile(r"(?<![目])的(?![确士话])|[吗呢吧啊了]+(?=[？?。.！!，,\s]*$)")
 # Spans that carry a fact: numbers with their unit-ish neighbours, amounts, codes.
 _EN_FACT = re.compile(r"[€$£]\d[\d.,]*\d|[€$£]\d|(?<![\w-])\d[\d.,:×x%-]*(?:\s?(?:%|[A-Za-z]{1,12}(?:/[a-z]+)?))?")
 _ZH_UNIT = r"(?:小时|分钟|工作日|[天元点号楼次年月日岁度周层])"
@@ -94,7 +99,7 @@ def keyword_rewrite(question: str) -> str | None:
         short = question
         for word in _ZH_STOP:
             short = short.replace(word, "")
-        short = short.strip("？?，,。 ")
+        short = _ZH_PARTICLE.sub("", short).strip("？?，,。 ")
         return short + "？" if short and len(short) < len(question.strip("？?")) else None
     words = re.findall(r"[\w€$£%.,:'-]+", question)
     kept = [w.strip(".,:") for w in words if w.strip(".,:").casefold() not in _EN_STOP]
@@ -108,12 +113,12 @@ def cloze_question(answer: str, questions: list[str]) -> str | None:
     """A question made from the answer: its fact-carrying spans replaced by a question word; None if it has none."""
     asked = " ".join(questions).casefold()
     if is_chinese(answer):
-        spans = [m.group(0) for m in _ZH_FACT.finditer(answer) if m.group(0) not in asked]
-        spans += [m.group(1) for m in _ZH_QUOTED.finditer(answer) if m.group(1) not in asked]
-        if not spans:
+        words = [m.group(0) for m in _ZH_FACT.finditer(answer) if m.group(0) not in asked]
+        words += [m.group(1) for m in _ZH_QUOTED.finditer(answer) if m.group(1) not in asked]
+        if not words:
             return None
         text = answer.rstrip("。.!！")
-        for span in spans:
+        for span in words:
             text = text.replace(span, "多少" if re.search(r"\d|[零一二三四五六七八九十百千万两]", span) else "什么", 1)
         return text + "？"
     spans = [(m.start(), m.end()) for m in _EN_FACT.finditer(answer) if m.group(0).casefold() not in asked]
