@@ -48,7 +48,9 @@ _ZH_PARTICLE = re.compile(r"(?<![目])的(?![确士话])|[吗呢吧啊了]+(?=[�
 # Spans that carry a fact: numbers with their unit-ish neighbours, amounts, codes.
 _EN_FACT = re.compile(r"[€$£]\d[\d.,]*\d|[€$£]\d|(?<![\w-])\d[\d.,:×x%-]*(?:\s?(?:%|[A-Za-z]{1,12}(?:/[a-z]+)?))?")
 _ZH_UNIT = r"(?:小时|分钟|工作日|[天元点号楼次年月日岁度周层])"
-_ZH_FACT = re.compile(r"[€$¥]?[\d零一二三四五六七八九十百千万两.:\-]{1,12}(?:个)?" + _ZH_UNIT)
+_ZH_NUMERAL = r"[\d零一二三四五六七八九十百千万两.:\-]{1,12}"
+_ZH_FACT = re.compile(r"[€$¥]?(" + _ZH_NUMERAL + r")(个)?(" + _ZH_UNIT + r")(半)?")
+_ZH_SMALL = re.compile(r"[1-9]|[一二三四五六七八九十两]")  # "几" asks for these; larger ones take "多少"
 _NAME = re.compile(r"(?:[A-Z][\w-]*(?:\s[A-Z][\w-]*)*)")
 _ZH_QUOTED = re.compile(r"[“\"「]([^”\"」]+)[”\"」]")
 
@@ -119,7 +121,7 @@ def cloze_question(answer: str, questions: list[str]) -> str | None:
             return None
         text = answer.rstrip("。.!！")
         for span in words:
-            text = text.replace(span, "多少" if re.search(r"\d|[零一二三四五六七八九十百千万两]", span) else "什么", 1)
+            text = text.replace(span, _zh_question_word(span), 1)
         return text + "？"
     spans = [(m.start(), m.end()) for m in _EN_FACT.finditer(answer) if m.group(0).casefold() not in asked]
     spans += [(m.start(), m.end()) for m in _NAME.finditer(answer)
@@ -135,6 +137,18 @@ def cloze_question(answer: str, questions: list[str]) -> str | None:
     text = (text + answer[end:]).rstrip(".! ")
     text = re.sub(r"\bwhat(?:\W+what)+\b", "what", text)
     return text[:1].upper() + text[1:] + "?"
+
+
+def _zh_question_word(span: str) -> str:
+    """What a Chinese question puts where `span` was: the unit stays with 几/多少 ("八点" → "几点",
+    "二十分钟" → "多少分钟", "五点半" → "几点", "二十五元" → "多少钱"); a name or word → "什么"."""
+    quantity = _ZH_FACT.fullmatch(span)
+    if quantity is None:
+        return "什么"
+    numeral, counter, unit = quantity.group(1), quantity.group(2) or "", quantity.group(3)
+    if unit == "元":
+        return "多少钱"
+    return ("几" if _ZH_SMALL.fullmatch(numeral) else "多少") + counter + unit
 
 
 def knowledge_rows(rows: list[Row], cfg: KnowledgeConfig, seed: int) -> tuple[list[Row], StepStats]:
