@@ -659,6 +659,34 @@ def bench_gateway(
     console.print(run(levels, per_client, max_tokens, delay_ms, engine, output))
 
 
+@bench_app.command("semantic-cache")
+def bench_semantic_cache(
+    domains: Annotated[list[Path] | None, typer.Argument(
+        help="Domain folders (train.jsonl: chat rows; test.jsonl: {question, key}); default "
+             "examples/domains/*.")] = None,
+    languages: Annotated[str, typer.Option(help="Languages the cache compares, comma-separated (its "
+                                           "cache.semantic.languages).")] = "en",
+    cost: Annotated[bool, typer.Option(help="Also time the lookups (embedding, language check, list read).")] = True,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where results.md goes.")] = Path(
+        "runs/bench-semantic-cache"),
+) -> None:
+    """Would the gateway's semantic cache answer a question with another fact's answer? Hits and wrong hits
+    per similarity threshold on your domains, with the signature rule and without it; then the cost of a lookup.
+    Pick `cache.semantic.threshold` from it before turning `cache_semantic` on for a route.
+
+    Example:  tuneforge bench semantic-cache my-domain/ --languages en
+    """
+    from tuneforge.bench.semantic import run
+
+    folders = domains or sorted(p for p in Path("examples/domains").glob("*") if p.is_dir())
+    if not folders:
+        raise typer.BadParameter("no domain folders given and none under examples/domains")
+    wanted = [code.strip() for code in languages.split(",") if code.strip()]
+    if not wanted:
+        raise typer.BadParameter("--languages takes ISO 639-1 codes, e.g. en or en,de")
+    console.print(run(folders, wanted, output, cost))
+
+
 @bench_app.command("compress")
 def bench_compress(
     parent: Annotated[Path, typer.Argument(help="The float model artifact the variants were made from.")],

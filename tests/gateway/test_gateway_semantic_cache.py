@@ -3,6 +3,8 @@ the packaged all-MiniLM-L6-v2 (ONNX). Its pure parts (question, signature, neare
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import numpy as np
 import pytest
@@ -142,3 +144,50 @@ def test_the_semantic_cache_works_on_the_in_process_store_too(tmp_path, upstream
     assert _ask(gw, key, "When does the shop open?").headers["x-tuneforge-cache"] == "miss"
     assert _ask(gw, key, "When does the shop open up?").headers["x-tuneforge-cache"] == "hit"
     assert _seen(up) == 1
+
+
+def test_bench_semantic_cache_counts_wrong_hits_with_and_without_the_signature(tmp_path):
+    from tuneforge.bench.semantic import run
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    rows = [("What are your opening hours on Saturday?", "On Saturday we open 9:00 to 13:00."),
+            ("What are your opening hours on Sunday?", "On Sunday the shop is closed."),
+            ("How do I reset my password?", "Reset it under Settings, then Security."),
+            ("How can I reset my password?", "Reset it under Settings, then Security.")]
+    (folder / "train.jsonl").write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n" for q, a in rows))
+    (folder / "test.jsonl").write_text(json.dumps({"question": "What is the way to reset my password?",
+                                                   "key": "Settings"}) + "\n"
+                                       + json.dumps({"question": "Can I pay by card?", "key": "no such key"}) + "\n")
+    report = run([folder], ["en"], tmp_path / "out", cost=False)
+    result = json.loads((tmp_path / "out" / "results.json").read_text())["domains"][0]
+    assert result["skipped_tests"] == 1 and result["facts"] == 3
+    at = {kind: {r["threshold"]: r for r in data["rows"]} for kind, data in result["kinds"].items()}
+    assert at["test"][0.92]["hits"] == 1 and at["test"][0.92]["wrong"] == 0  # the paraphrase, right answer
+    paraphrase = at["paraphrase (leave-one-out)"][0.92]
+    assert paraphrase["wrong"] == 0 and paraphrase["hits"] == 2  # the two reset questions find each other
+    assert paraphrase["wrong_no_signature"] == 2  # Saturday ↔ Sunday (0.95) without the rule
+    assert "| 0.92 | 2 / 0 | 4 / 2 |" in report
+
+
+def test_bench_semantic_cache_names_a_bad_domain_row(tmp_path):
+    from tuneforge.bench.semantic import read_domain
+
+    (tmp_path / "train.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "q"},
+                                                                   {"role": "assistant", "content": "a"}]}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "q?"}) + "\n")
+    with pytest.raises(ConfigError, match=r"test.jsonl:1: a test row needs `question` and `key`"):
+        read_domain(tmp_path)
+
+
+def test_bench_semantic_cache_times_lookups_on_a_real_redis_server():
+    import asyncio
+
+    from tuneforge.bench.semantic import _lookup_costs
+
+    costs = asyncio.run(_lookup_costs(rounds=5))
+    assert costs.pop("store") == "redis-server"
+    assert list(costs) == ["probe (language check + embedding)", "lookup, 1 cached", "lookup, 64 cached",
+                           "lookup, 256 cached"]
+    assert all(0 < q["p50"] <= q["p99"] for q in costs.values())
