@@ -17,8 +17,8 @@ def test_scored_detection_agrees_with_detect_language():
 
 
 def test_an_unsure_detection_is_not_a_finding():
-    strict = LanguageGuardConfig(output=["fr"], min_chars=12)
-    lenient = LanguageGuardConfig(output=["fr"], min_chars=12, min_confidence=0.9)
+    strict = LanguageGuardConfig(output=["fr"], min_chars=12, min_confidence=0.0)
+    lenient = LanguageGuardConfig(output=["fr"], min_chars=12)  # the default: 0.9
     assert [f.reason for f in check_language(MISREAD, ["fr"], strict, where="answer")] == [
         "answer language 'es' is not one of fr"]  # a correct translation refused
     assert check_language(MISREAD, ["fr"], lenient, where="answer") == []
