@@ -219,6 +219,23 @@ def test_an_adapter_request_equals_vllm_offline_with_its_lora_request(server, cl
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
 
 
+def test_an_adapter_above_the_engines_lora_rank_is_refused_naming_the_field(server, adapter):
+    """vLLM sizes its LoRA buffers at start (serve.vllm.max_lora_rank: here derived from serve.adapters' rank 8 →
+    16): a rank-32 adapter loaded at run time is a 400 naming the field, before vLLM is asked."""
+    import shutil
+
+    _, url = server
+    big = adapter.parent / "rank-32"
+    shutil.copytree(adapter, big, dirs_exist_ok=True)
+    config = json.loads((big / "adapter_config.json").read_text())
+    (big / "adapter_config.json").write_text(json.dumps({**config, "r": 32}))
+    refused = httpx.post(f"{url}/load_lora_adapter", headers=ADMIN, timeout=120,
+                         json={"lora_name": "big", "lora_path": str(big)})
+    assert refused.status_code == 400, refused.text
+    assert "rank 32 is above the engine's max_lora_rank 16" in refused.text
+    assert "serve.vllm.max_lora_rank" in refused.text
+
+
 def test_stop_strings_are_cut_by_tuneforge_and_eos_ends_an_answer(client):
     free = client.chat.completions.create(model=NAME, messages=QUESTION, max_tokens=64, temperature=0)
     text = free.choices[0].message.content
