@@ -26,21 +26,11 @@ def test_cloze_replaces_the_fact_by_a_question_word():
     zh = cloze_question(CLINIC, ["青禾诊所用什么预约？"])
     assert zh is not None and "七天" not in zh and "青禾健康" not in zh and zh.endswith("？")
     assert cloze_question("Yes, you can always ask us.", ["Can I ask?"]) is None  # nothing fact-like to hide
-    # a Chinese quantity is asked for with its unit, as a Chinese question would ("几点", not "多少")
-    assert cloze_question("门诊时间是上午八点到下午五点半。", ["几点开门？"]) == "门诊时间是上午几点到下午几点？"
-    assert cloze_question("初诊请提前二十分钟到，挂号费二十五元。", ["初诊要注意什么？"]) == \
-        "初诊请提前多少分钟到，挂号费多少钱？"
-    assert cloze_question("结果三个工作日内寄出。", ["结果怎么拿？"]) == "结果几个工作日内寄出？"
 
 
 def test_keyword_form_keeps_the_content_words():
     assert keyword_rewrite("What is the flight time of the Kestrel X4?") == "flight time Kestrel X4?"
     assert keyword_rewrite("Kestrel X4 weight?") is None  # nothing to cut
-    # Chinese: function words go, characters of content words stay (需要, 不能, 了解 are words, not particles)
-    assert keyword_rewrite("请问抽血前需要空腹吗？") == "抽血前需要空腹？"
-    assert keyword_rewrite("抽血后多久不能吃东西了？") == "抽血后多久不能吃东西？"
-    assert keyword_rewrite("我想了解一下诊所的门诊时间") == "了解诊所门诊时间？"
-    assert keyword_rewrite("诊所周日开门") is None  # nothing to cut
 
 
 def test_rows_grow_per_lever_and_are_marked():
