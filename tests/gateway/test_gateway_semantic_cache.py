@@ -191,3 +191,38 @@ def test_bench_semantic_cache_times_lookups_on_a_real_redis_server():
     assert list(costs) == ["probe (language check + embedding)", "lookup, 1 cached", "lookup, 64 cached",
                            "lookup, 256 cached"]
     assert all(0 < q["p50"] <= q["p99"] for q in costs.values())
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Do you open at 9am on Saturday?", "Do you open at 9pm on Saturday?"),
+    ("Is the rate above 5% this year?", "Is the rate below 5% this year?"),
+    ("Is the fee higher in winter?", "Is the fee lower in winter?"),
+    ("Is it free for children over 12?", "Is it free for children under 12?"),
+    ("Does the price include VAT?", "Does the price exclude VAT?"),
+    ("Can I cancel my order?", "Can’t I cancel my order?"),  # a phone keyboard's apostrophe
+    ("do I need a passport to collect it", "dont I need a passport to collect it"),
+    ("What is the dose for adults?", "What is the dose for children?"),
+])
+def test_opposites_an_encoder_puts_together_differ_in_signature(a, b):
+    assert signature(a) != signature(b)
+
+
+def test_requests_whose_answer_is_more_than_the_question_are_never_compared():
+    import asyncio
+
+    from tuneforge.gateway.cache import ResponseCache
+    from tuneforge.gateway.config import CacheConfig
+    from tuneforge.gateway.semantic import MAX_PIECES, SemanticCache
+
+    cfg = CacheConfig()
+    semantic = SemanticCache(ResponseCache(__import__("fakeredis").FakeAsyncRedis(), cfg), cfg.semantic)
+    chat = {"model": "m", "temperature": 0, "messages": [{"role": "user", "content": "What's the weather in Paris?"}]}
+
+    def probe(body: dict, is_chat: bool = True):
+        return asyncio.run(semantic.probe("t", "v", body, is_chat))
+
+    assert probe(chat) is not None
+    assert probe({**chat, "tools": [{"type": "function", "function": {"name": "weather"}}]}) is None
+    assert probe({"model": "m", "prompt": "Once upon a time", "echo": True}, False) is None
+    long = "Here is my lease. " + "The tenant keeps the flat clean. " * MAX_PIECES + "Who pays for repairs?"
+    assert probe({**chat, "messages": [{"role": "user", "content": long}]}) is None  # read only in part: not compared

@@ -221,7 +221,7 @@ def test_an_adapter_request_equals_vllm_offline_with_its_lora_request(server, cl
 
 def test_an_adapter_above_the_engines_lora_rank_is_refused_naming_the_field(server, adapter):
     """vLLM sizes its LoRA buffers at start (serve.vllm.max_lora_rank: here derived from serve.adapters' rank 8 →
-    16): a rank-32 adapter loaded at run time is a 400 naming the field, before vLLM is asked."""
+    16): a rank-32 adapter loaded at run time is a 400 naming the field, before vLLM is asked; so is a DoRA one."""
     import shutil
 
     _, url = server
@@ -234,6 +234,12 @@ def test_an_adapter_above_the_engines_lora_rank_is_refused_naming_the_field(serv
     assert refused.status_code == 400, refused.text
     assert "rank 32 is above the engine's max_lora_rank 16" in refused.text
     assert "serve.vllm.max_lora_rank" in refused.text
+    dora = adapter.parent / "dora"  # tuneforge trains DoRA (train.method dora); vLLM does not load it
+    shutil.copytree(adapter, dora, dirs_exist_ok=True)
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    refused = httpx.post(f"{url}/load_lora_adapter", headers=ADMIN, timeout=120,
+                         json={"lora_name": "dora", "lora_path": str(dora)})
+    assert refused.status_code == 400 and "a DoRA adapter, which vLLM does not load" in refused.text
 
 
 def test_stop_strings_are_cut_by_tuneforge_and_eos_ends_an_answer(client):

@@ -5,11 +5,12 @@ format `tuneforge bench recipe` reads — the shipped `examples/domains/*`, or a
 questions are the training questions; two kinds of queries ask it:
 
 - the test questions, phrased apart from the training ones: a hit is **right** when the cached question it
-  meets asks for the answer that holds the test question's key, **wrong** otherwise;
+  meets asks for an answer that holds the test question's key, **wrong** otherwise;
 - each training question against the others (leave-one-out): a hit on a question of the same answer is a
   paraphrase caught (right), on another answer's question a wrong hit.
 
-Per threshold: hits and wrong hits, with the gateway's signature rule (numbers, negations, calendar and unit
+The cached vectors are compared as the store keeps them (int8). Per threshold: hits and wrong hits, with the
+gateway's signature rule (numbers, negations, calendar and unit
 words, names must match: `gateway.semantic.signature`) and without it, so the rule's worth shows; questions
 outside `languages` are not compared, as the gateway would not. Then the lookup's cost: embedding, language
 check, and the list read + comparison at 1 / 64 / 256 cached questions, on a real redis-server when one is
@@ -37,7 +38,7 @@ THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.95)
 @dataclass
 class Query:
     text: str
-    fact: int  # index of the answer it asks for
+    facts: frozenset[int]  # the answers that answer it (each holds its key)
     exclude: int | None = None  # leave-one-out: the cached question it must not meet (itself)
 
 
@@ -71,9 +72,9 @@ def read_domain(folder: Path) -> Domain:
     for number, row in read_jsonl(test):
         if not isinstance(row.get("question"), str) or not isinstance(row.get("key"), str):
             raise ConfigError(f"{test}:{number}: a test row needs `question` and `key` (a string its answer holds)")
-        holders = [i for i, answer in enumerate(answers) if row["key"] in answer]
+        holders = frozenset(i for i, answer in enumerate(answers) if row["key"] in answer)
         if holders:
-            domain.tests.append(Query(row["question"], holders[0]))
+            domain.tests.append(Query(row["question"], holders))
         else:
             domain.skipped_tests += 1
     return domain
@@ -90,24 +91,30 @@ def _outcomes(sims: np.ndarray, candidates: list[list[int]], queries: list[Query
         best = max(allowed, key=lambda c: sims[row, c])
         if sims[row, best] >= threshold:
             hits += 1
-            wrong += cached_fact[best] != query.fact
+            wrong += cached_fact[best] not in query.facts
     return hits, wrong
 
 
 def measure_domain(domain: Domain, languages: list[str]) -> dict:
     """Hits and wrong hits per threshold, with and without the signature rule, for both kinds of queries."""
-    from tuneforge.gateway.semantic import in_languages, signature
-    from tuneforge.serve.safety.sentences import SENTENCES
+    from tuneforge.gateway.semantic import MAX_PIECES, in_languages, quantized, signature
+    from tuneforge.serve.safety.sentences import SENTENCES, pieces
 
-    loo = [Query(q, f, exclude=i) for i, (q, f) in enumerate(zip(domain.cached, domain.cached_fact, strict=True))]
+    loo = [Query(q, frozenset([f]), exclude=i)
+           for i, (q, f) in enumerate(zip(domain.cached, domain.cached_fact, strict=True))]
     kinds = {"test": domain.tests, "paraphrase (leave-one-out)": loo}
-    cached_vectors = SENTENCES.encode(domain.cached)
+    # the cached side as the store keeps it: int8 (the gateway compares those)
+    cached_vectors = np.stack([np.frombuffer(quantized(v), np.int8) for v in SENTENCES.encode(domain.cached)]
+                              ).astype(np.float32) / 127.0
     cached_sig = [json.dumps(signature(q)) for q in domain.cached]
-    compared = [in_languages(q, languages) for q in domain.cached]
+    def comparable(text: str) -> bool:  # as the gateway decides (semantic.prepare)
+        return len(pieces(text)) <= MAX_PIECES and in_languages(text, languages)
+
+    compared = [comparable(q) for q in domain.cached]
     out: dict = {"domain": domain.name, "cached": len(domain.cached), "facts": len(set(domain.cached_fact)),
                  "skipped_tests": domain.skipped_tests, "kinds": {}}
     for kind, queries in kinds.items():
-        usable = [q for q in queries if in_languages(q.text, languages)]
+        usable = [q for q in queries if comparable(q.text)]
         vectors = SENTENCES.encode([q.text for q in usable]) if usable else np.zeros((0, cached_vectors.shape[1]))
         sims = vectors @ cached_vectors.T
         everyone = [i for i in range(len(domain.cached)) if compared[i]]

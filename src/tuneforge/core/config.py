@@ -565,7 +565,8 @@ VLLM_SET_BY_SERVE = {"model": "the served model", "tokenizer": "the served model
                      "max_model_len": "serve.max_model_len", "max_num_seqs": "serve.max_num_seqs",
                      "max_num_batched_tokens": "serve.max_num_batched_tokens", "enable_lora": "serve.vllm.max_loras",
                      "max_loras": "serve.vllm.max_loras", "max_lora_rank": "serve.vllm.max_lora_rank",
-                     "seed": "the request's seed", "structured_outputs_config": "tuneforge (llguidance)"}
+                     "seed": "the request's seed", "structured_outputs_config": "tuneforge (llguidance)",
+                     "disable_log_stats": "tuneforge (its own metrics)"}
 
 
 class VllmServeConfig(_Section):

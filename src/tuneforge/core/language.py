@@ -50,6 +50,16 @@ def detect_language_scored(text: str, min_letters: int = MIN_LETTERS, *,
                            region: bool = False) -> tuple[str, float] | None:
     """`detect_language` with the detector's probability of that language (0–1): langdetect reads some short
     French sentences as Spanish or Romanian at 0.4–0.6, and real English at 0.99+."""
+    ranked = detect_language_ranked(text, min_letters, region=region)
+    if ranked is None:
+        return None
+    return ranked[0] if ranked else ("unknown", 0.0)  # what langdetect's detect() answers then
+
+
+def detect_language_ranked(text: str, min_letters: int = MIN_LETTERS, *,
+                           region: bool = False) -> list[tuple[str, float]] | None:
+    """Every language the detector gives `text` (probability > 0.1, langdetect's floor), most likely first;
+    None when the text is too short or nothing can be told."""
     if letters(text) < min_letters:
         return None
     from langdetect.lang_detect_exception import LangDetectException
@@ -60,7 +70,4 @@ def detect_language_scored(text: str, min_letters: int = MIN_LETTERS, *,
         ranked = detector.get_probabilities()
     except LangDetectException:
         return None
-    if not ranked:
-        return "unknown", 0.0  # what langdetect's detect() answers then
-    code = str(ranked[0].lang)
-    return (code if region else code.split("-")[0]), float(ranked[0].prob)
+    return [(str(r.lang) if region else str(r.lang).split("-")[0], float(r.prob)) for r in ranked]

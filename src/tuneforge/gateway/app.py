@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
 import time
 from contextlib import asynccontextmanager
@@ -50,6 +51,7 @@ from tuneforge.gateway.upstream import (
 from tuneforge.monitor.traffic import TrafficLog
 from tuneforge.serve.api.wire import BodyLimit, bearer_token, error_body
 
+log = logging.getLogger("tuneforge.gateway")
 Answer = Response | EventStream  # what a completion request gets: each is an ASGI app
 MESSAGE_OVERHEAD = 16  # tokens a chat template may add per message (role markers, separators)
 
@@ -307,12 +309,16 @@ class Call:
         cached = await gw.cache.get(self.cache_name)
         result = "hit" if cached is not None else "miss"
         if cached is None and self.route.config.cache_semantic and not gw.cache.degraded:
-            self.probe = await gw.semantic.probe(tenant, version, self.body, self.path == "/chat/completions")
-            found = await gw.semantic.lookup(self.probe) if self.probe is not None else None
-            if found is not None:
-                cached = await gw.cache.get(found[0])
-                if cached is not None:
-                    self.similarity, result = found[1], "semantic_hit"
+            try:
+                self.probe = await gw.semantic.probe(tenant, version, self.body, self.path == "/chat/completions")
+                for name, similarity in await gw.semantic.lookup(self.probe) if self.probe is not None else []:
+                    cached = await gw.cache.get(name)
+                    if cached is not None:
+                        self.similarity, result = similarity, "semantic_hit"
+                        break
+            except Exception:  # an optimisation: whatever fails in it (encoder, detector), the request goes on
+                log.exception("semantic cache lookup failed; answering without it")
+                self.probe = None
         gw.metrics.cache.labels(self.route.name, result).inc()
         return cached
 
@@ -320,7 +326,7 @@ class Call:
         """An answer for the cache (and its question for the semantic cache)."""
         assert self.cache_name is not None
         await self.gw.cache.put(self.cache_name, content)
-        if self.probe is not None and len(content) <= self.gw.cfg.cache.max_entry_bytes:
+        if self.probe is not None and len(content) <= self.gw.cache.largest and not self.gw.cache.degraded:
             await self.gw.semantic.remember(self.probe, self.cache_name)
 
     def failed(self, replica: Replica, failed: UpstreamFailed) -> None:

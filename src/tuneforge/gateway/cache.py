@@ -30,7 +30,9 @@ IGNORED = ("user", "stream_options")  # fields that do not change the answer
 
 PUT = """
 local size = string.len(ARGV[1])
-if ARGV[5] == 'push' then  -- a list entry (the semantic cache's questions): newest first, at most ARGV[6]
+local bound = tonumber(ARGV[3])
+if ARGV[5] == 'push' then  -- a list entry (the semantic cache's questions): newest first, once, at most ARGV[6]
+  redis.call('LREM', KEYS[1], 0, ARGV[1])
   redis.call('LPUSH', KEYS[1], ARGV[1])
   redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[6]) - 1)
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
@@ -38,14 +40,26 @@ if ARGV[5] == 'push' then  -- a list entry (the semantic cache's questions): new
 else
   redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 end
+local t = redis.call('TIME')  -- the server's clock orders entries: a gateway with a slow clock is not evicted first
 local old = tonumber(redis.call('HGET', KEYS[3], KEYS[1]) or '0')
-redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), KEYS[1])
+redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1e6, KEYS[1])
 redis.call('HSET', KEYS[3], KEYS[1], size)
 local total = redis.call('INCRBY', KEYS[4], size - old)
 local evicted = 0
-while total > tonumber(ARGV[3]) do
+while total > bound do
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
-  if not oldest then break end
+  if not oldest then
+    redis.call('SET', KEYS[4], 0)
+    total = 0
+    break
+  end
+  if oldest == KEYS[1] and redis.call('ZCARD', KEYS[2]) == 1 then
+    -- every other entry is gone, so this one is all there is: a total whose bookkeeping keys were lost (a
+    -- cache Redis under allkeys-lru) is set right here instead of evicting each new entry for ever
+    redis.call('SET', KEYS[4], size)
+    total = size
+    if size <= bound then break end
+  end
   local s = tonumber(redis.call('HGET', KEYS[3], oldest) or '0')
   redis.call('ZREM', KEYS[2], oldest)
   redis.call('HDEL', KEYS[3], oldest)
@@ -118,8 +132,14 @@ class ResponseCache:
         self.down_since = None
         return value
 
+    @property
+    def largest(self) -> int:
+        """The largest answer cached: max_entry_bytes, or a shard's share of the bound when smaller (an answer
+        larger than its shard would evict the whole shard, itself included)."""
+        return min(self.cfg.max_entry_bytes, self.cfg.max_bytes // self.cfg.shards)
+
     async def put(self, key: str, value: bytes) -> None:
-        if len(value) <= self.cfg.max_entry_bytes:
+        if len(value) <= self.largest:
             await self._store(key, value, "set", 0)
 
     async def push(self, key: str, value: bytes, max_length: int) -> None:
@@ -141,7 +161,7 @@ class ResponseCache:
         bound = max(1, self.cfg.max_bytes // self.cfg.shards)
         try:
             _, evicted = await self._put(keys=[key, *meta_keys(prefix)],
-                                         args=[value, self.cfg.ttl_s, bound, time.time(), mode, max_length])
+                                         args=[value, self.cfg.ttl_s, bound, 0, mode, max_length])
             self.evicted += int(evicted)
         except Exception as exc:
             self._failed(exc)

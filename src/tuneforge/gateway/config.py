@@ -121,7 +121,8 @@ class CacheConfig(_Section):
     ttl_s: int = Field(3600, ge=1, description="Seconds an answer stays cached.")
     max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Bound on cached bytes; the oldest entries are "
                            "evicted past it.")
-    max_entry_bytes: int = Field(1024 * 1024, ge=256, description="Answers larger than this are not cached.")
+    max_entry_bytes: int = Field(1024 * 1024, ge=256, description="Answers larger than this (or than a shard's "
+                                 "share, max_bytes / shards) are not cached.")
     shards: int = Field(1, ge=1, le=1024, description="Hash slots the cache is spread over, each with its own "
                         "index and max_bytes/shards of the bound; on Redis Cluster set a few per node.")
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)

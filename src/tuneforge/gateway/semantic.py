@@ -30,17 +30,32 @@ from tuneforge.gateway.config import SemanticCacheConfig
 NAME_BYTES = 64  # an exact entry's digest, hex
 DIM = 384
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot)\b|n't\b", re.IGNORECASE)
+_NEGATION = re.compile(r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot|"
+                       r"(?:do|does|did|is|are|was|were|ca|wo|should|could|would|has|have|had|must|need)nt)\b"
+                       r"|n't\b", re.IGNORECASE)
+_APOSTROPHES = str.maketrans({"’": "'", "ʼ": "'", "‘": "'", "`": "'"})  # phone keyboards type ’
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
+_HEX = re.compile(rb"[0-9a-f]+")
 # Words an encoder puts next to each other although they change the answer ("open on Saturday" / "on Sunday"
 # 0.95, "price per month" / "per year" 0.94 with MiniLM): they must match, like numbers.
 _MUST_MATCH = frozenset("""monday tuesday wednesday thursday friday saturday sunday weekday weekdays weekend weekends
 january february march april may june july august september october november december today tomorrow yesterday
 tonight morning afternoon evening night second seconds minute minutes hour hours hourly day days daily week weeks
 weekly fortnight month months monthly quarter quarterly year years yearly annual annually one two three four five
-six seven eight nine ten eleven twelve twenty hundred thousand million first second third last next previous
-before after early late minimum maximum min max least most more less fewer cheapest""".split())
+six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty thirty
+forty fifty sixty seventy eighty ninety hundred thousand million billion dozen half quarter double triple first
+second third fourth fifth sixth seventh eighth ninth tenth last next previous am pm noon midnight before after
+since until till early earlier earliest late later latest minimum maximum min max least most more less fewer
+cheapest cheaper dearer above below over under higher lower greater smaller bigger larger shorter longer faster
+slower include includes including exclude excludes excluding increase decrease raise reduce enable disable
+activate deactivate buy sell upgrade downgrade open close opens closes start stop adult adults child children
+kid kids senior seniors student students infant infants baby babies male female""".split())
+# A semantic hit answers a question the model never saw: requests whose answer repeats or acts on more than the
+# question are never compared (echo returns the prompt, tool calls carry the first question's arguments).
+_NOT_COMPARED = ("echo", "tools", "functions", "tool_choice", "function_call", "logprobs", "prompt_logprobs")
+LOOKUPS = 3  # entries tried, nearest first: a question whose answer expired or was evicted does not shadow the next
+MAX_PIECES = 256  # a longer question is not compared: the encoder reads only its first 256 word pieces
 
 
 @dataclass
@@ -72,7 +87,7 @@ def question_of(body: dict[str, Any], chat: bool) -> tuple[str, dict[str, Any]] 
 def signature(question: str) -> list[Any]:
     """What two questions must share to answer each other: their numbers in order, their negation count, their
     calendar, unit, ordinal and comparison words, and their names (capitalised words inside a sentence)."""
-    text = unicodedata.normalize("NFKC", question)
+    text = unicodedata.normalize("NFKC", question).translate(_APOSTROPHES).replace("can not", "cannot")
     words, names = [], set()
     for sentence in _SENTENCES.split(text):
         for i, word in enumerate(_WORD.findall(sentence)):
@@ -120,15 +135,32 @@ def quantized(vector: np.ndarray) -> bytes:
     return np.clip(np.round(vector * 127), -127, 127).astype(np.int8).tobytes()
 
 
-def nearest(vector: np.ndarray, entries: list[bytes]) -> tuple[str, float] | None:
-    """The stored question closest to `vector`: (its exact entry's digest, cosine), or None if none."""
-    entries = [e for e in entries if len(e) == NAME_BYTES + DIM]
+def ranked(vector: np.ndarray, entries: list[bytes], threshold: float = -1.0) -> list[tuple[str, float]]:
+    """The stored questions at or above `threshold` cosine to `vector`, nearest first: (exact entry's digest,
+    cosine). Entries of another shape or whose name is not a hex digest are skipped."""
+    entries = [e for e in entries if len(e) == NAME_BYTES + DIM and _HEX.fullmatch(e[:NAME_BYTES])]
     if not entries:
-        return None
+        return []
     stored = np.frombuffer(b"".join(e[NAME_BYTES:] for e in entries), np.int8).reshape(len(entries), DIM)
     scores = stored.astype(np.float32) @ vector / 127.0
-    best = int(np.argmax(scores))
-    return entries[best][:NAME_BYTES].decode(), float(scores[best])
+    order = np.argsort(-scores, kind="stable")
+    return [(entries[i][:NAME_BYTES].decode(), float(scores[i])) for i in order if scores[i] >= threshold]
+
+
+def nearest(vector: np.ndarray, entries: list[bytes]) -> tuple[str, float] | None:
+    """The stored question closest to `vector`: (its exact entry's digest, cosine), or None if none."""
+    found = ranked(vector, entries)
+    return found[0] if found else None
+
+
+def prepare(question: str, languages: list[str]) -> tuple[list, np.ndarray] | None:
+    """(signature, embedding) of a question the cache may compare, or None (another language, too long). All
+    CPU work of a probe, run off the event loop."""
+    from tuneforge.serve.safety.sentences import pieces
+
+    if len(question) > 8 * MAX_PIECES or len(pieces(question)) > MAX_PIECES or not in_languages(question, languages):
+        return None
+    return signature(question), _embed(question)
 
 
 class SemanticCache:
@@ -139,24 +171,25 @@ class SemanticCache:
 
     async def probe(self, tenant: str, version: str, body: dict[str, Any], chat: bool) -> Probe | None:
         """The request's question embedded and its context named, or None when it cannot use the cache."""
+        if any(body.get(field) for field in _NOT_COMPARED):
+            return None
         split = question_of(body, chat)
         if split is None or not split[0].strip():
             return None
         question, rest = split
-        if not in_languages(question, self.cfg.languages):
+        prepared = await asyncio.to_thread(prepare, question, self.cfg.languages)  # language, pieces, embedding
+        if prepared is None:
             return None
-        context = digest(tenant, version, answer_fields(rest), signature(question), chat)
-        vector = await asyncio.to_thread(_embed, question)  # ~3 ms of CPU: off the event loop
-        return Probe(self.store.name("s", context), vector)
+        context = digest(tenant, version, answer_fields(rest), prepared[0], chat)
+        return Probe(self.store.name("s", context), prepared[1])
 
-    async def lookup(self, probe: Probe) -> tuple[str, float] | None:
-        """(the exact entry's name, similarity) of the nearest cached question at or above the threshold."""
-        found = nearest(probe.vector, await self.store.members(probe.context))
-        if found is None or found[1] < self.cfg.threshold:
-            return None
-        return self.store.name("e", found[0]), found[1]
+    async def lookup(self, probe: Probe) -> list[tuple[str, float]]:
+        """(exact entry's name, similarity) of the cached questions at or above the threshold, nearest first
+        (the caller takes the first whose entry is still there)."""
+        found = ranked(probe.vector, await self.store.members(probe.context), self.cfg.threshold)
+        return [(self.store.name("e", name), score) for name, score in found[:LOOKUPS]]
 
     async def remember(self, probe: Probe, entry: str) -> None:
-        """Add the question whose answer was just cached as `entry`."""
+        """Add the question whose answer was just cached as `entry` (once: a re-asked question replaces itself)."""
         name = entry.rsplit(":", 1)[1].encode()
         await self.store.push(probe.context, name + quantized(probe.vector), self.cfg.max_entries)

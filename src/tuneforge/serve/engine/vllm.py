@@ -309,7 +309,11 @@ class VllmEngine:
             if expected and self.base_fingerprints and expected not in self.base_fingerprints:
                 raise ValueError(f"{path}: trained on base {manifest.get('base_model')} (fingerprint {expected}), "
                                  f"not the served model (fingerprint {', '.join(self.base_fingerprints)})")
-        peft_tokens = json.loads((folder / "adapter_config.json").read_text()).get("trainable_token_indices")
+        peft = json.loads((folder / "adapter_config.json").read_text())
+        if peft.get("use_dora") or peft.get("lora_bias"):
+            raise ValueError(f"{path}: a {'DoRA' if peft.get('use_dora') else 'LoRA-with-bias'} adapter, which vLLM "
+                             "does not load; merge it first (tuneforge compress merge) and serve the merged model")
+        peft_tokens = peft.get("trainable_token_indices")
         if peft_tokens:
             raise ValueError(f"{path}: the adapter trains token embeddings (PEFT trainable_token_indices), which "
                              "vLLM does not load; merge it first (tuneforge compress merge) and serve the merged "

@@ -207,7 +207,7 @@ class _Language:
         self.text += delta
         seen = 0 if self.judged else letters(self.text)
         if seen >= self.next_look:
-            code = judged_language(self.text, self.cfg)
+            code = judged_language(self.text, self.cfg, self.allowed)
             if code is None:  # unsure ("Message: Lumeo Hub Pro Max. Sta" reads en 0.57): look again later
                 self.next_look = max(seen + self.cfg.min_chars, seen * 3 // 2)
             else:

@@ -25,3 +25,10 @@ class Sentences:
 
 
 SENTENCES = Sentences()
+
+
+def pieces(text: str) -> list[int]:
+    """The encoder's word-piece ids of `text` (no special tokens)."""
+    from tuneforge.serve.safety.classifier import _encoder
+
+    return _encoder().tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
