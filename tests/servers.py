@@ -111,10 +111,10 @@ def postgres() -> Iterator[str]:
 class Redis:
     """A redis-server without persistence; `.url`, `.stop()` (tests kill it mid-way)."""
 
-    def __init__(self, workdir: Path, *extra: str) -> None:
+    def __init__(self, workdir: Path, *extra: str, port: int | None = None) -> None:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed: `make setup` installs it (apt-get install redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                                          "--save", "", "--appendonly", "no", "--dir", str(workdir), *extra],
                                         stdout=subprocess.DEVNULL)
@@ -127,6 +127,21 @@ class Redis:
             self.process.wait(timeout=30)
 
 
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000, Redis Cluster's rule) is free and exists too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    pytest.fail("no free port pair (port, port + 10000) for a Redis Cluster node")
+
+
 class RedisCluster:
     """A Redis Cluster of `nodes` masters (no replicas), made by `redis-cli --cluster create`; `.url` is the
     gateway's `redis+cluster://` form, `.nodes` the servers, `.stop()`."""
@@ -137,7 +152,7 @@ class RedisCluster:
             folder = workdir / f"cluster-{i}"
             folder.mkdir(parents=True, exist_ok=True)
             self.nodes.append(Redis(folder, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                    "--cluster-node-timeout", "2000"))
+                                    "--cluster-node-timeout", "2000", port=_cluster_port()))
         made = subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
                                "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
                               timeout=60)
