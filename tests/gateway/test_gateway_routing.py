@@ -91,6 +91,17 @@ def test_redis_killed_mid_test_bypasses_the_cache_with_no_errors(tmp_path, redis
     ready = httpx.get(gw.removesuffix("/v1") + "/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "degraded" and ready.json()["cache"] == "bypassed"
     assert "tuneforge_gateway:cache_up 0.0" in httpx.get(gw.removesuffix("/v1") + "/metrics").text
+    # Redis comes back; only uncacheable (sampled) requests arrive: the gateway still finds it up again
+    from tests.servers import Redis, until
+
+    again = Redis(tmp_path, port=redis_server.port)
+    try:
+        assert chat(gw, key, temperature=0.7).headers["x-tuneforge-cache"] == "bypass"
+        until(lambda: httpx.get(gw.removesuffix("/v1") + "/ready").json()["cache"] == "ok", 30,
+              "the cache reported up again")
+        assert "tuneforge_gateway:cache_up 1.0" in httpx.get(gw.removesuffix("/v1") + "/metrics").text
+    finally:
+        again.stop()
 
 
 def test_cache_stays_under_its_byte_bound_when_filled_past_it(tmp_path, redis_server, upstreams, gateways):

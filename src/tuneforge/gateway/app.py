@@ -563,10 +563,13 @@ def create_app(cfg: GatewayConfig) -> HotPath:
         await gw.balancer.check_all(gw.probe)
         gw.balancer.start(gw.probe)
         gw.log.start()
+        cache_watch = asyncio.create_task(gw.cache.watch()) if cfg.cache.enabled else None
         try:
             yield
         finally:
             await gw.balancer.stop()
+            if cache_watch is not None:
+                cache_watch.cancel()
             await gw.log.stop()
             if gw.traffic is not None:
                 await asyncio.to_thread(gw.traffic.close)

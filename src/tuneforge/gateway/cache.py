@@ -16,6 +16,7 @@ question lists (`gateway.semantic`) are entries of the same store, under the sam
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -172,6 +173,20 @@ class ResponseCache:
         for shard in range(self.cfg.shards):
             total += int(await self.redis.get(meta_keys(f"tf:cache:{{c{shard}}}")[2]) or 0)
         return total
+
+    async def watch(self) -> None:
+        """While the cache is bypassed, try its Redis every RETRY_S (a route that only sends uncacheable requests
+        would otherwise never find out it is back, and `cache_up` / `/ready` would stay degraded)."""
+        while True:
+            await asyncio.sleep(RETRY_S)
+            if self.down_since is not None and time.monotonic() - self.down_since >= RETRY_S:
+                try:
+                    await self.redis.get(meta_keys(shard_prefix("0" * 8, self.cfg.shards))[2])
+                except Exception as exc:
+                    self._failed(exc)
+                else:
+                    self.down_since = None
+                    log.info("response cache reachable again")
 
     def _failed(self, exc: Exception) -> None:
         if self.down_since is None:
