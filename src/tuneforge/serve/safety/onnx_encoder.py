@@ -27,7 +27,7 @@ from tuneforge.core.encoder import encoder_dir
 from tuneforge.core.errors import ConfigError
 from tuneforge.core.paths import cache_dir
 
-__all__ = ["ENCODER_NAME", "OnnxEncoder", "build", "onnx_path"]
+__all__ = ["ENCODER_NAME", "OnnxEncoder", "build", "cut_windows", "onnx_path", "window_starts"]
 ENCODER_NAME = "all-MiniLM-L6-v2, ONNX, dynamic int8 (onnxruntime)"
 OPSET = 18
 
@@ -108,6 +108,26 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def window_starts(length: int, window: int, overlap: int = 16) -> list[int]:
+    """Where every window of `window` pieces (`overlap` shared) starts in `length` pieces; the last ends at the end."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, window - overlap))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+def cut_windows(ids: list[int], window: int, max_windows: int, overlap: int = 16) -> list[list[int]]:
+    """`ids` cut into windows: all of them when there are at most `max_windows`, else the first, the last and
+    evenly spaced ones between."""
+    starts = window_starts(len(ids), window, overlap)
+    if len(starts) > max_windows:
+        picks = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
+        starts = [starts[i] for i in dict.fromkeys(picks.tolist())]
+    return [ids[s:s + window] for s in starts]
+
+
 class OnnxEncoder:
     """Sentence embeddings (384 floats, unit length) from the int8 graph, of word-piece windows (`windows`)."""
 
@@ -122,20 +142,14 @@ class OnnxEncoder:
         self.session = ort.InferenceSession(str(build(path)), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()
 
+    def pieces(self, text: str) -> list[int]:
+        """Word-piece ids of `text`, no special tokens (any length: it is cut into windows after)."""
+        return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])  # no length warning
+
     def windows(self, text: str, window: int, max_windows: int, overlap: int = 16) -> list[list[int]]:
         """Word-piece ids of `text` cut into windows of `window` pieces (`overlap` shared), at most `max_windows`:
         the first, the last and evenly spaced ones between (indirect injection hides anywhere in tool text)."""
-        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]  # windows: no length warning
-        if len(ids) <= window:
-            return [ids]
-        step = window - overlap
-        starts = list(range(0, len(ids) - window + 1, step))
-        if starts[-1] != len(ids) - window:
-            starts.append(len(ids) - window)
-        if len(starts) > max_windows:
-            picks = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
-            starts = [starts[i] for i in dict.fromkeys(picks.tolist())]
-        return [ids[s:s + window] for s in starts]
+        return cut_windows(self.pieces(text), window, max_windows, overlap)
 
     def encode_ids(self, pieces: list[list[int]]) -> np.ndarray:
         """(len(pieces), 384) embeddings of word-piece id lists (special tokens added here)."""

