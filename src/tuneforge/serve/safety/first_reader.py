@@ -1,5 +1,5 @@
 """The injection classifier's first reader: a static word-piece reader that ranks a long text's windows, so the
-encoder (`onnx_encoder`, ~9-18 ms a window here) reads only the most suspicious few.
+encoder (`onnx_encoder`, ~18 ms a window on one core here) reads only the most suspicious few.
 
 A window's features are the idf-weighted mean of all-MiniLM-L6-v2's own input word-piece embeddings
 (`embeddings.word_embeddings.weight` in the packaged `model.safetensors`: no new model, nothing fetched),
