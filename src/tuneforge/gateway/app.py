@@ -229,7 +229,7 @@ class Gateway:
                                        f"(review: {route.config.safety.review}): ask with stream: false and poll "
                                        "/v1/reviews/{id} when the answer is held", "stream_not_allowed",
                                        param="stream")
-                guards = Guards(route.config.safety, chat=path == "/chat/completions")
+                guards = Guards(route.config.safety, chat=path == "/chat/completions", tenant=key.policy.tenant)
                 try:
                     await guards.check_request(body)  # before the cache key and before any upstream
                 except GatewayError:

@@ -21,11 +21,19 @@ from tuneforge.core.safety_config import SafetyConfig
 from tuneforge.gateway.errors import GatewayError
 
 
+def _in_scope(tenant: str, fn: Any, *args: Any) -> Any:
+    """`fn(*args)` with the injection classifier remembering verdicts for `tenant` only (in the worker thread)."""
+    from tuneforge.serve.safety.classifier import memo_scope
+
+    memo_scope.set(tenant)
+    return fn(*args)
+
+
 class Guards:
     """The guards of one request: its input check and one output guard per choice."""
 
-    def __init__(self, cfg: SafetyConfig, chat: bool) -> None:
-        self.cfg, self.chat = cfg, chat
+    def __init__(self, cfg: SafetyConfig, chat: bool, tenant: str = "") -> None:
+        self.cfg, self.chat, self.tenant = cfg, chat, tenant
         self.placeholders: dict[str, str] = {}
         self.outputs: dict[int, Any] = {}
         self.input_verdict: Any = None
@@ -44,7 +52,7 @@ class Guards:
             if not isinstance(prompt, str):
                 return
             messages = [{"role": "user", "content": prompt}]
-        check = await asyncio.to_thread(check_input, messages, self.cfg)
+        check = await asyncio.to_thread(_in_scope, self.tenant, check_input, messages, self.cfg)
         self.input_verdict, self.placeholders, self.rule_answer = check.verdict, check.placeholders, check.answer
         if check.verdict.blocked:
             raise GatewayError(400, "the request was blocked by this route's safety guards: "

@@ -18,6 +18,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +35,9 @@ HEAD_PATH = Path(__file__).parent / "data" / "injection_head.json"
 REMEMBERED = 4096  # texts whose probability is kept (by digest): a chat resends its history, an agent its tool results
 _memo: OrderedDict[bytes, float] = OrderedDict()
 _memo_lock = threading.Lock()
+# Whose texts these are (the gateway sets the tenant): a remembered probability is only reused within one scope,
+# so how fast a text is judged never tells one tenant that another sent it recently.
+memo_scope: ContextVar[str] = ContextVar("tuneforge_classifier_memo_scope", default="")
 
 
 @dataclass(frozen=True)
@@ -126,10 +130,11 @@ def injection_probability(text: str, max_chars: int = 8000, window_tokens: int =
                           first_reader_windows: int = 0) -> float:
     """The classifier's probability that `text` (normalised first) is an injection or jailbreak attempt:
     the largest over its windows (with `first_reader_windows`, over the windows the first reader chose).
-    Remembered for the last `REMEMBERED` texts: in a conversation every request carries the earlier turns
-    again, and only the new message costs an encoder pass."""
-    key = hashlib.blake2b(f"{max_chars}|{window_tokens}|{max_windows}|{first_reader_windows}|{text}".encode(),
-                          digest_size=16).digest()
+    Remembered for the last `REMEMBERED` texts, per `memo_scope` (the caller's tenant behind a gateway): in a
+    conversation every request carries the earlier turns again, and only the new message costs an encoder pass."""
+    scope = memo_scope.get()
+    key = hashlib.blake2b(f"{len(scope)}:{scope}|{max_chars}|{window_tokens}|{max_windows}|{first_reader_windows}|"
+                          f"{text}".encode(), digest_size=16).digest()
     with _memo_lock:
         if key in _memo:
             _memo.move_to_end(key)
