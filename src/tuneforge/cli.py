@@ -730,7 +730,9 @@ def _without_nproc(args: list[str]) -> list[str]:
 def eval_cmd(
     model: Annotated[str, typer.Argument(help="Model to evaluate: adapter/model artifact, folder or name.")],
     config: ConfigOpt = None,
-    dataset: Annotated[Path | None, typer.Option(help="Dataset artifact; its validation split gives loss.")] = None,
+    dataset: Annotated[Path | None, typer.Option(
+        help="Dataset artifact; its validation split gives loss, its training answers the domain set's token "
+        "budget (1.25 × the longest, unless eval.max_new_tokens is set).")] = None,
     questions: Annotated[
         Path | None, typer.Option(help="Domain set: JSONL rows {question, key?, reference?, checks?}.")
     ] = None,

@@ -84,8 +84,13 @@ def test_bench_domain_budget_covers_the_longest_answer_in_tokens(tmp_path):
     follows the training answers in the model's tokens, the general set's stays fixed."""
     import json
 
-    from tuneforge.bench.recipe import GENERAL_MAX_NEW_TOKENS, _configs, answer_budget
+    from tuneforge.bench.recipe import GENERAL_MAX_NEW_TOKENS, _configs
+    from tuneforge.data.formats import read_jsonl
+    from tuneforge.eval.budget import answer_budget
     from tuneforge.models.loader import load_tokenizer
+
+    def budget_of(path):
+        return answer_budget((row for _, row in read_jsonl(path)), tokenizer, GENERAL_MAX_NEW_TOKENS)
 
     tokenizer = load_tokenizer("tiny-random-llama")
     long_answer = "青禾诊所的门诊时间是周一至周六上午八点到下午五点半，节假日另行通知，请提前在小程序上查看。" * 2
@@ -98,11 +103,11 @@ def test_bench_domain_budget_covers_the_longest_answer_in_tokens(tmp_path):
     domain.joinpath("test.jsonl").write_text(json.dumps({"question": "关门时间？", "key": "五点半"}) + "\n")
     longest = len(tokenizer(long_answer, add_special_tokens=False)["input_ids"])
     assert longest > GENERAL_MAX_NEW_TOKENS
-    budget = answer_budget(domain / "train.jsonl", tokenizer)
+    budget = budget_of(domain / "train.jsonl")
     assert budget == -(-5 * longest // 4)  # ceil(1.25 × longest)
     cfg, general = _configs(domain, {}, "tiny-random-llama")
     assert cfg.eval.max_new_tokens == budget and general.max_new_tokens == GENERAL_MAX_NEW_TOKENS
     short = tmp_path / "short.jsonl"
     short.write_text(json.dumps({"messages": [{"role": "user", "content": "Hours?"},
                                               {"role": "assistant", "content": "Eight to five."}]}) + "\n")
-    assert answer_budget(short, tokenizer) == GENERAL_MAX_NEW_TOKENS  # short English answers: the fixed floor
+    assert budget_of(short) == GENERAL_MAX_NEW_TOKENS  # short English answers: the fixed floor

@@ -8,7 +8,7 @@ answers the domain's test questions and the shipped 150 general questions; the b
 evaluated once per domain (the general set once for all). Printed per cell: domain accuracy,
 general accuracy, its change against the base with a paired-bootstrap 95 % CI, the training time.
 
-The domain set is answered with a token budget that covers the domain's answers (`answer_budget`):
+The domain set is answered with a token budget that covers the domain's answers (`eval/budget.py`):
 a fixed 48 tokens holds an English answer of ~35 words but cuts a 27-character Chinese one, which
 SmolLM2's byte-level tokenizer spends ~1.8 tokens per character on (qinghe-clinic: the longest answer
 is 57 tokens, its key ends at token 49, so a word-perfect answer scored 0). The general set keeps the
@@ -21,7 +21,6 @@ the comparison can be run one cell at a time (`--recipes`, `--domains`) and asse
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -73,19 +72,6 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 GENERAL_MAX_NEW_TOKENS = 48  # the general set's budget (and the domain set's floor)
 
 
-def answer_budget(train: Path, tokenizer, floor: int = GENERAL_MAX_NEW_TOKENS) -> int:
-    """Tokens the domain's answers need: 1.25 × the longest training answer in `tokenizer`'s tokens
-    (room for a short preamble), at least `floor`."""
-    from tuneforge.data.formats import read_jsonl
-
-    longest = 0
-    for _, row in read_jsonl(train):
-        replies = [m.get("content", "") for m in row.get("messages") or [] if m.get("role") == "assistant"]
-        if replies:
-            longest = max(longest, len(tokenizer(replies[-1], add_special_tokens=False)["input_ids"]))
-    return max(floor, math.ceil(1.25 * longest))
-
-
 def _pipeline(train: Path, test: Path, overrides: dict[str, Any], model: str, max_new_tokens: int):
     from tuneforge.core.config import load_pipeline
 
@@ -97,11 +83,17 @@ def _pipeline(train: Path, test: Path, overrides: dict[str, Any], model: str, ma
 
 
 def _configs(folder: Path, overrides: dict[str, Any], model: str):
-    """(the cell's pipeline config with the domain's answer budget, its eval config with the general budget)."""
+    """(the cell's pipeline config with the domain's answer budget, its eval config with the general budget).
+
+    The domain budget is derived from the training answers as `tuneforge run` derives it (at least the
+    general set's budget), then pinned, so the cell's cache knows what its answers were made under."""
+    from tuneforge.data.formats import read_jsonl
+    from tuneforge.eval.budget import answer_budget
     from tuneforge.models.loader import load_tokenizer
 
     train, test = domain_files(folder)
-    cfg = _pipeline(train, test, overrides, model, answer_budget(train, load_tokenizer(model)))
+    budget = answer_budget((row for _, row in read_jsonl(train)), load_tokenizer(model), GENERAL_MAX_NEW_TOKENS)
+    cfg = _pipeline(train, test, overrides, model, budget)
     return cfg, cfg.eval.model_copy(update={"max_new_tokens": GENERAL_MAX_NEW_TOKENS})
 
 
@@ -152,7 +144,7 @@ def run_cell(folder: Path, recipe: str, output: Path, model: str) -> dict[str, A
     cfg, general_eval = _configs(folder, RECIPES[recipe], model)
     path = output / "cells" / f"{folder.name}__{recipe}.json"
     cached = _read(path)
-    # a cell answered under another domain budget (cells from before `answer_budget` had 48) is redone
+    # a cell answered under another domain budget (cells from before the derived budget had 48) is redone
     if cached is not None and (cached.get("max_new_tokens") or {}).get("domain", GENERAL_MAX_NEW_TOKENS) == \
             cfg.eval.max_new_tokens:
         return cached

@@ -542,7 +542,10 @@ class EvalConfig(_Section):
     )
     general: bool = Field(True, description="Also run the shipped general-knowledge set (the forgetting check).")
     general_questions: Path | None = Field(None, description="Use this general set instead of the shipped one.")
-    max_new_tokens: int = Field(64, ge=1, le=4096, description="Generation limit per answer.")
+    max_new_tokens: int = Field(
+        64, ge=1, le=4096, description="Generation limit per answer. Left unset, with a dataset (tuneforge run, "
+        "eval --dataset) the domain set gets 1.25 × the longest training answer in the model's tokens, at least "
+        "this; the general set always gets this.")
     batch_size: int = Field(16, ge=1, description="Questions generated together.")
     compare_base: bool = Field(True, description="Also evaluate the base model and report deltas.")
     bootstrap_samples: int = Field(1000, ge=100, le=100000, description="Resamples for the paired bootstrap CI.")

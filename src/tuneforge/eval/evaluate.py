@@ -18,6 +18,7 @@ from tuneforge.core.errors import DataError
 from tuneforge.core.progress import console, progress_bar
 from tuneforge.data.formats import read_jsonl
 from tuneforge.data.prepare import read_split
+from tuneforge.eval.budget import ANSWER_BUDGET_FACTOR, budget_for, longest_answer_tokens
 from tuneforge.eval.gates import check_gates, parse_gate
 from tuneforge.eval.metrics import (
     corpus_bleu_chrf,
@@ -31,7 +32,7 @@ from tuneforge.eval.metrics import (
     validate_checks,
 )
 from tuneforge.eval.stats import paired_bootstrap
-from tuneforge.models import load
+from tuneforge.models import load, load_tokenizer
 from tuneforge.models.generate import SamplingParams, generate_chat
 from tuneforge.models.lm import batches, mean_loss
 
@@ -106,9 +107,10 @@ def aggregate(rows: list[dict[str, Any]], answers: list[str], scores: list[dict[
     return out
 
 
-def answer_questions(loaded, rows: list[dict[str, Any]], cfg: EvalConfig, label: str) -> list[str]:
-    """Greedy answers, batched, with a progress bar."""
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens)
+def answer_questions(loaded, rows: list[dict[str, Any]], cfg: EvalConfig, label: str,
+                     max_new_tokens: int | None = None) -> list[str]:
+    """Greedy answers, batched, with a progress bar; at most `max_new_tokens` each (default eval.max_new_tokens)."""
+    params = SamplingParams(max_new_tokens=max_new_tokens or cfg.max_new_tokens)
     answers: list[str] = []
     with progress_bar() as bar:
         task = bar.add_task(label, total=len(rows), info="")
@@ -120,8 +122,10 @@ def answer_questions(loaded, rows: list[dict[str, Any]], cfg: EvalConfig, label:
 
 
 def evaluate_model(ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any]]],
-                   validation: list[dict[str, Any]], dtype: str | None = None) -> dict[str, Any]:
-    """Answers, per-answer scores and set metrics of one model (loaded in `dtype`, default `model.dtype`'s)."""
+                   validation: list[dict[str, Any]], dtype: str | None = None,
+                   budgets: dict[str, int] | None = None) -> dict[str, Any]:
+    """Answers, per-answer scores and set metrics of one model (loaded in `dtype`, default `model.dtype`'s);
+    `budgets` maps a set's name to its answers' token limit (default eval.max_new_tokens)."""
     dtype = dtype or default(ModelConfig, "dtype")
     from tuneforge.core.errors import ModelLoadError, TuneforgeError
 
@@ -131,11 +135,11 @@ def evaluate_model(ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any
         raise
     except Exception as exc:  # a broken folder fails in many ways inside transformers
         raise ModelLoadError(f"eval: cannot load model {ref!r}: {type(exc).__name__}: {exc}") from exc
-    return evaluate_loaded(loaded, ref, cfg, sets, validation)
+    return evaluate_loaded(loaded, ref, cfg, sets, validation, budgets)
 
 
 def evaluate_loaded(loaded, ref: str, cfg: EvalConfig, sets: dict[str, list[dict[str, Any]]],
-                    validation: list[dict[str, Any]]) -> dict[str, Any]:
+                    validation: list[dict[str, Any]], budgets: dict[str, int] | None = None) -> dict[str, Any]:
     """`evaluate_model` for a model already in memory (a compression step's parent and child)."""
     result: dict[str, Any] = {"model": ref, "metrics": {}, "sets": {}}
     short = Path(ref).name or ref
@@ -156,7 +160,7 @@ def evaluate_loaded(loaded, ref: str, cfg: EvalConfig, sets: dict[str, list[dict
         for task, values in harness.items():
             result["metrics"].update({f"lm_eval_{task}_{k}": v for k, v in values.items()})
     for name, rows in sets.items():
-        answers = answer_questions(loaded, rows, cfg, f"{name} set ({short})")
+        answers = answer_questions(loaded, rows, cfg, f"{name} set ({short})", (budgets or {}).get(name))
         scores = [score_answer(r, a) for r, a in zip(rows, answers, strict=True)]
         result["sets"][name] = {"answers": answers, "scores": scores}
         result["metrics"].update({f"{name}_{k}": v for k, v in aggregate(rows, answers, scores).items()})
@@ -218,6 +222,29 @@ def question_sets(cfg: EvalConfig) -> dict[str, list[dict[str, Any]]]:
     return sets
 
 
+def answer_budgets(cfg: EvalConfig, sets: dict[str, list[dict[str, Any]]],
+                   dataset: Artifact | None) -> tuple[dict[str, int], str | None]:
+    """Tokens each set's answers may take, and a line saying where the domain set's came from.
+
+    Every set gets eval.max_new_tokens, except the domain set when that field is left unset and a
+    dataset is given: 1.25 × the longest answer of its train split in its tokenizer's tokens, at least
+    eval.max_new_tokens (the general set's fixed budget)."""
+    budgets = {name: cfg.max_new_tokens for name in sets}
+    if "domain" not in sets:
+        return budgets, None
+    tokenizer_name = dataset.manifest.get("tokenizer") if dataset is not None else None
+    if "max_new_tokens" in cfg.model_fields_set or dataset is None or tokenizer_name is None:
+        return budgets, f"domain answers: up to {cfg.max_new_tokens} tokens (eval.max_new_tokens)"
+    longest = longest_answer_tokens(read_split(dataset, "train"), load_tokenizer(tokenizer_name))
+    budgets["domain"] = budget_for(longest, cfg.max_new_tokens)
+    if budgets["domain"] > cfg.max_new_tokens:
+        why = f"{ANSWER_BUDGET_FACTOR:g} × the longest training answer, {longest} tokens"
+    else:
+        why = (f"eval.max_new_tokens, at least {ANSWER_BUDGET_FACTOR:g} × the longest training answer "
+               f"of {longest} tokens")
+    return budgets, f"domain answers: up to {budgets['domain']} tokens ({why}; set eval.max_new_tokens to fix it)"
+
+
 def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artifact | None = None,
              dtype: str | None = None) -> Artifact:
     """Evaluate `model_ref` (and its base) and write an eval-report artifact."""
@@ -242,7 +269,10 @@ def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artif
         refs.insert(0, base)
         if is_artifact(base):
             artifacts[base] = load_artifact(base)
-    results = [evaluate_model(ref, cfg, sets, validation, dtype) for ref in refs]
+    budgets, budget_line = answer_budgets(cfg, sets, dataset)
+    if budget_line:
+        console.print(budget_line, highlight=False)
+    results = [evaluate_model(ref, cfg, sets, validation, dtype, budgets) for ref in refs]
     verdicts = _judge(results, sets, cfg) if cfg.judge else []
     metrics = compare(results[0] if base else None, results[-1], sets, cfg)
     gate_results = check_gates(cfg.gates, metrics)
@@ -253,9 +283,10 @@ def run_eval(model_ref: str, cfg: EvalConfig, output: str | Path, dataset: Artif
     history = None
     if adapter is not None and "history.jsonl" in adapter.manifest["files"]:
         history = [json.loads(line) for line in adapter.file("history.jsonl").read_text().splitlines()]
-    config = {"eval": cfg.model_dump(mode="json"), "models": refs}
+    config = {"eval": cfg.model_dump(mode="json"), "models": refs, "max_new_tokens": budgets}
     with create_artifact(output, "eval-report", config=config, parents=parents) as writer:
-        table = write_report(writer.path, results, sets, metrics, gate_results, verdicts, history, bool(base))
+        table = write_report(writer.path, results, sets, metrics, gate_results, verdicts, history, bool(base),
+                             [budget_line] if budget_line else [])
         writer.metrics.update(metrics)
     console.print(table)
     for gate in gate_results:

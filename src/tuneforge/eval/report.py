@@ -100,11 +100,13 @@ def write_charts(folder: Path, metrics: dict[str, Any], sets: list[str], history
 
 def write_report(folder: Path, results: list[dict[str, Any]], sets: dict[str, list[dict[str, Any]]],
                  metrics: dict[str, Any], gates: list[dict[str, Any]], verdicts: list[dict[str, Any]],
-                 history: list[dict] | None, has_base: bool) -> str:
-    """Write every report file into `folder`; return the markdown metric table."""
+                 history: list[dict] | None, has_base: bool, notes: list[str] | None = None) -> str:
+    """Write every report file into `folder`; return the markdown metric table. `notes`: lines on how the
+    answers were made (the domain set's token budget), printed under the models."""
     names = list(sets)
     table = render_table(metrics, names, has_base)
-    lines = ["# Evaluation", "", f"Models: {', '.join(r['model'] for r in results)}", "", table]
+    lines = ["# Evaluation", "", f"Models: {', '.join(r['model'] for r in results)}", "",
+             *(line for note in notes or [] for line in (note, "")), table]
     if gates:
         lines += ["", "## Gates", "", "| gate | rule | value | result |", "|---|---|---|---|"]
         lines += [f"| {g['gate']} | {g['rule']} | {_fmt(g['value'])} | {'pass' if g['passed'] else 'FAIL'} |"
