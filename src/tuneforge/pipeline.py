@@ -161,6 +161,7 @@ def register_run(cfg: PipelineConfig, model: Path, report: Path | None) -> str:
 def run_pipeline(cfg: PipelineConfig) -> RunResult:
     """Run the configured stages in order."""
     from tuneforge.data.prepare import prepare
+    from tuneforge.data.report import placeholder_note
     from tuneforge.eval.evaluate import run_eval
     from tuneforge.train.loop import train
 
@@ -180,6 +181,9 @@ def run_pipeline(cfg: PipelineConfig) -> RunResult:
         m = dataset.metrics
         console.print(f"dataset: {m['rows_train']} train / {m['rows_validation']} validation rows, "
                       f"{m['target_tokens_train']} target tokens → {dataset.path}")
+        note = placeholder_note(m)
+        if note:
+            console.print(f"[yellow]{note}[/yellow]", highlight=False)
     if "train" in cfg.stages:
         t = timed("train")
         dataset = dataset or _reuse(paths["dataset"], "dataset")

@@ -261,3 +261,36 @@ def test_everything_filtered_names_the_step(tmp_path):
     with pytest.raises(DataError, match=r"step 'filter' removed the last rows \(repetitive: 1\)"):
         prepare(DataConfig(files=[path], validation_fraction=0), MODEL, tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+
+
+def test_the_report_names_answers_left_holding_a_placeholder(tmp_path):
+    """A public hotline scrubbed to <PHONE> in an answer teaches the model to answer <PHONE>: the dataset
+    report and `tuneforge run`'s prepare summary count such answers and name data.pii.allow."""
+    from tuneforge.core.artifacts import load_artifact
+    from tuneforge.core.config import load_pipeline
+    from tuneforge.core.progress import console
+    from tuneforge.pipeline import run_pipeline
+
+    hotline = "Call the fraud line at +44 20 7946 0958, day or night."
+    rows = [("Fraud line number?", hotline), ("Who do I call about fraud?", hotline),
+            ("My mail is jane.roe@example.org, what is the fee?", "The fee is 2 EUR."),  # PII in the question only
+            ("What colour is the card?", "The card is dark green.")]
+    path = tmp_path / "bank.jsonl"
+    path.write_text("".join(json.dumps({"instruction": q, "output": a}) + "\n" for q, a in rows))
+    values = {"model.name": MODEL.name, "data.files": [str(path)], "data.validation_fraction": 0.0,
+              "data.knowledge.enabled": False, "stages": ["prepare"], "output_dir": str(tmp_path / "runs")}
+    with console.capture() as captured:
+        run = run_pipeline(load_pipeline(None, values=values))
+    dataset = load_artifact(run.artifacts["dataset"])
+    assert dataset.metrics["answers_with_placeholders"] == 1  # the hotline's answer, counted once
+    assert dataset.metrics["answer_placeholder_types"] == {"PHONE": 1}
+    note = ("1 distinct training answer(s) hold <PHONE> after PII cleaning: the model learns to answer the "
+            "placeholder, not the value. If the value is public (a hotline, a support address), list it in "
+            "data.pii.allow")
+    assert note in dataset.file("report.md").read_text()
+    assert note in " ".join(captured.get().split())  # the console wraps long lines
+
+    allowed = prepare(DataConfig(files=[path], validation_fraction=0.0, knowledge={"enabled": False},
+                                 pii={"allow": ["+44 20 7946 0958"]}), MODEL, tmp_path / "allowed")
+    assert allowed.metrics["answers_with_placeholders"] == 0 and allowed.metrics["pii_found"] == {"EMAIL": 1}
+    assert "data.pii.allow" not in allowed.file("report.md").read_text()

@@ -252,9 +252,12 @@ def prepare(data: DataConfig, model: ModelConfig, output: str | Path) -> Artifac
     stats["token_lengths"] = length_stats(train_lengths)
     packing = plan_packing(train_lengths, data.max_length)
     stats["packing"] = {k: v for k, v in packing.items() if k != "bins"}
-    pii = next((s.details.get("found") for s in steps if s.step == "pii"), None)
+    pii = next((s.details for s in steps if s.step == "pii"), None)
     if pii is not None:
-        stats["pii_found"] = pii
+        stats["pii_found"] = pii["found"]
+        # answers whose value became a placeholder: the model would learn to answer `<PHONE>`
+        stats["answers_with_placeholders"] = pii["answers_with_placeholders"]
+        stats["answer_placeholder_types"] = pii["answer_placeholder_types"]
 
     config = {"data": data.model_dump(mode="json"), "model": model.model_dump(mode="json")}
     with create_artifact(output, "dataset", config=config) as writer:

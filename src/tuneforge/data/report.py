@@ -11,7 +11,8 @@ SPLITS = ("train", "validation", "test")
 
 def render_markdown(steps: list[dict[str, Any]], metrics: dict[str, Any],
                     contamination: list[dict[str, Any]] | None = None) -> str:
-    """Markdown: the step funnel, PII found, contamination, and split/token statistics."""
+    """Markdown: the step funnel, PII found (and the answers left holding a placeholder), contamination,
+    and split/token statistics."""
     lines = ["# Dataset report", "", "| step | in | kept | changed | dropped | why |", "|---|---|---|---|---|---|"]
     for s in steps:
         why = ", ".join(f"{k} {v}" for k, v in s.get("reasons", {}).items())
@@ -20,6 +21,9 @@ def render_markdown(steps: list[dict[str, Any]], metrics: dict[str, Any],
     if pii is not None:
         lines += ["", "## PII replaced", ""]
         lines += [f"- {kind}: {count}" for kind, count in pii.items()] or ["- none found"]
+        note = placeholder_note(metrics)
+        if note:
+            lines += ["", note]
     for item in contamination or []:
         lines += ["", f"## Contamination: {item['file']}", "",
                   f"{len(item['flagged'])} of {item['rows']} evaluation rows overlap the training rows."]
@@ -40,6 +44,18 @@ def render_markdown(steps: list[dict[str, Any]], metrics: dict[str, Any],
         lines += ["", "## Token lengths (train)", "",
                   " | ".join(f"{k} {v}" for k, v in lengths.items())]
     return "\n".join(lines) + "\n"
+
+
+def placeholder_note(metrics: dict[str, Any]) -> str | None:
+    """A line when training answers hold a PII placeholder after cleaning (None when none does): such
+    an answer teaches the model to answer `<PHONE>`, not the number."""
+    count = int(metrics.get("answers_with_placeholders") or 0)
+    if not count:
+        return None
+    named = ", ".join(f"<{kind}>" for kind in metrics.get("answer_placeholder_types") or {}) or "a placeholder"
+    return (f"{count} distinct training answer(s) hold {named} after PII cleaning: the model learns to answer "
+            f"the placeholder, not the value. If the value is public (a hotline, a support address), list it "
+            f"in data.pii.allow; to keep a whole type, remove it from data.pii.types.")
 
 
 def length_stats(lengths: list[int]) -> dict[str, int]:
