@@ -23,9 +23,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuneforge.core.errors import ConfigError
+
+if TYPE_CHECKING:  # the stages are imported when a cell runs, so `bench recipe --help` stays quick
+    from tuneforge.core.config import EvalConfig, PipelineConfig
 
 _FIXED_OFF = {"data.knowledge.enabled": False, "train.recipe": "fixed", "train.forgetting.methods": []}
 
@@ -72,7 +75,8 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 GENERAL_MAX_NEW_TOKENS = 48  # the general set's budget (and the domain set's floor)
 
 
-def _pipeline(train: Path, test: Path, overrides: dict[str, Any], model: str, max_new_tokens: int):
+def _pipeline(train: Path, test: Path, overrides: dict[str, Any], model: str,
+              max_new_tokens: int) -> PipelineConfig:
     from tuneforge.core.config import load_pipeline
 
     values = {"model.name": model, "data.files": [str(train.absolute())],
@@ -82,7 +86,7 @@ def _pipeline(train: Path, test: Path, overrides: dict[str, Any], model: str, ma
     return load_pipeline(None, values=values)
 
 
-def _configs(folder: Path, overrides: dict[str, Any], model: str):
+def _configs(folder: Path, overrides: dict[str, Any], model: str) -> tuple[PipelineConfig, EvalConfig]:
     """(the cell's pipeline config with the domain's answer budget, its eval config with the general budget).
 
     The domain budget is derived from the training answers as `tuneforge run` derives it (at least the
@@ -101,7 +105,8 @@ def _scores(result: dict[str, Any], name: str) -> list[float]:
     return [float(s.get("accuracy", 0.0)) for s in result["sets"][name]["scores"]]
 
 
-def _evaluate(ref: str, cfg, general_eval, names: tuple[str, ...] = ("domain", "general")) -> dict[str, Any]:
+def _evaluate(ref: str, cfg: PipelineConfig, general_eval: EvalConfig,
+              names: tuple[str, ...] = ("domain", "general")) -> dict[str, Any]:
     """The sets `names` answered by the model at `ref`: the domain set with `cfg.eval`'s budget, the
     general set with `general_eval`'s (the model is loaded once)."""
     from tuneforge.eval.evaluate import evaluate_loaded, question_sets
@@ -153,6 +158,7 @@ def run_cell(folder: Path, recipe: str, output: Path, model: str) -> dict[str, A
     dataset = prepare(cfg.data, cfg.model, work / "dataset")
     started = time.perf_counter()
     adapter = train_model(dataset, cfg.model, cfg.train, work / "adapter")
+    assert adapter is not None  # None only in the other ranks of a distributed run; the bench runs one process
     seconds = time.perf_counter() - started
     result = _evaluate(str(adapter.path), cfg, general_eval)
     cell: dict[str, Any] = {"name": folder.name, "recipe": recipe, "overrides": RECIPES[recipe],
@@ -191,7 +197,7 @@ def run_bench(domains: list[Path], recipes: list[str], output: Path, model: str)
     for folder in domains:
         domain_files(folder)
     cells = [run_cell(folder, recipe, output, model) for folder in domains for recipe in recipes]
-    finished = sorted((_read(p) for p in (output / "cells").glob("*__*.json")
-                       if not p.name.endswith("__base.json")), key=lambda c: (c["name"], c["recipe"]))
-    (output / "results.md").write_text(render([c for c in finished if c]) + "\n")
+    read = (_read(p) for p in (output / "cells").glob("*__*.json") if not p.name.endswith("__base.json"))
+    finished = sorted((c for c in read if c), key=lambda c: (c["name"], c["recipe"]))
+    (output / "results.md").write_text(render(finished) + "\n")
     return cells
