@@ -3,10 +3,15 @@ uploads all-or-nothing, the login gate off loopback, the metrics summary."""
 
 from __future__ import annotations
 
-import pytest
-from fastapi.testclient import TestClient
+import json
+from html.parser import HTMLParser
 
-from tuneforge.core.config import PipelineConfig, TrainConfig, load_pipeline
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from tests.servers import until
+
+from tuneforge.core.config import EvalConfig, PipelineConfig, TrainConfig, load_pipeline
 from tuneforge.core.errors import ConfigError, TuneforgeError
 from tuneforge.ui import forms
 from tuneforge.ui.app import create_app
@@ -40,14 +45,21 @@ def test_train_form_is_the_schema_with_the_configs_values():
 
 
 def test_submitted_form_validates_like_a_yaml_file():
-    current = TrainConfig().model_dump(mode="json")
-    cfg = forms.parse(TrainConfig, current, "train", {"train.lr": "2e-3", "train.batch_size": "auto",
-                                                      "train.max_steps": "", "train.lora.target_modules": "[q, v]"})
+    current = TrainConfig()
+    cfg = forms.parse(current, "train", {"train.lr": "2e-3", "train.batch_size": "auto",
+                                        "train.max_steps": "", "train.lora.target_modules": "[q, v]"})
     assert (cfg.lr, cfg.batch_size, cfg.max_steps, cfg.lora.target_modules) == (2e-3, "auto", None, ["q", "v"])
     with pytest.raises(forms.FormError) as bad:
-        forms.parse(TrainConfig, current, "train", {"train.lr": "-1", "train.lora.r": "x", "train.nope": "1"})
+        forms.parse(current, "train", {"train.lr": "-1", "train.lora.r": "x", "train.nope": "1"})
     assert set(bad.value.fields) == {"train.lr", "train.lora.r", "train.nope"}
     assert "greater than 0" in bad.value.fields["train.lr"] and "'-1'" in bad.value.fields["train.lr"]
+    # a page posts every field: only the changed ones join what the config set; a shown default stays unset
+    given = TrainConfig.model_validate({"epochs": 2, "lora": {"r": 4}})
+    shown = {"train.epochs": "2", "train.lr": str(given.lr), "train.lora.r": "4",
+             "train.lora.alpha": str(given.lora.alpha), "train.warmup_ratio": "0.1", "train.packing": True}
+    cfg = forms.parse(given, "train", shown)
+    assert cfg.model_fields_set == {"epochs", "lora", "warmup_ratio"} and cfg.lora.model_fields_set == {"r"}
+    assert (cfg.epochs, cfg.lr, cfg.warmup_ratio, cfg.lora.r) == (2, given.lr, 0.1, 4)
 
 
 def test_bad_input_answers_400_naming_the_field_and_starts_nothing(tmp_path):
@@ -134,3 +146,99 @@ def test_a_job_stopped_while_its_worker_starts_reads_stopped(tmp_path):
     assert status["state"] == "stopped" and status["finished_at"]
     with pytest.raises(TuneforgeError, match="not running"):
         jobs.stop(job_id)
+
+
+class _Form(HTMLParser):
+    """What a page's script posts for the form `form_id` (ui.js `collect`): its `[data-field]` inputs as shown."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id, self.inside = form_id, False
+        self.values: dict[str, str | bool] = {}
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.inside = self.inside or (tag == "form" and a.get("id") == self.form_id)
+        name = a.get("data-field")
+        if not self.inside:
+            return
+        if tag == "input" and name:
+            self.values[name] = "checked" in a if a.get("type") == "checkbox" else a.get("value") or ""
+        elif tag == "select" and name:
+            self._select = name
+        elif tag == "option" and self._select and ("selected" in a or self._select not in self.values):
+            self.values[self._select] = a.get("value") or ""  # the first option unless one is selected
+
+    def handle_endtag(self, tag: str) -> None:
+        self._select = None if tag == "select" else self._select
+        self.inside = self.inside and tag != "form"
+
+
+def _form(client: TestClient, page: str) -> dict[str, str | bool]:
+    parser = _Form(f"{page}-form")
+    parser.feed(client.get(f"/{page}").text)
+    assert parser.values, f"no #{page}-form fields on /{page}"
+    return parser.values
+
+
+def _finished(client: TestClient, job_id: str) -> dict:
+    status = until(lambda: (s := client.get(f"/api/jobs/{job_id}").json())["state"] not in ("starting", "running")
+                   and s, seconds=600, what=f"job {job_id} to end")
+    assert status["state"] == "done", status
+    return status
+
+
+def test_a_ui_job_derives_what_the_config_leaves_unset(tmp_path):
+    """The page posts every field as shown; the worker's config still sets only what the YAML set and the form
+    changed, so the training recipe chooses lr and epochs and the eval derives its answer budget, as `tuneforge
+    run` does from the same YAML, while a YAML value and a changed field are kept."""
+    from tuneforge.core.artifacts import load_artifact
+    from tuneforge.data.prepare import prepare, read_split
+    from tuneforge.eval.budget import budget_for, longest_answer_tokens
+    from tuneforge.models.loader import load_tokenizer
+    from tuneforge.train.recipe import choose, data_shape
+
+    long_answer = " ".join(f"Step {i}: press the blue Vexo button." for i in range(1, 13))
+    rows = [{"instruction": f"Question {i} about Brindle?", "output": f"Brindle answer number {i}."}
+            for i in range(8)] + [{"instruction": "How do I reset the Vexo router?", "output": long_answer}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "questions.jsonl").write_text(json.dumps({"question": "How do I reset the Vexo router?",
+                                                          "key": "blue Vexo button"}) + "\n")
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump({
+        "name": "ui-recipe", "output_dir": str(tmp_path / "runs"), "model": {"name": "tiny-random-llama"},
+        "data": {"files": ["rows.jsonl"], "validation_fraction": 0.2, "max_length": 512,
+                 "knowledge": {"enabled": False}},
+        # lr, epochs, warmup_ratio left to the recipe; its auto lr and a short run set under train.auto
+        "train": {"batch_size": 4, "lora": {"r": 4, "alpha": 8}, "forgetting": {"methods": []},
+                  "auto": {"lr": 0.005, "exposures": 2, "min_steps": 2}},
+        "eval": {"questions": "questions.jsonl", "general": False, "compare_base": False},  # max_new_tokens unset
+        "registry": {"root": str(tmp_path / "registry")}}))
+    pipeline = load_pipeline(tmp_path / "pipeline.yaml")
+    dataset = prepare(pipeline.data, pipeline.model, pipeline.run_dir / "dataset")
+    client = TestClient(create_app(UIConfig(workspace=tmp_path / "ws", review_db=str(tmp_path / "review.db")),
+                                   pipeline))
+
+    values = _form(client, "train")
+    assert values["train.lr"] == str(TrainConfig().lr)  # the page shows the default the recipe will replace
+    values["train.warmup_ratio"] = "0.2"  # the one field changed in the form
+    job = client.post("/api/jobs/train", json={"dataset": str(dataset.path), "values": values}).json()
+    adapter = load_artifact(_finished(client, job["id"])["result"]["artifact"])
+    recipe = adapter.manifest["recipe"]
+    assert recipe["chosen"]["lr"] == 0.005 and "epochs" in recipe["chosen"] and "warmup_ratio" not in recipe["chosen"]
+    assert recipe["kept"] == ["forgetting.methods", "lora", "warmup_ratio"]
+    # what `tuneforge run` chooses from the same YAML with warmup_ratio set
+    cli_train = pipeline.train.model_copy(update={"warmup_ratio": 0.2})  # model_copy marks it set
+    assert recipe == choose(cli_train, data_shape(read_split(dataset, "train")))[1]
+    trained = adapter.manifest["config"]["train"]
+    assert (trained["lr"], trained["epochs"], trained["warmup_ratio"]) == (0.005, recipe["chosen"]["epochs"], 0.2)
+    assert (trained["lora"]["r"], trained["batch_size"]) == (4, 4)
+
+    values = _form(client, "eval")
+    job = client.post("/api/jobs/eval", json={"model": str(adapter.path), "dataset": str(dataset.path),
+                                              "values": values}).json()
+    report = load_artifact(_finished(client, job["id"])["result"]["artifact"])
+    longest = longest_answer_tokens(read_split(dataset, "train"), load_tokenizer(dataset.manifest["tokenizer"]))
+    floor = EvalConfig().max_new_tokens
+    assert budget_for(longest, floor) > floor  # the long answer needs more than the fixed budget
+    assert report.manifest["config"]["max_new_tokens"] == {"domain": budget_for(longest, floor)}

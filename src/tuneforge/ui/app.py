@@ -285,10 +285,13 @@ def create_app(ui: UIConfig, pipeline: PipelineConfig) -> FastAPI:
     # ---- jobs ----------------------------------------------------------------------------------------
 
     def job_config(name: str, values: dict[str, Any]) -> dict[str, Any]:
-        model, current = section(name)
-        parsed = forms.parse(model, current, name, values, SKIP[name])
-        config = {k: getattr(pipeline, k).model_dump(mode="json") for k in ("model", "data", "train", "eval")}
-        config[name] = parsed.model_dump(mode="json")
+        """The sections the worker validates: only what the pipeline file set and the form changed. A full dump
+        would reload with every field set, and the training recipe and the eval's answer budget derive only
+        the fields left unset (as `tuneforge run` does from the same YAML)."""
+        parsed = forms.parse(getattr(pipeline, name), name, values, SKIP[name])
+        config = {k: getattr(pipeline, k).model_dump(mode="json", exclude_unset=True)
+                  for k in ("model", "data", "train", "eval")}
+        config[name] = parsed.model_dump(mode="json", exclude_unset=True)
         return config
 
     @app.post("/api/jobs/prepare")

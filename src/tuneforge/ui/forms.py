@@ -3,7 +3,8 @@
 The schema (`TrainConfig.model_json_schema()`, …) gives each field's type, choices, bounds and description;
 the values shown are the section's current ones (the pipeline file's, else the config model's defaults), so
 no default is written here. A submitted form is validated by the same pydantic model as a YAML file: an error
-names the dotted field (`train.lr`) and the bad value.
+names the dotted field (`train.lr`) and the bad value. What the result sets is what the config set plus the
+fields changed in the form, never a shown default, so "left unset" keeps its meaning in a UI job.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from tuneforge.core.config import SectionT
 from tuneforge.core.errors import ConfigError
 
 
@@ -136,14 +138,19 @@ def _convert(item: Field, raw: Any) -> Any:
     return text
 
 
-def parse(section: type[BaseModel], current: dict[str, Any], prefix: str, submitted: dict[str, Any],
-          skip: tuple[str, ...] = ()) -> Any:
-    """Validate the submitted `{dotted field: raw value}` on top of `current` into a `section` instance.
+def parse(current: SectionT, prefix: str, submitted: dict[str, Any], skip: tuple[str, ...] = ()) -> SectionT:
+    """Validate the submitted `{dotted field: raw value}` on top of `current` into a new section of its type.
 
-    Fields not in the form keep their current value; unknown fields are refused by name."""
-    known = _flat(build(section, current, prefix, skip))
-    data = yaml.safe_load(yaml.safe_dump(current))  # a deep, plain copy
+    Unknown fields are refused by name. The result sets exactly what `current` sets plus the submitted fields
+    whose value differs from the one the form showed: a page posts every field, and a field left as shown
+    (a default the config never set) stays unset, so what derives it when unset (the training recipe, the
+    eval's answer budget) still does, as it would for the same YAML under `tuneforge run`."""
+    section = type(current)
+    shown = current.model_dump(mode="json")
+    known = _flat(build(section, shown, prefix, skip))
+    data = yaml.safe_load(yaml.safe_dump(shown))  # a deep, plain copy
     errors: dict[str, str] = {}
+    paths: list[list[str]] = []
     for name, raw in submitted.items():
         item = known.get(name)
         if item is None:
@@ -154,11 +161,9 @@ def parse(section: type[BaseModel], current: dict[str, Any], prefix: str, submit
         except FormError as exc:
             errors.update(exc.fields)
             continue
-        node = data
         parts = name[len(prefix) + 1:].split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        _put(data, parts, value)
+        paths.append(parts)
     try:
         validated = section.model_validate(data)
     except ValidationError as exc:
@@ -168,8 +173,26 @@ def parse(section: type[BaseModel], current: dict[str, Any], prefix: str, submit
             while loc not in known and "." in loc and loc != prefix:
                 loc = loc.rsplit(".", 1)[0]
             got = err.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            errors.setdefault(loc, f"{err['msg']}{shown}")
+            shown_input = "" if isinstance(got, dict) else f" (got {got!r})"
+            errors.setdefault(loc, f"{err['msg']}{shown_input}")
     if errors:  # every bad field at once, not one per submission
         raise FormError(errors)
-    return validated
+    # compared as validated, so "2e-4" posted for a shown 0.0002 is no change
+    result = validated.model_dump(mode="json")
+    given = current.model_dump(mode="json", exclude_unset=True)
+    for parts in paths:
+        if _get(result, parts) != _get(shown, parts):
+            _put(given, parts, _get(result, parts))
+    return section.model_validate(given)
+
+
+def _get(data: dict[str, Any], parts: list[str]) -> Any:
+    for part in parts:
+        data = data[part]
+    return data
+
+
+def _put(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
