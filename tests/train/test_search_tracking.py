@@ -32,6 +32,24 @@ def test_search_writes_results_and_best_config(tiny_config, tiny_dataset, tmp_pa
     assert table.count("\n| ") == 5 and "★" in table
 
 
+
+def test_a_search_trial_sets_only_what_it_searches_and_what_the_base_set():
+    """A trial's config is the base's set fields plus the trial's values, not a full dump: the recipe still
+    chooses warmup and anti-forgetting for it, as for a plain `train` of the base (and of `-c best.yaml`)."""
+    import optuna
+
+    from tuneforge.train.recipe import DataShape, choose
+    from tuneforge.train.search import trial_config
+
+    base = TrainConfig.model_validate({"batch_size": 4, "lora": {"target_modules": ["q_proj", "v_proj"]}})
+    trial = optuna.trial.FixedTrial({"lr": 1e-4, "epochs": 2, "r": 8, "alpha_ratio": 2.0, "dropout": 0.05})
+    cfg = trial_config(base, trial)
+    assert cfg.model_fields_set == {"batch_size", "lora", "lr", "epochs", "checkpoint_every"}
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.target_modules) == (8, 16.0, ["q_proj", "v_proj"])
+    _, record = choose(cfg, DataShape(rows=40, facts=10, tokens=4000, target_tokens=1000))
+    assert set(record["chosen"]) == {"warmup_ratio", "forgetting.methods"}
+    assert record["kept"] == ["epochs", "lora", "lr"]
+
 def test_mlflow_and_tensorboard_receive_the_run(tiny_config, tiny_dataset, tmp_path, monkeypatch):
     from tuneforge.train.loop import train
 

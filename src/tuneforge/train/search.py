@@ -28,15 +28,16 @@ LORA_FAMILY = tuple(name for name, m in METHODS.items() if m.low_rank)
 
 
 def trial_config(base: TrainConfig, trial) -> TrainConfig:
-    """The base config with this trial's suggested values."""
+    """The base config with this trial's suggested values; what the base leaves unset stays unset (the recipe
+    still chooses warmup and anti-forgetting per trial, as a plain `train` of the base would)."""
     space = base.search
-    data = base.model_dump()
+    data = base.model_dump(exclude_unset=True)
     data["lr"] = trial.suggest_float("lr", space.lr[0], space.lr[1], log=True)
     data["epochs"] = trial.suggest_categorical("epochs", space.epochs)
     if method(base.method).low_rank:
         r = trial.suggest_categorical("r", space.r)
         ratio = trial.suggest_categorical("alpha_ratio", space.alpha_ratio)
-        data["lora"] = {**data["lora"], "r": r, "alpha": ratio * r,
+        data["lora"] = {**data.get("lora", {}), "r": r, "alpha": ratio * r,
                         "dropout": trial.suggest_float("dropout", space.dropout[0], space.dropout[1])}
     data["checkpoint_every"] = None
     return TrainConfig.model_validate(data)
@@ -91,7 +92,9 @@ def search(dataset: Artifact, model_cfg: ModelConfig, base: TrainConfig, output:
         raise ConfigError("no search trial completed; widen train.search ranges or add trials")
     best = study.best_trial
     best_cfg = trial_config(base, optuna.trial.FixedTrial(best.params))
-    (output / "best.yaml").write_text(yaml.safe_dump({"train": best_cfg.model_dump(mode="json")}, sort_keys=False))
+    # only what the trial set: `-c best.yaml` reloads the same set fields, so the recipe chooses the same rest
+    best_train = best_cfg.model_dump(mode="json", exclude_unset=True)
+    (output / "best.yaml").write_text(yaml.safe_dump({"train": best_train}, sort_keys=False))
     _write_results(output, rows, best.number)
     return {"best_trial": best.number, "best_value": best.value, "best_params": best.params, "trials": rows}
 
