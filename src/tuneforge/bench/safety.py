@@ -29,7 +29,7 @@ from typing import Any
 
 from tuneforge.core.safety_config import InjectionGuardConfig, PiiGuardConfig, SafetyConfig
 from tuneforge.serve.safety import OutputGuard, check_input
-from tuneforge.serve.safety.classifier import forget
+from tuneforge.serve.safety.classifier import forget, warm_up
 from tuneforge.serve.safety.corpora import Sample, load
 from tuneforge.serve.safety.injection import check_injection, score_text
 
@@ -198,7 +198,7 @@ def latency(samples: list[Sample], rounds: int = 1, default: SafetyConfig | None
     clf = default.injection.model_copy(update={"heuristics": False})
     timings: dict[str, list[float]] = {"injection.heuristics": [], "injection.classifier": [],
                                        "input stack (default)": [], "output guard per answer": []}
-    check_injection("warm up", clf)
+    warm_up()  # what a gateway does at start: encoder, head and the first reader's table loaded before timing
     guards: dict[str, Callable[[str], object]] = {
         "injection.heuristics": lambda t: check_injection(t, heur),
         "injection.classifier": lambda t: check_injection(t, clf),
@@ -251,13 +251,13 @@ def window_probabilities(texts: list[str], cfg: InjectionGuardConfig) -> list[di
 
     encoder, head, out = _encoder(), _head(), []
     for text in texts:
-        every = message_windows(encoder, text, cfg.max_chars, cfg.window_tokens, 64)
-        probs = dict(zip(map(tuple, every), head.probability(encoder.encode_ids(every)).tolist(), strict=True))
-        row = {"every window": max(probs.values())}
-        for name, k in READER_MODES.items():
-            chosen = message_windows(encoder, text, cfg.max_chars, cfg.window_tokens, cfg.max_windows, k)
-            row[name] = max(probs[tuple(w)] for w in chosen)
-        out.append(row)
+        reads = {"every window": message_windows(encoder, text, cfg.max_chars, cfg.window_tokens, 64)}
+        for name, k in READER_MODES.items():  # a mode may cut other windows (full ones when it cannot read all)
+            reads[name] = message_windows(encoder, text, cfg.max_chars, cfg.window_tokens, cfg.max_windows, k)
+        unique = list(dict.fromkeys(tuple(w) for windows in reads.values() for w in windows))
+        probs = dict(zip(unique, head.probability(encoder.encode_ids([list(w) for w in unique])).tolist(),
+                         strict=True))
+        out.append({name: max(probs[tuple(w)] for w in windows) for name, windows in reads.items()})
     return out
 
 

@@ -42,36 +42,61 @@ memo_scope: ContextVar[str] = ContextVar("tuneforge_classifier_memo_scope", defa
 
 @dataclass(frozen=True)
 class Head:
-    """hidden = relu(x W1 + b1) (absent for logistic regression); p = sigmoid(hidden w2 + b2)."""
+    """An ensemble of k one-hidden-layer MLPs, stacked: hidden_k = relu(x W1[k] + b1[k]) (absent for logistic
+    regression); p = mean over k of sigmoid(hidden_k w2[k] + b2[k]). The members differ only in their seed: one
+    MLP's operating point moves by several points of held-out detection from seed to seed, their mean does not."""
 
-    w1: np.ndarray | None
-    b1: np.ndarray | None
-    w2: np.ndarray
-    b2: float
+    w1: np.ndarray | None  # (k, 384, H)
+    b1: np.ndarray | None  # (k, H)
+    w2: np.ndarray  # (k, H), or (k, 384) without a hidden layer
+    b2: np.ndarray  # (k,)
     meta: dict[str, Any]
 
+    @property
+    def members(self) -> int:
+        return int(self.b2.shape[0])
+
     def probability(self, x: np.ndarray) -> np.ndarray:
-        """(B,) attack probabilities for (B, 384) embeddings."""
-        h = x if self.w1 is None or self.b1 is None else np.maximum(x @ self.w1 + self.b1, 0.0)
-        z = h @ self.w2 + self.b2
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        """(B,) attack probabilities for (B, 384) embeddings: the members' mean."""
+        if self.w1 is None or self.b1 is None:
+            h = np.broadcast_to(x[:, None, :], (x.shape[0], self.members, x.shape[1]))  # (B, k, 384)
+        else:
+            h = np.maximum(np.einsum("bd,kdh->bkh", x, self.w1) + self.b1, 0.0)  # (B, k, H)
+        z = (h * self.w2).sum(-1) + self.b2  # (B, k)
+        return (1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))).mean(1)
+
+    @classmethod
+    def stack(cls, heads: list[Head], meta: dict[str, Any] | None = None) -> Head:
+        """One ensemble of `heads` (each of any number of members)."""
+        def cat(name: str) -> np.ndarray | None:
+            parts = [getattr(h, name) for h in heads]
+            return None if any(p is None for p in parts) else np.concatenate(parts)
+
+        w2, b2 = cat("w2"), cat("b2")
+        assert w2 is not None and b2 is not None
+        return cls(cat("w1"), cat("b1"), w2, b2, meta if meta is not None else heads[0].meta)
 
     def to_json(self) -> dict[str, Any]:
         """The plain-number form written to `injection_head.json`."""
         def rounded(a: np.ndarray) -> list[Any]:
             return np.round(a.astype(np.float64), 6).tolist()  # 6 decimals: the probabilities move < 1e-4
 
-        layers: dict[str, Any] = {"w2": rounded(self.w2), "b2": float(self.b2)}
+        layers: dict[str, Any] = {"w2": rounded(self.w2), "b2": rounded(self.b2)}
         if self.w1 is not None and self.b1 is not None:
             layers |= {"w1": rounded(self.w1), "b1": rounded(self.b1)}
         return {"meta": self.meta, "layers": layers}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Head:
+        """Also reads a single head written before ensembles (w1 (384, H), b2 a number)."""
         layers = data["layers"]
+        b2 = np.atleast_1d(np.asarray(layers["b2"], np.float32))
+        w2 = np.asarray(layers["w2"], np.float32).reshape(len(b2), -1)
         w1 = np.asarray(layers["w1"], np.float32) if "w1" in layers else None
-        b1 = np.asarray(layers["b1"], np.float32) if "b1" in layers else None
-        return cls(w1, b1, np.asarray(layers["w2"], np.float32), float(layers["b2"]), data.get("meta", {}))
+        b1 = np.asarray(layers["b1"], np.float32).reshape(len(b2), -1) if "b1" in layers else None
+        if w1 is not None:
+            w1 = w1.reshape(len(b2), w1.shape[-2], w1.shape[-1])
+        return cls(w1, b1, w2, b2, data.get("meta", {}))
 
 
 def load_head(path: Path = HEAD_PATH) -> Head:
@@ -110,15 +135,16 @@ def clip(text: str, max_chars: int) -> str:
 
 def message_windows(encoder: OnnxEncoder, text: str, max_chars: int, window_tokens: int,
                     max_windows: int, first_reader_windows: int = 0) -> list[list[int]]:
-    """The word-piece windows the classifier reads of `text`: clipped, normalised, then cut. Serving and
+    """The word-piece windows the classifier reads of `text`: clipped, base64/hex blobs decoded in place
+    (`normalize.reveal_blobs`), normalised, then cut. Serving and
     `train_head` both call this, so the head is fitted on exactly what it will be shown.
 
     With `first_reader_windows` k > 0 (at most `max_windows` count) and a text of more than k windows, the first
     reader (`first_reader`) scores every window and only its k most suspicious are returned; a text of at most
     k windows is read as without it. 0 (this function's default; the guard's is the config's): no first reader."""
-    from tuneforge.serve.safety.normalize import canonical
+    from tuneforge.serve.safety.normalize import canonical, reveal_blobs
 
-    ids = encoder.pieces(canonical(clip(text, max_chars)))
+    ids = encoder.pieces(canonical(reveal_blobs(clip(text, max_chars))))
     count, reads = len(window_starts(len(ids), window_tokens)), min(first_reader_windows, max_windows)
     if reads <= 0 or count <= reads:
         return cut_windows(ids, window_tokens, max_windows)

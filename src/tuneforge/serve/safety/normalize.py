@@ -39,6 +39,8 @@ _SPACED = re.compile(r"(?<!\S)(?:\w[ .\-_*]){3,}\w(?!\S)")  # "i g n o r e", "i.
 _B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{16,}={0,2}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :]?){8,}")
 _SPACES = re.compile(r"\s+")
+_TAG = re.compile("[\U000E0000-\U000E007F]")
+_ASCII_INVISIBLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what `_is_invisible` removes of ASCII: controls
 
 
 def _is_invisible(ch: str) -> bool:
@@ -55,7 +57,7 @@ def _is_tag(ch: str) -> bool:
 
 def reveal_tags(text: str) -> str:
     """Unicode tag characters turned back into the ASCII they mirror (U+E0041 → 'A')."""
-    if not any(_is_tag(ch) for ch in text):
+    if text.isascii() or not _TAG.search(text):
         return text
     return "".join(chr(ord(ch) - _TAG_BASE) if 0xE0020 <= ord(ch) <= 0xE007E else ch for ch in text)
 
@@ -63,8 +65,11 @@ def reveal_tags(text: str) -> str:
 def strip_invisible(text: str) -> str:
     """Zero-width, format, control, private-use and combining characters removed; tags revealed.
 
-    Combining marks go too (after NFKD they are only accents): "ïgnörë" reads "ignore".
+    Combining marks go too (after NFKD they are only accents): "ïgnörë" reads "ignore". ASCII text (most
+    requests) takes a regex instead of the per-character walk: of ASCII only control characters are invisible.
     """
+    if text.isascii():
+        return _ASCII_INVISIBLE.sub("", text)
     text = reveal_tags(text)
     return "".join(ch for ch in unicodedata.normalize("NFKD", text) if not _is_invisible(ch))
 
@@ -94,28 +99,39 @@ def _printable_share(text: str) -> float:
     return sum(ch.isprintable() or ch in "\n\t" for ch in text) / max(len(text), 1)
 
 
+def _from_base64(blob: str) -> str | None:
+    for decode in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            out = decode(blob + "=" * (-len(blob) % 4)).decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if len(out) >= 8 and _printable_share(out) > 0.95 and re.search(r"[A-Za-z]{3}", out):
+            return out
+    return None
+
+
+def _from_hex(blob: str) -> str | None:
+    try:
+        out = bytes.fromhex(re.sub(r"[ :]", "", blob)).decode("utf-8")
+    except ValueError:
+        return None
+    return out if _printable_share(out) > 0.95 and re.search(r"[A-Za-z]{3}", out) else None
+
+
 def decoded_blobs(text: str) -> list[str]:
     """Base64 (standard and URL-safe) and hex blobs in `text` that decode to readable text."""
-    found = []
-    for match in _B64.finditer(text):
-        blob = match.group()
-        for decode in (base64.b64decode, base64.urlsafe_b64decode):
-            try:
-                raw = decode(blob + "=" * (-len(blob) % 4))
-                out = raw.decode("utf-8")
-            except (binascii.Error, ValueError):
-                continue
-            if len(out) >= 8 and _printable_share(out) > 0.95 and re.search(r"[A-Za-z]{3}", out):
-                found.append(out)
-                break
-    for match in _HEX.finditer(text):
-        try:
-            out = bytes.fromhex(re.sub(r"[ :]", "", match.group())).decode("utf-8")
-        except ValueError:
-            continue
-        if _printable_share(out) > 0.95 and re.search(r"[A-Za-z]{3}", out):
-            found.append(out)
-    return found
+    found = [out for m in _B64.finditer(text) if (out := _from_base64(m.group())) is not None]
+    return found + [out for m in _HEX.finditer(text) if (out := _from_hex(m.group())) is not None]
+
+
+def reveal_blobs(text: str) -> str:
+    """`text` with each base64/hex blob that decodes to readable text replaced by that text (other blobs stay):
+    what the classifier reads, so it judges the hidden words rather than the blob's look — as written, a
+    blob of a benign invoice and one of a jailbreak both read as noise to it."""
+    if not _B64.search(text) and not _HEX.search(text):
+        return text
+    text = _B64.sub(lambda m: _from_base64(m.group()) or m.group(), text)
+    return _HEX.sub(lambda m: _from_hex(m.group()) or m.group(), text)
 
 
 def variants(text: str, max_chars: int | None = None) -> list[tuple[str, str]]:
@@ -151,6 +167,8 @@ class EvasionSigns:
 
 def evasion_signs(text: str) -> EvasionSigns:
     """Counts of hidden characters and of words that mix scripts ("раypal" with a Cyrillic р)."""
+    if text.isascii():  # no format, tag or private-use characters, one script
+        return EvasionSigns(invisible=0, mixed_script_words=0, tags=0)
     invisible = sum(1 for ch in text if ch not in "\n\t " and (unicodedata.category(ch) in ("Cf", "Co")
                     or ch in _INVISIBLE_EXTRA or 0xFE00 <= ord(ch) <= 0xFE0F))
     tags = sum(1 for ch in text if _is_tag(ch))

