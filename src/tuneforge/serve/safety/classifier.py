@@ -72,6 +72,8 @@ class Head:
             parts = [getattr(h, name) for h in heads]
             return None if any(p is None for p in parts) else np.concatenate(parts)
 
+        if len({h.w1 is None for h in heads}) > 1:
+            raise ValueError("an ensemble's members are all MLPs or all logistic: not a mix")
         w2, b2 = cat("w2"), cat("b2")
         assert w2 is not None and b2 is not None
         return cls(cat("w1"), cat("b1"), w2, b2, meta if meta is not None else heads[0].meta)
@@ -135,16 +137,21 @@ def clip(text: str, max_chars: int) -> str:
 
 def message_windows(encoder: OnnxEncoder, text: str, max_chars: int, window_tokens: int,
                     max_windows: int, first_reader_windows: int = 0) -> list[list[int]]:
-    """The word-piece windows the classifier reads of `text`: clipped, base64/hex blobs decoded in place
-    (`normalize.reveal_blobs`), normalised, then cut. Serving and
+    """The word-piece windows the classifier reads of `text`: clipped, invisible characters removed, base64/hex
+    blobs decoded in place (`normalize.reveal_blobs`), normalised, then cut. Serving and
     `train_head` both call this, so the head is fitted on exactly what it will be shown.
 
     With `first_reader_windows` k > 0 (at most `max_windows` count) and a text of more than k windows, the first
     reader (`first_reader`) scores every window and only its k most suspicious are returned; a text of at most
     k windows is read as without it. 0 (this function's default; the guard's is the config's): no first reader."""
-    from tuneforge.serve.safety.normalize import canonical, reveal_blobs
+    import unicodedata
 
-    ids = encoder.pieces(canonical(reveal_blobs(clip(text, max_chars))))
+    from tuneforge.serve.safety.normalize import canonical, reveal_blobs, strip_invisible
+
+    # blobs are decoded once what hides them is gone: a zero-width space or full-width letters inside a blob
+    # would otherwise keep it from decoding
+    visible = strip_invisible(unicodedata.normalize("NFKC", clip(text, max_chars)))
+    ids = encoder.pieces(canonical(reveal_blobs(visible)))
     count, reads = len(window_starts(len(ids), window_tokens)), min(first_reader_windows, max_windows)
     if reads <= 0 or count <= reads:
         return cut_windows(ids, window_tokens, max_windows)

@@ -124,14 +124,35 @@ def decoded_blobs(text: str) -> list[str]:
     return found + [out for m in _HEX.finditer(text) if (out := _from_hex(m.group())) is not None]
 
 
+_PROSE = re.compile(r"[\w\s.,;:'\"!?()\[\]{}@\-/]")  # prose, JSON, e-mail; printable junk is ~35 % other symbols
+_CHUNK = 48
+
+
+def _reads_as_text(out: str) -> bool:
+    """Decoded bytes that read as text all the way: every character printable, and every 48-character stretch
+    at least 90 % letters, digits, spaces and common punctuation, with a space in it. A blob with instructions glued
+    to its end (base64 letters that decode to printable junk) fails in its last stretch and stays as written."""
+    if not all(ch.isprintable() or ch in "\n\t\r" for ch in out):
+        return False
+    for start in range(0, len(out), _CHUNK):
+        chunk = out[start:start + _CHUNK]
+        if len(_PROSE.findall(chunk)) < 0.9 * len(chunk) or (len(chunk) >= _CHUNK // 2 and not re.search(r"\s", chunk)):
+            return False
+    return True
+
+
+def _reveal(decoded: str | None, blob: str) -> str:
+    return decoded if decoded is not None and _reads_as_text(decoded) else blob
+
+
 def reveal_blobs(text: str) -> str:
-    """`text` with each base64/hex blob that decodes to readable text replaced by that text (other blobs stay):
-    what the classifier reads, so it judges the hidden words rather than the blob's look — as written, a
-    blob of a benign invoice and one of a jailbreak both read as noise to it."""
+    """`text` with each base64/hex blob that decodes to text (`_reads_as_text`) replaced by that text; other blobs
+    stay as written. What the classifier reads, so it judges the hidden words rather than the blob's look: as
+    written, a blob of a benign invoice and one of a jailbreak both read as noise to it."""
     if not _B64.search(text) and not _HEX.search(text):
         return text
-    text = _B64.sub(lambda m: _from_base64(m.group()) or m.group(), text)
-    return _HEX.sub(lambda m: _from_hex(m.group()) or m.group(), text)
+    text = _B64.sub(lambda m: _reveal(_from_base64(m.group()), m.group()), text)
+    return _HEX.sub(lambda m: _reveal(_from_hex(m.group()), m.group()), text)
 
 
 def variants(text: str, max_chars: int | None = None) -> list[tuple[str, str]]:

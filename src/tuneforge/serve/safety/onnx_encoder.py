@@ -37,13 +37,17 @@ ENCODER_NAME = "all-MiniLM-L6-v2, ONNX, fused (onnxruntime.transformers, bert), 
 OPSET = 17
 HEADS, HIDDEN = 12, 384  # MiniLM-L6: what the attention fusion needs to know
 RECIPE = "torchscript-eager|bert-fusion|int8-dynamic-per-channel"
+MEASURED_WITH = "torch 2.13.0, onnxruntime 1.32.0, onnx 1.23.2, transformers 5.25.0"  # the committed head's
 
 
 def _fingerprint(folder: Path) -> str:
+    import onnx
     import onnxruntime
     import torch
+    import transformers
 
-    digest = hashlib.sha256(f"{RECIPE}|{OPSET}|{torch.__version__}|{onnxruntime.__version__}".encode())
+    versions = f"{torch.__version__}|{onnxruntime.__version__}|{onnx.__version__}|{transformers.__version__}"
+    digest = hashlib.sha256(f"{RECIPE}|{OPSET}|{versions}".encode())
     for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("config.json")):
         digest.update(path.name.encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
@@ -104,10 +108,18 @@ def build(target: Path | None = None) -> Path:
                                          opt_level=1)
         fusions = {k: v for k, v in graph.get_fused_operator_statistics().items() if v}
         layers = model.config.num_hidden_layers
-        if fusions.get("Attention", 0) != layers or fusions.get("SkipLayerNormalization", 0) != 2 * layers:
-            raise ConfigError(f"onnxruntime's transformer optimizer fused {fusions} in the encoder, expected "
-                              f"{layers} Attention and {2 * layers} SkipLayerNormalization: this onnxruntime/"
-                              "transformers pair exports a graph the classifier was not trained on")
+        expected = {"Attention": layers, "SkipLayerNormalization": 2 * layers, "BiasGelu": layers,
+                    "EmbedLayerNormalization": 1}
+        if any(fusions.get(op, 0) != n for op, n in expected.items()):
+            import onnxruntime
+            import transformers
+
+            raise ConfigError(
+                f"onnxruntime's transformer optimizer fused {fusions} in the injection classifier's encoder, "
+                f"expected {expected}: with onnxruntime {onnxruntime.__version__} and transformers "
+                f"{transformers.__version__} the graph differs from the one its head was trained on (measured "
+                f"with {MEASURED_WITH}). Install those versions, or set injection.classifier: false (grounded "
+                "topics and the semantic cache use this encoder too)")
         graph.save_model_to_file(str(fused))
         fp32.unlink()
         # per channel: one scale per output column. Per tensor, the fused attention's packed QKV weights lose
