@@ -144,14 +144,13 @@ def message_windows(encoder: OnnxEncoder, text: str, max_chars: int, window_toke
     With `first_reader_windows` k > 0 (at most `max_windows` count) and a text of more than k windows, the first
     reader (`first_reader`) scores every window and only its k most suspicious are returned; a text of at most
     k windows is read as without it. 0 (this function's default; the guard's is the config's): no first reader."""
-    import unicodedata
-
-    from tuneforge.serve.safety.normalize import canonical, reveal_blobs, strip_invisible
+    from tuneforge.serve.safety.normalize import canonical, fold_visible, reveal_blobs, visible
 
     # blobs are decoded once what hides them is gone: a zero-width space or full-width letters inside a blob
-    # would otherwise keep it from decoding
-    visible = strip_invisible(unicodedata.normalize("NFKC", clip(text, max_chars)))
-    ids = encoder.pieces(canonical(reveal_blobs(visible)))
+    # would otherwise keep it from decoding. Without a decoded blob the text is already visible: only folded.
+    shown = visible(clip(text, max_chars))
+    revealed = reveal_blobs(shown)
+    ids = encoder.pieces(fold_visible(shown) if revealed == shown else canonical(revealed))
     count, reads = len(window_starts(len(ids), window_tokens)), min(first_reader_windows, max_windows)
     if reads <= 0 or count <= reads:
         return cut_windows(ids, window_tokens, max_windows)

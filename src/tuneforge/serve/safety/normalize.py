@@ -79,12 +79,20 @@ def join_spaced(text: str) -> str:
     return _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), text)
 
 
+def visible(text: str) -> str:
+    """`canonical`'s first half: NFKC, then invisible characters removed (`strip_invisible`)."""
+    return strip_invisible(unicodedata.normalize("NFKC", text))
+
+
+def fold_visible(text: str) -> str:
+    """`canonical`'s second half, for text `visible` already returned: homoglyphs, NFKC, spacing, case."""
+    text = unicodedata.normalize("NFKC", text.translate(_HOMOGLYPHS))
+    return _SPACES.sub(" ", join_spaced(text)).strip().casefold()
+
+
 def canonical(text: str) -> str:
     """The folded reading a guard matches on: NFKC, homoglyphs, invisibles, spacing, case; single spaces."""
-    text = unicodedata.normalize("NFKC", text)
-    text = strip_invisible(text).translate(_HOMOGLYPHS)
-    text = unicodedata.normalize("NFKC", text)
-    return _SPACES.sub(" ", join_spaced(text)).strip().casefold()
+    return fold_visible(visible(text))
 
 
 def deleet(text: str) -> str:
